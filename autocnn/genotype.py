@@ -19,13 +19,16 @@ from typing import Any, ClassVar
 
 import yaml
 
+from autocnn.errors import AutocnnError
 
-class GenotypeError(ValueError):
+
+class GenotypeError(AutocnnError, ValueError):
     """An impossible value; `field` is the dotted path of the offending entry (e.g. `stages[2].ratio`)."""
 
     def __init__(self, field_path: str, message: str) -> None:
         super().__init__(f"{field_path}: {message}" if field_path else message)
         self.field = field_path
+        self.message = message
 
 
 def _fail(path: str, message: str) -> None:
@@ -257,7 +260,7 @@ def _validate_stage(spec: StageSpec, path: str) -> None:
     try:
         block.validate(spec)
     except GenotypeError as err:
-        _fail(_join(path, err.field), str(err).split(": ", 1)[-1])
+        _fail(_join(path, err.field), err.message)
 
 
 def _validate_head(head: HeadSpec, path: str) -> None:
@@ -353,6 +356,10 @@ def _from_plain(cls, data: Any, path: str):
             kwargs[name] = _coerce(tp, value, sub)
     try:
         return cls(**kwargs)
+    except GenotypeError as err:  # raised by the nested dataclass, which does not know its position
+        if path and not err.field.startswith(path):
+            raise GenotypeError(_join(path, err.field), err.message) from None
+        raise
     except TypeError as err:  # a required field is missing
         missing = re.findall(r"'(\w+)'", str(err))
         _fail(_join(path, missing[0] if missing else ""), "is required")

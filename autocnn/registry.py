@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
 
+from autocnn.errors import AutocnnError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(AutocnnError, ValueError):
     """A name that is not registered; the message lists the valid choices."""
 
 

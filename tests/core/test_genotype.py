@@ -1,0 +1,95 @@
+"""Genotype validation and exact round-trips through dict, JSON, YAML and the compact string."""
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from autocnn import Genotype, GenotypeError, HeadSpec, StageSpec
+from autocnn.layers import ACTIVATIONS, ATTENTION, CONVS
+from autocnn.presets import PRESETS, get_preset
+
+
+@pytest.mark.parametrize("name", PRESETS.names())
+def test_presets_round_trip(name):
+    g = get_preset(name)
+    assert Genotype.from_dict(json.loads(json.dumps(g.to_dict()))) == g
+    assert Genotype.from_json(g.to_json()) == g
+    assert Genotype.from_yaml(g.to_yaml()) == g
+    assert Genotype.from_string(g.to_string()) == g
+    assert "\n" not in g.to_string()
+
+
+def test_compact_string_reads_like_timm():
+    s = get_preset("efficientnet_b0").to_string()
+    assert "mbconv-c24-r2-s2-e6.0-cv:depthwise-at:se-rr4.0" in s
+
+
+stage_strategy = st.builds(
+    StageSpec,
+    block=st.sampled_from(["conv", "basic", "bottleneck", "mbconv", "fused_mbconv", "transition"]),
+    out_chs=st.integers(1, 4096), repeats=st.integers(1, 12), stride=st.integers(1, 2),
+    kernel=st.sampled_from([1, 3, 5, 7]), expansion=st.floats(0.01, 10, allow_nan=False),
+    conv=st.sampled_from(CONVS.names()), dilation=st.integers(1, 3), groups=st.just(1),
+    attention=st.sampled_from(ATTENTION.names()), ratio=st.floats(0.5, 64),
+    act=st.none() | st.sampled_from(ACTIVATIONS.names()), padding=st.none() | st.integers(0, 3),
+    widths=st.tuples() | st.tuples(st.integers(1, 64), st.integers(1, 64)), bias=st.booleans(),
+)
+genotype_strategy = st.builds(
+    Genotype,
+    stages=st.lists(stage_strategy, min_size=1, max_size=4).map(tuple),
+    stem=st.lists(stage_strategy, max_size=2).map(tuple),
+    head=st.builds(HeadSpec, pool=st.sampled_from(["avg", "max", "flatten"]), pool_size=st.integers(1, 7),
+                   hidden=st.lists(st.integers(1, 512), max_size=2).map(tuple), dropout=st.floats(0, 0.9),
+                   multilabel=st.booleans()),
+    resolution=st.integers(8, 600), in_chans=st.integers(1, 4), num_classes=st.integers(1, 1000),
+    norm_eps=st.floats(1e-8, 1e-1), drop_path=st.floats(0, 0.5),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(genotype_strategy)
+def test_random_genotypes_round_trip_exactly(g):
+    assert Genotype.from_string(g.to_string()) == g
+    assert Genotype.from_json(g.to_json()) == g
+    assert Genotype.from_yaml(g.to_yaml()) == g
+    assert Genotype.from_string(g.to_string()).arch_id == g.arch_id
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["stages", "stem", "head", "resolution", "act", "bogus", "norm_eps"]),
+                       st.none() | st.integers(-3, 300) | st.text(max_size=5) | st.floats(allow_nan=True)
+                       | st.lists(st.dictionaries(st.sampled_from(["block", "out_chs", "ratio", "kernel"]),
+                                                  st.integers(-2, 64) | st.text(max_size=4) | st.floats()),
+                                  max_size=3)))
+def test_arbitrary_dicts_raise_only_genotype_error(data):
+    try:
+        Genotype.from_dict(data)
+    except GenotypeError:
+        pass
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda d: d["stages"][2].update(ratio=0), "stages[2].ratio"),
+    (lambda d: d["stages"][0].update(block="nope"), "stages[0].block"),
+    (lambda d: d["stages"][1].update(kernel=0), "stages[1].kernel"),
+    (lambda d: d["stages"][1].update(attention="squeeze"), "stages[1].attention"),
+    (lambda d: d["stages"][1].update(colour="red"), "stages[1].colour"),
+    (lambda d: d["head"].update(dropout=1.5), "head.dropout"),
+    (lambda d: d.update(resolution=0), "resolution"),
+    (lambda d: d.update(stages=[]), "stages"),
+    (lambda d: d["stages"][3].update(out_chs="wide"), "stages[3].out_chs"),
+])
+def test_invalid_values_name_the_field(mutate, field):
+    data = get_preset("efficientnet_b0").to_dict()
+    mutate(data)
+    with pytest.raises(GenotypeError) as info:
+        Genotype.from_dict(data)
+    assert info.value.field == field
+    assert str(info.value).startswith(field + ":")
+
+
+def test_bad_strings_raise_genotype_error():
+    for text in ["", "net | none", "net | none | mbconv-zz9 | head", "net | none | mbconv-c8 | head-pool:cube"]:
+        with pytest.raises(GenotypeError):
+            Genotype.from_string(text)
