@@ -1,10 +1,11 @@
 """Shared fixtures. Tests run on CPU with a fixed thread count so timings and results are stable."""
-import os
 
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One intra-op thread per test worker: two workers share two cores, and oversubscribed OpenMP
+# threads stall each other (a tiny training step went from under 1 ms to 250 ms).
+torch.set_num_threads(1)
 
 
 @pytest.fixture

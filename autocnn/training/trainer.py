@@ -1,0 +1,217 @@
+"""Train one candidate network on in-memory data and report a validation curve.
+
+The step loop avoids host syncs: the loss is summed on the device and read (and checked for
+NaN/inf) once per epoch. `on_epoch` is where a search prunes or stops a run; whatever it raises
+leaves `train` unchanged, so this package never needs to know about Optuna or Ray.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import DataSplits, DeviceBatches, TensorSplit
+from .config import TrainConfig, resolve_device
+from .metrics import mean_average_precision, micro_f1
+from .optim import OPTIMIZERS, SCHEDULES, param_groups
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite; a search records the trial as failed."""
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    val_metric: float
+    train_loss: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    val_curve: list[float]
+    best_val: float
+    test_metric: float | None
+    epochs_run: int
+    wall_time: float
+    train_loss: float
+    metric_name: str
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def metric_name(multilabel: bool) -> str:
+    return "mAP" if multilabel else "accuracy"
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, deterministic: bool) -> Iterator[None]:
+    """Seed every RNG a model may use; switch on deterministic kernels for the run only."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _amp_dtype(enabled: bool, device: torch.device) -> torch.dtype | None:
+    """bf16 where the hardware has it (no loss scaling needed), else fp16 with a GradScaler."""
+    if not enabled:
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+@torch.inference_mode()
+def _evaluate(model: nn.Module, batches: DeviceBatches, multilabel: bool,
+              amp_dtype: torch.dtype | None) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    try:
+        loss_sum = torch.zeros((), device=batches.device)
+        correct = torch.zeros((), device=batches.device, dtype=torch.long)
+        outputs: list[torch.Tensor] = []
+        for x, y in batches:
+            with torch.autocast(batches.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(x)
+            logits = logits.float()
+            if multilabel:
+                loss_sum += F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / y.shape[1]
+                outputs.append(logits)
+            else:
+                loss_sum += F.cross_entropy(logits, y, reduction="sum")
+                correct += (logits.argmax(1) == y).sum()
+        n = len(batches.labels)
+        metrics = {"loss": loss_sum.item() / n}
+        if multilabel:
+            scores = torch.cat(outputs)
+            metrics["mAP"] = mean_average_precision(scores, batches.labels)
+            metrics["f1"] = micro_f1(scores, batches.labels)
+        else:
+            metrics["accuracy"] = correct.item() / n
+        return metrics
+    finally:
+        model.train(was_training)
+
+
+def evaluate(
+    model: nn.Module,
+    split: TensorSplit,
+    *,
+    batch_size: int,
+    device: torch.device | str,
+    resolution: int | None = None,
+    multilabel: bool = False,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Metrics of `model` on `split`: {"accuracy", "loss"} or, multi-label, {"mAP", "f1", "loss"}."""
+    device = resolve_device(device)
+    model.to(device)
+    batches = DeviceBatches(split, batch_size, device=device, resolution=resolution, channels_last=channels_last)
+    return _evaluate(model, batches, multilabel, amp_dtype)
+
+
+def train(
+    model: nn.Module,
+    data: DataSplits,
+    config: TrainConfig,
+    *,
+    resolution: int | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    evaluate_test: bool = True,
+) -> TrainResult:
+    """Train `model` in place on `data.train`, validating after every epoch.
+
+    `resolution` resizes batches on the fly (None keeps the native size). Raises `DivergedError`
+    when the epoch's mean loss is not finite; exceptions from `on_epoch` propagate unchanged.
+    """
+    started = time.perf_counter()
+    device = config.resolved_device()
+    cuda = device.type == "cuda"
+    amp_dtype = _amp_dtype(config.amp if config.amp is not None else cuda, device)
+    channels_last = config.channels_last if config.channels_last is not None else cuda
+    name = metric_name(data.multilabel)
+
+    with _seeded(config.seed, deterministic=not cuda):
+        model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        train_batches = DeviceBatches(
+            data.train, config.batch_size, device=device, shuffle=True,
+            generator=torch.Generator().manual_seed(config.seed), augment=data.augment,
+            resolution=resolution, drop_last=len(data.train) > config.batch_size, channels_last=channels_last,
+        )
+        eval_kwargs = dict(device=device, resolution=resolution, channels_last=channels_last)
+        val_batches = DeviceBatches(data.val, 2 * config.batch_size, **eval_kwargs)
+        steps = len(train_batches)
+
+        optimizer = OPTIMIZERS.get(config.optimizer)(
+            param_groups(model, config.weight_decay), config.resolved_lr, device)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES.get(config.schedule)(
+            config.epochs * steps, round(config.warmup_epochs * steps)))
+        scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        criterion: nn.Module = (nn.BCEWithLogitsLoss() if data.multilabel
+                                else nn.CrossEntropyLoss(label_smoothing=config.label_smoothing))
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+
+        curve: list[float] = []
+        train_loss = float("nan")
+        val: dict[str, float] = {}
+        for epoch in range(1, config.epochs + 1):
+            epoch_start = time.perf_counter()
+            model.train()
+            loss_sum = torch.zeros((), device=device)
+            for x, y in train_batches:
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss = criterion(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if config.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(params, config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                loss_sum += loss.detach().float()
+            train_loss = loss_sum.item() / steps
+            if not math.isfinite(train_loss):
+                raise DivergedError(f"training loss became {train_loss} in epoch {epoch}; "
+                                    f"lower the learning rate or enable grad_clip")
+            val = _evaluate(model, val_batches, data.multilabel, amp_dtype)
+            curve.append(val[name])
+            if on_epoch is not None:
+                on_epoch(EpochReport(epoch, val[name], train_loss, time.perf_counter() - epoch_start))
+
+        extra = {f"val_{k}": v for k, v in val.items() if k != name}
+        test_metric = None
+        if evaluate_test:
+            test = _evaluate(model, DeviceBatches(data.test, 2 * config.batch_size, **eval_kwargs),
+                             data.multilabel, amp_dtype)
+            test_metric = test[name]
+            extra.update({f"test_{k}": v for k, v in test.items() if k != name})
+        if data.multilabel:
+            extra["f1"] = extra.pop("val_f1")
+
+    return TrainResult(
+        val_curve=curve,
+        best_val=max(curve),
+        test_metric=test_metric,
+        epochs_run=len(curve),
+        wall_time=time.perf_counter() - started,
+        train_loss=train_loss,
+        metric_name=name,
+        extra=extra,
+    )

@@ -1,0 +1,171 @@
+"""autocnn.training: learning, determinism, callbacks, divergence, multi-label metrics."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from autocnn.data import load_dataset
+from autocnn.training import (
+    DivergedError,
+    TrainConfig,
+    average_precision,
+    evaluate,
+    mean_average_precision,
+    micro_f1,
+    train,
+)
+
+FAST = dict(batch_size=32, device="cpu")
+
+
+def tiny_cnn(in_chans: int = 1, num_classes: int = 10) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(in_chans, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1, stride=2), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes),
+    )
+
+
+class NaNModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1)) * float("nan")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny CNNs run fastest on one thread; with more, OpenMP barriers stall 100× on a busy machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def write_multilabel(root: Path, n: int = 60) -> None:
+    """images/ + labels.csv; each image's colour channels spell its labels, so it is learnable."""
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    with open(root / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "labels"])
+        for i in range(n):
+            on = rng.random(3) < 0.5
+            Image.new("RGB", (8, 8), tuple(int(255 * v) for v in on)).save(root / "images" / f"{i}.png")
+            w.writerow([f"{i}.png", " ".join(c for c, v in zip(("red", "green", "blue"), on) if v)])
+
+
+def test_tiny_cnn_learns_digits(digits):
+    result = train(tiny_cnn(), digits, TrainConfig(epochs=5, **FAST))
+    assert result.metric_name == "accuracy" and result.epochs_run == 5 and len(result.val_curve) == 5
+    assert result.best_val > 0.5
+    assert result.best_val == max(result.val_curve)
+    assert 0.4 < result.test_metric <= 1.0
+    assert result.train_loss < 2.3 and result.wall_time > 0
+    assert {"val_loss", "test_loss"} <= set(result.extra)
+
+
+def test_training_is_deterministic(digits):
+    config = TrainConfig(epochs=2, optimizer="adamw", label_smoothing=0.1, **FAST)
+    a = train(tiny_cnn(), digits, config, evaluate_test=False)
+    b = train(tiny_cnn(), digits, config, evaluate_test=False)
+    assert a.val_curve == b.val_curve and a.train_loss == b.train_loss
+    assert a.test_metric is None
+    assert not torch.are_deterministic_algorithms_enabled()  # the global flag is restored
+
+
+def test_on_epoch_called_every_epoch_in_order(digits):
+    reports = []
+    result = train(tiny_cnn(), digits, TrainConfig(epochs=3, schedule="onecycle", **FAST),
+                   on_epoch=reports.append, evaluate_test=False)
+    assert [r.epoch for r in reports] == [1, 2, 3]
+    assert [r.val_metric for r in reports] == result.val_curve
+    assert all(r.seconds > 0 and np.isfinite(r.train_loss) for r in reports)
+
+
+def test_exception_from_on_epoch_propagates(digits):
+    class Pruned(Exception):
+        pass
+
+    seen = []
+
+    def stop_at_two(report):
+        seen.append(report.epoch)
+        if report.epoch == 2:
+            raise Pruned(report.val_metric)
+
+    with pytest.raises(Pruned):
+        train(tiny_cnn(), digits, TrainConfig(epochs=5, **FAST), on_epoch=stop_at_two)
+    assert seen == [1, 2]
+
+
+def test_nan_loss_raises_diverged(digits):
+    with pytest.raises(DivergedError, match="epoch 1"):
+        train(NaNModel(), digits, TrainConfig(epochs=2, **FAST))
+
+
+def test_resolution_resizes_batches(digits):
+    seen = []
+    model = tiny_cnn()
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[-1]))
+    result = train(model, digits, TrainConfig(epochs=1, schedule="constant", warmup_epochs=0.5, **FAST),
+                   resolution=16)
+    assert set(seen) == {16} and 0 <= result.test_metric <= 1
+
+
+def test_evaluate_standalone(digits):
+    model = tiny_cnn()
+    metrics = evaluate(model, digits.val, batch_size=100, device="cpu")
+    assert set(metrics) == {"accuracy", "loss"} and 0 <= metrics["accuracy"] <= 1
+    assert model.training  # mode restored
+
+
+def test_multilabel_training_reports_map_and_f1(tmp_path):
+    write_multilabel(tmp_path)
+    data = load_dataset("multilabel", tmp_path)
+    result = train(tiny_cnn(3, data.num_classes), data,
+                   TrainConfig(epochs=3, batch_size=8, optimizer="adamw", device="cpu"))
+    assert result.metric_name == "mAP"
+    assert all(0 <= v <= 1 for v in result.val_curve) and 0 <= result.test_metric <= 1
+    assert 0 <= result.extra["f1"] <= 1 and 0 <= result.extra["test_f1"] <= 1
+
+
+def test_map_and_f1_match_sklearn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    g = torch.Generator().manual_seed(0)
+    targets = (torch.rand(50, 4, generator=g) < 0.3).float()
+    targets[:, 3] = 0  # a class without positives is left out of the mean
+    logits = torch.randn(50, 4, generator=g) + 2 * targets
+    ap = average_precision(logits, targets)
+    expected = [metrics.average_precision_score(targets[:, k], logits[:, k]) for k in range(3)]
+    assert torch.isnan(ap[3]) and np.allclose(ap[:3].numpy(), expected, atol=1e-6)
+    assert mean_average_precision(logits, targets) == pytest.approx(np.mean(expected), abs=1e-6)
+    f1 = metrics.f1_score(targets.numpy(), (logits > 0).numpy(), average="micro")
+    assert micro_f1(logits, targets) == pytest.approx(f1, abs=1e-6)
+
+
+@pytest.mark.parametrize("field,value", [("epochs", 0), ("optimizer", "rmsprop"), ("schedule", "step"),
+                                         ("lr", -1.0), ("label_smoothing", 1.0), ("grad_clip", 0.0)])
+def test_config_rejects_bad_values_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=f"TrainConfig.{field}"):
+        TrainConfig(**{field: value})
+
+
+def test_config_default_lr_per_optimizer():
+    assert TrainConfig().resolved_lr == 0.05
+    assert TrainConfig(optimizer="adamw").resolved_lr == 2e-3
+    assert TrainConfig(optimizer="adamw", lr=0.1).resolved_lr == 0.1
