@@ -35,7 +35,7 @@ def cli() -> None:
     """Neural-architecture search for convolutional image classifiers."""
 
 
-from autocnn.cli import models  # noqa: E402,F401  (command registration)
+from autocnn.cli import models, search  # noqa: E402,F401  (command registration)
 
 
 def main() -> None:

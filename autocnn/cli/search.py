@@ -1,0 +1,209 @@
+"""`autocnn search`, `train`, `studies` and `best`."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from autocnn.cli import cli
+from autocnn.search import records
+from autocnn.search.config import SearchConfig
+from autocnn.storage import open_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class RichProgress:
+    """Trial n/N with ETA, the running trial's epoch and accuracy, and the best so far."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 console=console, transient=False)
+        self.task = None
+        self.best: float | None = None
+        self.epochs = 0
+
+    def start(self, study, config: SearchConfig) -> None:
+        from autocnn.search.engine import finished_trials
+
+        self.epochs = config.epochs
+        self.maximize = config.directions[0] == "maximize"
+        done = finished_trials(study)
+        values = [t.values[0] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        if values:
+            self.best = max(values) if self.maximize else min(values)
+        self.console.print(f"study [bold]{study.study_name}[/bold]: {done}/{config.trials} trials done, "
+                           f"space {config.space.split(':')[0]}, dataset {config.dataset}, {config.epochs} epochs/trial")
+        self.progress.start()
+        self.task = self.progress.add_task(self._describe(None, None, None), total=config.trials, completed=done)
+
+    def _describe(self, number, epoch, value) -> str:
+        best = f"{self.best:.4f}" if self.best is not None else "-"
+        if number is None:
+            return f"best {best}"
+        return f"trial {number} epoch {epoch}/{self.epochs} val {value:.4f} best {best}"
+
+    def on_epoch(self, number: int, report) -> None:
+        self.progress.update(self.task, description=self._describe(number, report.epoch, report.val_metric))
+
+    def on_trial_end(self, study, trial) -> None:
+        from autocnn.search.engine import finished_trials
+
+        row = records.summary(trial)
+        if trial.state == TrialState.COMPLETE:
+            value = trial.values[0]
+            if self.best is None or (value > self.best if self.maximize else value < self.best):
+                self.best = value
+        detail = row["rejected"] or row["fail_reason"] or ""
+        value = f"{trial.values[0]:.4f}" if trial.values else "-"
+        self.progress.console.print(
+            f"trial {trial.number:>3} {trial.state.name:<8} val {value} params {row['params'] or 0:,} "
+            f"epochs {row['epochs_run'] or 0} {detail}".rstrip())
+        self.progress.update(self.task, completed=finished_trials(study), description=self._describe(None, None, None))
+
+    def stop(self, study) -> None:
+        self.progress.stop()
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+@cli.command()
+@click.option("--space", default="efficientnet_compound", show_default=True, help="Built-in space name or YAML path.")
+@click.option("--dataset", default="digits", show_default=True)
+@click.option("--data-root", type=click.Path(), default=None, help="Folder holding the dataset (never downloaded).")
+@click.option("--trials", type=int, default=None, help="Trials to finish (default 12; on --resume: raise the budget).")
+@click.option("--timeout", type=float, default=None, help="Stop starting trials after this many seconds.")
+@click.option("--epochs", type=int, default=8, show_default=True, help="Training epochs per candidate.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="adamw", show_default=True)
+@click.option("--lr", type=float, default=None)
+@click.option("--sampler", default="tpe", show_default=True, help="tpe, random, cmaes, gp or nsga2.")
+@click.option("--pruner", default="median", show_default=True, help="median, hyperband, sha or none.")
+@click.option("--objectives", default="accuracy", show_default=True,
+              help="accuracy, or accuracy plus params/flops/latency for a Pareto search.")
+@click.option("--study", default=None, help="Study name (default: SPACE-DATASET-TIMESTAMP).")
+@click.option("--storage", default=None, help="SQLAlchemy URL (default sqlite:///studies/autocnn.db).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--resolution", type=int, default=None, help="Input resolution (default: the space's).")
+@click.option("--limit", type=int, default=None, help="Use at most this many training images.")
+@click.option("--enqueue", default=None, help="Comma-separated presets to try first, e.g. resnet18,efficientnet_b0.")
+@click.option("--backend", type=click.Choice(["local"]), default="local", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue --study (default: the latest) to its budget.")
+@click.option("--json", "as_json", is_flag=True, help="Print the best trial as JSON at the end.")
+def search(resume: bool, as_json: bool, trials, timeout, **options) -> None:
+    """Search a space of architectures, training every candidate on real data."""
+    from autocnn.search.engine import resume_search, run_search
+
+    console = Console(stderr=True)
+    progress = RichProgress(console)
+    try:
+        if resume:
+            study = resume_search(options["study"], options["storage"], trials=trials, timeout=timeout,
+                                  progress=progress)
+        else:
+            options["objectives"] = _split(options["objectives"])
+            options["enqueue"] = _split(options["enqueue"])
+            config = SearchConfig(trials=trials if trials is not None else 12, timeout=timeout, **options)
+            study = run_search(config, progress=progress)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: the running trial was marked failed; "
+                      "continue with 'autocnn search --resume --study NAME'")
+        sys.exit(130)
+    _print_best(study, as_json)
+
+
+@cli.command(name="train")
+@click.option("--model", "model_name", required=True, help="Preset name, genotype file or genotype string.")
+@click.option("--dataset", default="digits", show_default=True)
+@click.option("--data-root", type=click.Path(), default=None)
+@click.option("--epochs", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="adamw", show_default=True)
+@click.option("--lr", type=float, default=None)
+@click.option("--resolution", type=int, default=None, help="Input resolution (default 32 for small images).")
+@click.option("--study", default=None)
+@click.option("--storage", default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--limit", type=int, default=None)
+def train_command(model_name: str, **options) -> None:
+    """Train one architecture with the search's recipe and record it as a one-trial study."""
+    from autocnn.api import resolve_genotype
+    from autocnn.search.engine import run_search
+    from autocnn.search.fixed import FixedSpace
+
+    genotype = resolve_genotype(model_name)
+    study = options.pop("study") or f"train-{model_name.rsplit('/', 1)[-1]}-{options['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    config = SearchConfig(space=FixedSpace.spec_for(genotype), trials=1, pruner="none", sampler="random",
+                          study=study, **options)
+    console = Console(stderr=True)
+    run = run_search(config, progress=RichProgress(console))
+    _print_best(run, False)
+
+
+def _print_best(study, as_json: bool) -> None:
+    console = Console()
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        console.print(f"study {study.study_name}: no complete trial yet")
+        return
+    best = study.best_trials if len(study.directions) > 1 else [study.best_trial]
+    rows = [records.summary(t) for t in best]
+    if as_json:
+        click.echo(json.dumps({"study": study.study_name, "best": rows}, indent=2))
+        return
+    title = "Pareto front" if len(best) > 1 or len(study.directions) > 1 else "best trial"
+    table = Table(title=f"{study.study_name}: {title}")
+    for col in ("trial", "val", "test", "params", "MFLOPs", "latency ms"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["number"]), f"{r['values'][0]:.4f}",
+                      f"{r['test_metric']:.4f}" if r["test_metric"] is not None else "-",
+                      f"{r['params']:,}", f"{r['flops'] / 1e6:.1f}", f"{r['latency_ms']:.2f}")
+    console.print(table)
+    for r in rows:
+        console.print(f"trial {r['number']} architecture: {r['arch']}", soft_wrap=True)
+
+
+@cli.command()
+@click.option("--storage", default=None)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def studies(storage: str | None, fmt: str) -> None:
+    """Every study in the storage: state, trials finished / requested, best value."""
+    from autocnn.search.engine import study_overview
+
+    rows = study_overview(open_storage(storage, create=False, heartbeat=False))
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title="studies")
+    for col in ("name", "state", "trials", "best", "space", "dataset", "last activity"):
+        table.add_column(col)
+    for r in rows:
+        best = f"{r['best']:.4f}" if isinstance(r["best"], float) else str(r["best"] or "-")
+        table.add_row(r["name"], r["state"], f"{r['finished']}/{r['requested'] or '?'}", best,
+                      str(r["space"]), str(r["dataset"]), str(r["last_activity"] or "-"))
+    Console().print(table)
+
+
+@cli.command()
+@click.option("--study", required=True)
+@click.option("--storage", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def best(study: str, storage: str | None, as_json: bool) -> None:
+    """The best trial, or the Pareto front of a multi-objective study, with genotype and metrics."""
+    from autocnn.search.engine import load_study
+
+    _print_best(load_study(study, storage, heartbeat=False), as_json)

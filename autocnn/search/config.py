@@ -1,0 +1,88 @@
+"""The run configuration a study stores, so `--resume` and the dashboard need only the study name."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from autocnn.errors import AutocnnError
+
+MAXIMIZE = {"accuracy", "map", "f1"}
+MINIMIZE = {"params", "flops", "latency"}
+CONFIG_ATTR = "autocnn.config"
+
+
+class ConfigError(AutocnnError):
+    """A search option that cannot work."""
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    space: str = "efficientnet_compound"
+    dataset: str = "digits"
+    data_root: str | None = None
+    trials: int = 12
+    timeout: float | None = None
+    epochs: int = 8
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    objectives: tuple[str, ...] = ("accuracy",)
+    study: str | None = None
+    storage: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    backend: str = "local"
+    resolution: int | None = None
+    limit: int | None = None
+    enqueue: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ConfigError(f"--trials must be >= 1, got {self.trials}; ask for at least one trial")
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}; train each candidate at least one epoch")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"--timeout must be > 0 seconds, got {self.timeout}")
+        if self.resolution is not None and self.resolution < 4:
+            raise ConfigError(f"--resolution must be >= 4 pixels, got {self.resolution}")
+        if not self.objectives:
+            raise ConfigError("--objectives is empty; use e.g. accuracy or accuracy,params")
+        unknown = [o for o in self.objectives if o not in MAXIMIZE | MINIMIZE]
+        if unknown:
+            raise ConfigError(f"unknown objective {unknown[0]!r}; choose from "
+                              f"{', '.join(sorted(MAXIMIZE))} (maximised) and {', '.join(sorted(MINIMIZE))} (minimised)")
+        if self.objectives[0] not in MAXIMIZE:
+            raise ConfigError(f"the first objective must be a quality metric ({', '.join(sorted(MAXIMIZE))}), "
+                              f"got {self.objectives[0]!r}")
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize" if o in MAXIMIZE else "minimize" for o in self.objectives]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["objectives"] = list(self.objectives)
+        data["enqueue"] = list(self.enqueue)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
+        for key in ("objectives", "enqueue"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "SearchConfig":
+        return dataclasses.replace(self, **changes)

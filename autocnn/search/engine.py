@@ -1,0 +1,312 @@
+"""The local search engine: an Optuna study whose trials are sampled, priced, trained and recorded.
+
+`evaluate_trial` is backend-neutral (the Ray backend calls it inside its workers); `run_search`
+drives it with `study.optimize` in this process.
+"""
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from autocnn.builder import build_model
+from autocnn.costs import count_params, genotype_costs, measure_latency
+from autocnn.data import DataSplits, load_dataset
+from autocnn.errors import AutocnnError
+from autocnn.registry import Registry
+from autocnn.search import records
+from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
+from autocnn.storage import open_storage
+from autocnn.training import DivergedError, EpochReport, TrainConfig, train
+
+SAMPLERS: Registry[Callable[..., optuna.samplers.BaseSampler]] = Registry("sampler")
+PRUNERS: Registry[Callable[[], optuna.pruners.BasePruner]] = Registry("pruner")
+
+SAMPLERS.register("tpe", lambda seed, multi: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                                                        constant_liar=True, n_startup_trials=5))
+SAMPLERS.register("random", lambda seed, multi: optuna.samplers.RandomSampler(seed=seed))
+SAMPLERS.register("cmaes", lambda seed, multi: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False))
+SAMPLERS.register("gp", lambda seed, multi: optuna.samplers.GPSampler(seed=seed))
+SAMPLERS.register("nsga2", lambda seed, multi: optuna.samplers.NSGAIISampler(seed=seed, population_size=8))
+
+PRUNERS.register("median", lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
+PRUNERS.register("hyperband", lambda: optuna.pruners.HyperbandPruner(min_resource=1))
+PRUNERS.register("sha", lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1))
+PRUNERS.register("none", lambda: optuna.pruners.NopPruner())
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class StudyError(AutocnnError):
+    """A study that does not exist, already exists, or cannot be continued."""
+
+
+def _check_choices(config: SearchConfig) -> None:
+    for registry, value, flag in ((SAMPLERS, config.sampler, "--sampler"), (PRUNERS, config.pruner, "--pruner")):
+        if value not in registry:
+            raise ConfigError(f"unknown {registry.kind} {value!r} for {flag}; choose from {', '.join(registry.names())}")
+
+
+def default_study_name(config: SearchConfig) -> str:
+    space = config.space.rsplit("/", 1)[-1].removesuffix(".yaml").removesuffix(".yml")
+    return f"{space}-{config.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def load_study(name: str, storage_url: str | None, *, heartbeat: bool = True) -> optuna.Study:
+    storage = open_storage(storage_url, create=False, heartbeat=heartbeat)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
+        raise StudyError(f"no study named {name!r} in the storage; existing studies: {names or 'none'}") from None
+
+
+def stored_config(study: optuna.Study) -> SearchConfig:
+    data = study.user_attrs.get(CONFIG_ATTR)
+    if data is None:
+        raise StudyError(f"study {study.study_name!r} was not created by autocnn (no stored configuration)")
+    return SearchConfig.from_dict(data)
+
+
+def create_study(config: SearchConfig) -> tuple[optuna.Study, SearchConfig]:
+    """A new study holding `config`; the name defaults to space-dataset-timestamp."""
+    _check_choices(config)
+    storage = open_storage(config.storage, create=True)
+    name = config.study or default_study_name(config)
+    if name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}:
+        raise StudyError(f"study {name!r} already exists; pass --resume to continue it or choose another --study")
+    sampler = SAMPLERS.get(config.sampler)(config.seed, config.multi_objective)
+    pruner = PRUNERS.get(config.pruner)() if not config.multi_objective else optuna.pruners.NopPruner()
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                directions=config.directions)
+    config = config.replace(study=name)
+    study.set_user_attr(CONFIG_ATTR, config.to_dict())
+    study.set_metric_names(list(config.objectives))
+    return study, config
+
+
+def reopen_study(name: str | None, storage_url: str | None, *, trials: int | None = None,
+                 timeout: float | None = None) -> tuple[optuna.Study, SearchConfig]:
+    """Load a study (default: the latest autocnn study) with its stored configuration.
+
+    Only the budget may change on resume: a larger `trials` or a new `timeout`.
+    """
+    if name is None:
+        name = _latest_study(open_storage(storage_url, create=False))
+    study = load_study(name, storage_url)
+    config = stored_config(study).replace(storage=storage_url)
+    if trials is not None and trials < 1:
+        raise ConfigError(f"--trials must be >= 1, got {trials}")
+    config = config.replace(trials=max(config.trials, trials or 0), timeout=timeout or config.timeout)
+    study.set_user_attr(CONFIG_ATTR, config.to_dict())
+    return attach_sampler(study, config), config
+
+
+def _latest_study(storage) -> str:
+    summaries = [s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+                 if CONFIG_ATTR in s.user_attrs]
+    if not summaries:
+        raise StudyError("there is no study to resume in this storage; start one with 'autocnn search'")
+    summaries.sort(key=lambda s: s.datetime_start or datetime.min)
+    return summaries[-1].study_name
+
+
+def attach_sampler(study: optuna.Study, config: SearchConfig) -> optuna.Study:
+    """A loaded study gets the sampler and pruner of its configuration back (Optuna does not store them)."""
+    study.sampler = SAMPLERS.get(config.sampler)(config.seed + len(study.trials), config.multi_objective)
+    study.pruner = PRUNERS.get(config.pruner)() if not config.multi_objective else optuna.pruners.NopPruner()
+    return study
+
+
+def finished_trials(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+@dataclass
+class TrialContext:
+    """What every trial of one run shares: the space, the data and the configuration."""
+
+    config: SearchConfig
+    space: object
+    data: DataSplits
+
+    @classmethod
+    def create(cls, config: SearchConfig) -> "TrialContext":
+        from autocnn.search.fixed import PREFIX, FixedSpace
+
+        if config.space.startswith(PREFIX):
+            space = FixedSpace.from_spec(config.space)
+        else:
+            from autocnn.spaces import load_space
+
+            space = load_space(config.space)
+        data = load_dataset(config.dataset, config.data_root, seed=config.seed, limit=config.limit)
+        return cls(config=config, space=space, data=data)
+
+    def sample(self, trial):
+        return self.space.sample(trial, resolution=self.config.resolution, num_classes=self.data.num_classes,
+                                 in_chans=self.data.in_chans, multilabel=self.data.multilabel)
+
+
+def objective_values(config: SearchConfig, metric: float, costs: dict) -> list[float]:
+    by_name = {"accuracy": metric, "map": metric, "f1": metric, "params": costs["params"],
+               "flops": costs["flops"], "latency": costs["latency_ms"]}
+    return [float(by_name[o]) for o in config.objectives]
+
+
+def constraint_violation(space, costs: dict) -> str | None:
+    limits = getattr(space, "constraints", {}) or {}
+    for key, cost in (("max_params", "params"), ("max_flops", "flops"), ("max_latency_ms", "latency_ms")):
+        limit = limits.get(key)
+        if limit is not None and costs[cost] > limit:
+            return f"{cost} {costs[cost]:,.6g} exceeds {key} {limit:,.6g}"
+    return None
+
+
+def evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport], None] | None = None,
+                   prune: bool = True, device: str | None = None) -> list[float]:
+    """Sample, price, (maybe) train and record one trial; returns the objective values.
+
+    Raises optuna.TrialPruned for candidates outside the constraints (never trained) and for
+    trials the pruner stops; DivergedError for a trial whose loss blew up.
+    """
+    config = ctx.config
+    genotype = ctx.sample(trial)
+    records.record_architecture(trial, genotype)
+    costs = genotype_costs(genotype)
+    model = build_model(genotype)
+    costs["latency_ms"] = measure_latency(model, resolution=genotype.resolution, in_chans=genotype.in_chans,
+                                          warmup=1, repeats=3)
+    records.record_costs(trial, costs)
+    violation = constraint_violation(ctx.space, costs)
+    if violation:
+        trial.set_user_attr(records.REJECTED, violation)
+        raise optuna.TrialPruned(f"constraint: {violation}")
+
+    curve: list[float] = []
+
+    def report(epoch: EpochReport) -> None:
+        curve.append(epoch.val_metric)
+        trial.set_user_attr(records.VAL_CURVE, curve)
+        trial.set_user_attr(records.EPOCHS_RUN, epoch.epoch)
+        if on_epoch is not None:
+            on_epoch(epoch)
+        if prune and not config.multi_objective and math.isfinite(epoch.val_metric):
+            trial.report(epoch.val_metric, epoch.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch.epoch}")
+
+    train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, optimizer=config.optimizer,
+                               lr=config.lr, seed=config.seed + trial.number, device=device or config.device)
+    started = time.perf_counter()
+    try:
+        result = train(model, ctx.data, train_config, resolution=genotype.resolution, on_epoch=report)
+    except DivergedError as err:
+        trial.set_user_attr(records.FAIL_REASON, str(err))
+        raise
+    finally:
+        trial.set_user_attr(records.WALL_TIME, time.perf_counter() - started)
+    records.record_result(trial, result, count_params(model))
+    return objective_values(config, result.best_val, costs)
+
+
+def run_search(config: SearchConfig, *, progress=None) -> optuna.Study:
+    """Create a study for `config` and run it to its budget."""
+    study, config = create_study(config)
+    ctx = TrialContext.create(config)
+    enqueue_presets(study, ctx)
+    return drive(study, ctx, progress)
+
+
+def resume_search(name: str | None, storage_url: str | None, *, trials: int | None = None,
+                  timeout: float | None = None, progress=None) -> optuna.Study:
+    """Continue a stopped or crashed study to its (possibly raised) budget; no finished trial reruns."""
+    study, config = reopen_study(name, storage_url, trials=trials, timeout=timeout)
+    optuna.storages.fail_stale_trials(study)
+    return drive(study, TrialContext.create(config), progress)
+
+
+def drive(study: optuna.Study, ctx: TrialContext, progress=None) -> optuna.Study:
+    """Optimise until `config.trials` trials have finished (complete or pruned).
+
+    Failed trials (diverged, out of memory, killed workers) do not count: the heartbeat callback
+    retries stale ones and new samples replace the rest.
+    """
+    config = ctx.config
+    deadline = time.monotonic() + config.timeout if config.timeout else None
+    callbacks = [optuna.study.MaxTrialsCallback(config.trials, states=FINISHED)]
+    if progress is not None:
+        progress.start(study, config)
+        callbacks.append(progress.on_trial_end)
+    failures = 0
+    try:
+        while finished_trials(study) < config.trials:
+            remaining_time = None if deadline is None else deadline - time.monotonic()
+            if remaining_time is not None and remaining_time <= 0:
+                break
+            before = finished_trials(study)
+            study.optimize(
+                lambda t: evaluate_trial(t, ctx, on_epoch=partial(progress.on_epoch, t.number) if progress else None),
+                n_trials=config.trials - before, timeout=remaining_time, callbacks=callbacks,
+                catch=(DivergedError, RuntimeError, MemoryError), gc_after_trial=True,
+            )
+            failures = failures + 1 if finished_trials(study) == before else 0
+            if failures >= 3:
+                raise StudyError(f"every recent trial of study {study.study_name!r} failed; see 'autocnn best "
+                                 f"--study {study.study_name}' for the reasons and check the space and data")
+    finally:
+        if progress is not None:
+            progress.stop(study)
+    return study
+
+
+def enqueue_presets(study: optuna.Study, ctx: TrialContext) -> list[str]:
+    """Warm-start with preset architectures that the space can express (`--enqueue`)."""
+    queued = []
+    for name in ctx.config.enqueue:
+        params = ctx.space.fixed_params(name)
+        if params is None:
+            continue
+        study.enqueue_trial(params, user_attrs={records.ENQUEUED: name})
+        queued.append(name)
+    return queued
+
+
+def study_state(study: optuna.Study, config: SearchConfig | None) -> str:
+    """running (a trial is in flight), finished (budget reached), or stopped."""
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == TrialState.RUNNING for t in trials):
+        return "running"
+    finished = sum(t.state in FINISHED for t in trials)
+    if config is not None and finished >= config.trials:
+        return "finished"
+    return "stopped"
+
+
+def study_overview(storage) -> list[dict]:
+    rows = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        raw = summary.user_attrs.get(CONFIG_ATTR)
+        config = SearchConfig.from_dict(raw) if raw else None
+        trials = study.get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        if len(study.directions) > 1:
+            best = f"{len(study.best_trials)} on the Pareto front" if complete else None
+        else:
+            best = study.best_value if complete else None
+        stamps = [t.datetime_complete or t.datetime_start for t in trials if t.datetime_start]
+        rows.append({
+            "name": summary.study_name, "state": study_state(study, config),
+            "finished": sum(t.state in FINISHED for t in trials), "requested": config.trials if config else None,
+            "best": best, "space": config.space.split(":")[0] if config else None,
+            "dataset": config.dataset if config else None,
+            "last_activity": max(stamps).isoformat(timespec="seconds") if stamps else None,
+        })
+    return rows

@@ -1,0 +1,34 @@
+"""A one-point 'space' so a single architecture trains through exactly the search path (`autocnn train`)."""
+from __future__ import annotations
+
+import dataclasses
+
+from autocnn.genotype import Genotype
+
+PREFIX = "model:"
+
+
+class FixedSpace:
+    """Always the same genotype, adapted to the dataset's classes and channels."""
+
+    constraints: dict = {}
+
+    def __init__(self, genotype: Genotype) -> None:
+        self.genotype = genotype
+
+    @classmethod
+    def from_spec(cls, spec: str) -> "FixedSpace":
+        return cls(Genotype.from_string(spec[len(PREFIX):]))
+
+    @staticmethod
+    def spec_for(genotype: Genotype) -> str:
+        return PREFIX + genotype.to_string()
+
+    def sample(self, trial, *, resolution=None, num_classes=None, in_chans=None, multilabel=False) -> Genotype:
+        g = self.genotype
+        head = dataclasses.replace(g.head, multilabel=multilabel)
+        return g.replace(resolution=resolution or g.resolution, num_classes=num_classes or g.num_classes,
+                         in_chans=in_chans or g.in_chans, head=head)
+
+    def fixed_params(self, name: str) -> dict | None:
+        return None

@@ -1,0 +1,86 @@
+"""Opening study storages so that crashes and concurrent workers lose nothing.
+
+SQLite gets a busy timeout (several writers otherwise hit "database is locked"); every RDB storage
+gets Optuna's heartbeat so a trial left RUNNING by a killed process is failed and re-queued once
+its heartbeat goes stale.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from autocnn.errors import AutocnnError
+
+DEFAULT_STORAGE = "sqlite:///studies/autocnn.db"
+HEARTBEAT_INTERVAL = 5
+GRACE_PERIOD = 15
+MAX_RETRY = 3
+
+
+class StorageError(AutocnnError):
+    """A storage URL that cannot be opened."""
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite:///"):
+        return None
+    return Path(url[len("sqlite:///"):])
+
+
+def _check_sqlite_file(path: Path, url: str, create: bool) -> None:
+    if path.exists():
+        try:
+            with open(path, "rb") as fh:
+                header = fh.read(16)
+        except OSError as err:
+            raise StorageError(f"cannot read {path} ({err.strerror}); fix its permissions or pass another --storage")
+        if header and header != b"SQLite format 3\x00":
+            raise StorageError(f"{path} is not an SQLite database (corrupt or another file); "
+                               "restore it from a backup or pass another --storage")
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            con.execute("PRAGMA schema_version").fetchone()
+            con.close()
+        except sqlite3.DatabaseError:
+            raise StorageError(f"{path} is a corrupt SQLite database; restore it from a backup "
+                               "or pass another --storage") from None
+    elif not create:
+        raise StorageError(f"no study storage at {path}; run 'autocnn search' first or pass --storage {url}")
+    elif not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def open_storage(url: str | None = None, *, create: bool = True, heartbeat: bool = True) -> RDBStorage:
+    """An RDBStorage for `url` (default sqlite file under studies/), checked before Optuna touches it."""
+    url = url or os.environ.get("AUTOCNN_STORAGE", DEFAULT_STORAGE)
+    sqlite_path = _sqlite_path(url)
+    engine_kwargs: dict = {}
+    if sqlite_path is not None:
+        _check_sqlite_file(sqlite_path, url, create)
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    elif url.startswith("postgresql"):
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}
+        engine_kwargs["pool_pre_ping"] = True
+    hb: dict = {}
+    if heartbeat:
+        hb = dict(heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
+                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+    try:
+        storage = RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
+    except ImportError as err:
+        raise StorageError(f"storage {url!r} needs a missing driver ({err.name}); install it, e.g. pip install psycopg2-binary") from None
+    except Exception as err:  # SQLAlchemy wraps every connection failure differently
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise StorageError(f"cannot open storage {url!r} ({reason}); check the URL and that the server is reachable") from None
+    if sqlite_path is not None:
+        with storage.engine.connect() as con:  # WAL lets readers (dashboard) and one writer work at once
+            con.exec_driver_sql("PRAGMA journal_mode=WAL")
+    return storage
+
+
+def study_names(storage: RDBStorage) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
