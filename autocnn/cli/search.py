@@ -207,3 +207,15 @@ def best(study: str, storage: str | None, as_json: bool) -> None:
     from autocnn.search.engine import load_study
 
     _print_best(load_study(study, storage, heartbeat=False), as_json)
+
+
+@cli.command()
+@click.option("--study", required=True)
+@click.option("--storage", default=None)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+def report(study: str, storage: str | None, out_dir: str) -> None:
+    """Figures (history, Pareto front, importances, cost scatter, learning curves) and an HTML page."""
+    from autocnn.report import write_report
+
+    page = write_report(study, storage, out_dir)
+    click.echo(f"wrote {page}")

@@ -41,6 +41,7 @@ PRUNERS.register("sha", lambda: optuna.pruners.SuccessiveHalvingPruner(min_resou
 PRUNERS.register("none", lambda: optuna.pruners.NopPruner())
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+STOP_ATTR = "autocnn.stop_requested"
 
 
 class StudyError(AutocnnError):
@@ -240,13 +241,14 @@ def drive(study: optuna.Study, ctx: TrialContext, progress=None) -> optuna.Study
     """
     config = ctx.config
     deadline = time.monotonic() + config.timeout if config.timeout else None
-    callbacks = [optuna.study.MaxTrialsCallback(config.trials, states=FINISHED)]
+    study.set_user_attr(STOP_ATTR, False)
+    callbacks = [optuna.study.MaxTrialsCallback(config.trials, states=FINISHED), _stop_when_requested]
     if progress is not None:
         progress.start(study, config)
         callbacks.append(progress.on_trial_end)
     failures = 0
     try:
-        while finished_trials(study) < config.trials:
+        while finished_trials(study) < config.trials and not stop_requested(study):
             remaining_time = None if deadline is None else deadline - time.monotonic()
             if remaining_time is not None and remaining_time <= 0:
                 break
@@ -264,6 +266,20 @@ def drive(study: optuna.Study, ctx: TrialContext, progress=None) -> optuna.Study
         if progress is not None:
             progress.stop(study)
     return study
+
+
+def request_stop(study: optuna.Study) -> None:
+    """Ask every worker of `study` to stop after its running trial (graceful; nothing is lost)."""
+    study.set_user_attr(STOP_ATTR, True)
+
+
+def stop_requested(study: optuna.Study) -> bool:
+    return bool(study._storage.get_study_user_attrs(study._study_id).get(STOP_ATTR))
+
+
+def _stop_when_requested(study: optuna.Study, trial) -> None:
+    if stop_requested(study):
+        study.stop()
 
 
 def enqueue_presets(study: optuna.Study, ctx: TrialContext) -> list[str]:

@@ -1,0 +1,147 @@
+"""`autocnn report`: PNG figures and one self-contained HTML page for a study (no network needed)."""
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from autocnn.search import records  # noqa: E402
+from autocnn.search.engine import load_study, stored_config  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _history(study, complete, out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [t.number for t in complete]
+    ys = [t.values[0] for t in complete]
+    ax.scatter(xs, ys, s=18, label="trial")
+    best, running = [], None
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    for y in ys:
+        running = y if running is None else (max(running, y) if maximize else min(running, y))
+        best.append(running)
+    ax.step(xs, best, where="post", color="C3", label="best so far")
+    ax.set(xlabel="trial", ylabel="validation metric", title="Optimisation history")
+    ax.legend()
+    return _save(fig, out / "history.png")
+
+
+def _cost_scatter(complete, out: Path) -> list[Path]:
+    paths = []
+    for cost in (records.PARAMS, records.FLOPS):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.scatter([t.user_attrs[cost] for t in complete], [t.values[0] for t in complete], s=18)
+        ax.set_xscale("log")
+        ax.set(xlabel=cost, ylabel="validation metric", title=f"Accuracy vs {cost}")
+        paths.append(_save(fig, out / f"accuracy_vs_{cost}.png"))
+    return paths
+
+
+def _pareto(study, complete, out: Path) -> Path:
+    front = {t.number for t in study.best_trials}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for on_front in (False, True):
+        pts = [t for t in complete if (t.number in front) == on_front]
+        ax.scatter([t.values[1] for t in pts], [t.values[0] for t in pts], s=24 if on_front else 12,
+                   color="C3" if on_front else "C0", label="Pareto front" if on_front else "other trials")
+    names = study.metric_names or ["objective 0", "objective 1"]
+    ax.set_xscale("log")
+    ax.set(xlabel=names[1], ylabel=names[0], title="Pareto front")
+    ax.legend()
+    return _save(fig, out / "pareto_front.png")
+
+
+def _curves(study, complete, out: Path, top: int = 5) -> Path:
+    ranked = sorted(complete, key=lambda t: t.values[0], reverse=study.directions[0].name == "MAXIMIZE")[:top]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for t in ranked:
+        curve = t.user_attrs.get(records.VAL_CURVE, [])
+        ax.plot(range(1, len(curve) + 1), curve, marker="o", ms=3, label=f"trial {t.number}")
+    ax.set(xlabel="epoch", ylabel="validation metric", title=f"Learning curves of the top {len(ranked)}")
+    ax.legend()
+    return _save(fig, out / "learning_curves.png")
+
+
+def _importances(study, out: Path) -> Path | None:
+    try:
+        importances = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
+    except (RuntimeError, ValueError, ZeroDivisionError):  # too few trials or a single distinct value
+        return None
+    if not importances:
+        return None
+    names = list(importances)[:15][::-1]
+    fig, ax = plt.subplots(figsize=(6, max(2.5, 0.3 * len(names) + 1)))
+    ax.barh(names, [importances[n] for n in names])
+    ax.set(xlabel="importance (fANOVA)", title="Parameter importances")
+    return _save(fig, out / "param_importances.png")
+
+
+def _stage_rows(trial) -> list[list[str]]:
+    g = records.genotype_of(trial)
+    rows = []
+    for prefix, specs in (("stem", g.stem), ("", g.stages)):
+        for i, s in enumerate(specs):
+            rows.append([f"{prefix}{i}", s.block, str(s.repeats), str(s.out_chs or "same"), str(s.stride),
+                         str(s.kernel), f"{s.expansion:g}", s.conv, s.attention,
+                         f"{s.ratio:g}" if s.attention != "none" else ""])
+    return rows
+
+
+def write_report(study_name: str, storage: str | None, out_dir: str | os.PathLike) -> Path:
+    """Write the figures and `index.html` into `out_dir`; returns the HTML path."""
+    study = load_study(study_name, storage, heartbeat=False)
+    config = stored_config(study)
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not complete:
+        from autocnn.search.engine import StudyError
+
+        raise StudyError(f"study {study_name!r} has no complete trial to report on; run or resume it first")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = [_history(study, complete, out), *_cost_scatter(complete, out), _curves(study, complete, out)]
+    if len(study.directions) > 1:
+        figures.append(_pareto(study, complete, out))
+        best = study.best_trials[0]
+    else:
+        best = study.best_trial
+    importance = _importances(study, out)
+    if importance:
+        figures.append(importance)
+    page = out / "index.html"
+    page.write_text(_html(study, config, best, figures), encoding="utf-8")
+    return page
+
+
+def _html(study, config, best, figures) -> str:
+    head = ["#", "block", "repeats", "out", "stride", "kernel", "expansion", "conv", "attention", "ratio"]
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in _stage_rows(best))
+    imgs = "".join(
+        f'<figure><img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+        f"<figcaption>{p.stem.replace('_', ' ')}</figcaption></figure>" for p in figures)
+    summary = records.summary(best)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(study.study_name)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}figure{{display:inline-block;margin:1em}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}</style></head><body>
+<h1>Study {html.escape(study.study_name)}</h1>
+<p>space {html.escape(config.space.split(':')[0])} · dataset {html.escape(config.dataset)} ·
+{len(study.trials)} trials · objectives {html.escape(', '.join(config.objectives))}</p>
+<h2>Best architecture (trial {best.number})</h2>
+<p>validation {summary['values'][0]:.4f} · test {summary['test_metric'] if summary['test_metric'] is not None else '-'}
+· params {summary['params']:,} · FLOPs {summary['flops']:,}</p>
+<p><code>{html.escape(summary['arch'] or '')}</code></p>
+<table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{rows}</table>
+<h2>Figures</h2>{imgs}</body></html>"""
