@@ -9,6 +9,7 @@ from autocnn.registry import Registry
 PRESETS: Registry[Callable[[], Genotype]] = Registry("model")
 
 from autocnn.presets import classic, resnet, densenet, efficientnet  # noqa: E402,F401  (registration)
+from autocnn.presets import inception, xception  # noqa: E402,F401  (registration)
 
 
 def get_preset(name: str) -> Genotype:

@@ -32,7 +32,9 @@ def test_block_builds_runs_and_exports(block, attention, conv, seeded):
     model = build_model(g)
     for res in (32, 64):
         x = torch.randn(2, 3, res, res, generator=seeded)
-        out = model(x)
+        features = model.forward_features(x)
+        assert features.shape[1] == model.num_features  # every block's out_channels is its real width
+        out = model.head(features)
         assert out.shape == (2, 10)
         out.sum().backward()
         grads = [p.grad for p in model.stages.parameters() if p.requires_grad]
