@@ -5,8 +5,10 @@ drives it with `study.optimize` in this process.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+import warnings
 from functools import partial
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +43,8 @@ PRUNERS.register("sha", lambda: optuna.pruners.SuccessiveHalvingPruner(min_resou
 PRUNERS.register("none", lambda: optuna.pruners.NopPruner())
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# metric names, heartbeat retries and GPSampler are "experimental" in Optuna but stable in use
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 STOP_ATTR = "autocnn.stop_requested"
 
 
@@ -151,8 +155,11 @@ class TrialContext:
         return cls(config=config, space=space, data=data)
 
     def sample(self, trial):
-        return self.space.sample(trial, resolution=self.config.resolution, num_classes=self.data.num_classes,
-                                 in_chans=self.data.in_chans, multilabel=self.data.multilabel)
+        g = self.space.sample(trial, resolution=self.config.resolution, num_classes=self.data.num_classes,
+                              in_chans=self.data.in_chans)
+        if self.data.multilabel != g.head.multilabel:
+            g = g.replace(head=dataclasses.replace(g.head, multilabel=self.data.multilabel))
+        return g
 
 
 def objective_values(config: SearchConfig, metric: float, costs: dict) -> list[float]:

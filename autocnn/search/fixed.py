@@ -1,8 +1,6 @@
 """A one-point 'space' so a single architecture trains through exactly the search path (`autocnn train`)."""
 from __future__ import annotations
 
-import dataclasses
-
 from autocnn.genotype import Genotype
 
 PREFIX = "model:"
@@ -24,11 +22,10 @@ class FixedSpace:
     def spec_for(genotype: Genotype) -> str:
         return PREFIX + genotype.to_string()
 
-    def sample(self, trial, *, resolution=None, num_classes=None, in_chans=None, multilabel=False) -> Genotype:
+    def sample(self, trial, *, resolution=None, num_classes=None, in_chans=None) -> Genotype:
         g = self.genotype
-        head = dataclasses.replace(g.head, multilabel=multilabel)
         return g.replace(resolution=resolution or g.resolution, num_classes=num_classes or g.num_classes,
-                         in_chans=in_chans or g.in_chans, head=head)
+                         in_chans=in_chans or g.in_chans)
 
     def fixed_params(self, name: str) -> dict | None:
         return None
