@@ -22,8 +22,9 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 
 def scale_stage(spec: StageSpec, width: float, depth: float, *, scale_depth: bool) -> StageSpec:
     changes = {}
-    if spec.block not in _WIDTHLESS and spec.out_chs:
-        changes["out_chs"] = make_divisible(spec.out_chs * width)
+    if spec.block not in _WIDTHLESS:
+        if spec.out_chs:
+            changes["out_chs"] = make_divisible(spec.out_chs * width)
         if spec.widths:
             changes["widths"] = tuple(make_divisible(w * width) for w in spec.widths)
     if scale_depth:

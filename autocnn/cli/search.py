@@ -82,12 +82,15 @@ def _split(value: str | None) -> tuple[str, ...]:
 @click.option("--space", default="efficientnet_compound", show_default=True, help="Built-in space name or YAML path.")
 @click.option("--dataset", default="digits", show_default=True)
 @click.option("--data-root", type=click.Path(), default=None, help="Folder holding the dataset (never downloaded).")
-@click.option("--trials", type=int, default=None, help="Trials to finish (default 12; on --resume: raise the budget).")
+@click.option("--trials", type=int, default=None, help="Trials to finish (default 10; on --resume: raise the budget).")
 @click.option("--timeout", type=float, default=None, help="Stop starting trials after this many seconds.")
-@click.option("--epochs", type=int, default=8, show_default=True, help="Training epochs per candidate.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--epochs", type=int, default=12, show_default=True, help="Training epochs per candidate.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="adamw", show_default=True)
-@click.option("--lr", type=float, default=None)
+@click.option("--lr", type=float, default=0.005, show_default=True)
+@click.option("--max-params", type=float, default=None, help="Skip (never train) candidates above this many parameters.")
+@click.option("--max-flops", type=float, default=None, help="Skip candidates above this many FLOPs per image.")
+@click.option("--max-latency-ms", type=float, default=None, help="Skip candidates slower than this (CPU, batch 1).")
 @click.option("--sampler", default="tpe", show_default=True, help="tpe, random, cmaes, gp or nsga2.")
 @click.option("--pruner", default="median", show_default=True, help="median, hyperband, sha or none.")
 @click.option("--objectives", default="accuracy", show_default=True,
@@ -102,7 +105,7 @@ def _split(value: str | None) -> tuple[str, ...]:
 @click.option("--backend", type=click.Choice(["local"]), default="local", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue --study (default: the latest) to its budget.")
 @click.option("--json", "as_json", is_flag=True, help="Print the best trial as JSON at the end.")
-def search(resume: bool, as_json: bool, trials, timeout, **options) -> None:
+def search(resume: bool, as_json: bool, trials, timeout, max_params, max_flops, max_latency_ms, **options) -> None:
     """Search a space of architectures, training every candidate on real data."""
     from autocnn.search.engine import resume_search, run_search
 
@@ -115,7 +118,9 @@ def search(resume: bool, as_json: bool, trials, timeout, **options) -> None:
         else:
             options["objectives"] = _split(options["objectives"])
             options["enqueue"] = _split(options["enqueue"])
-            config = SearchConfig(trials=trials if trials is not None else 12, timeout=timeout, **options)
+            limits = {"max_params": max_params, "max_flops": max_flops, "max_latency_ms": max_latency_ms}
+            config = SearchConfig(trials=trials if trials is not None else 10, timeout=timeout,
+                                  constraints={k: v for k, v in limits.items() if v is not None}, **options)
             study = run_search(config, progress=progress)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: the running trial was marked failed; "
@@ -128,11 +133,11 @@ def search(resume: bool, as_json: bool, trials, timeout, **options) -> None:
 @click.option("--model", "model_name", required=True, help="Preset name, genotype file or genotype string.")
 @click.option("--dataset", default="digits", show_default=True)
 @click.option("--data-root", type=click.Path(), default=None)
-@click.option("--epochs", type=int, default=8, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--epochs", type=int, default=12, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="adamw", show_default=True)
-@click.option("--lr", type=float, default=None)
-@click.option("--resolution", type=int, default=None, help="Input resolution (default 32 for small images).")
+@click.option("--lr", type=float, default=0.005, show_default=True)
+@click.option("--resolution", type=int, default=None, help="Input resolution (default: the model's).")
 @click.option("--study", default=None)
 @click.option("--storage", default=None)
 @click.option("--seed", type=int, default=0, show_default=True)

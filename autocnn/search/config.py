@@ -10,6 +10,7 @@ from autocnn.errors import AutocnnError
 MAXIMIZE = {"accuracy", "map", "f1"}
 MINIMIZE = {"params", "flops", "latency"}
 CONFIG_ATTR = "autocnn.config"
+CONSTRAINTS = ("max_params", "max_flops", "max_latency_ms")
 
 
 class ConfigError(AutocnnError):
@@ -21,12 +22,13 @@ class SearchConfig:
     space: str = "efficientnet_compound"
     dataset: str = "digits"
     data_root: str | None = None
-    trials: int = 12
+    trials: int = 10
     timeout: float | None = None
-    epochs: int = 8
-    batch_size: int = 64
+    epochs: int = 12
+    batch_size: int = 32
     optimizer: str = "adamw"
-    lr: float | None = None
+    lr: float | None = 0.005
+    warmup_epochs: float = 1.0
     sampler: str = "tpe"
     pruner: str = "median"
     objectives: tuple[str, ...] = ("accuracy",)
@@ -38,6 +40,7 @@ class SearchConfig:
     resolution: int | None = None
     limit: int | None = None
     enqueue: tuple[str, ...] = ()
+    constraints: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -57,6 +60,11 @@ class SearchConfig:
         if unknown:
             raise ConfigError(f"unknown objective {unknown[0]!r}; choose from "
                               f"{', '.join(sorted(MAXIMIZE))} (maximised) and {', '.join(sorted(MINIMIZE))} (minimised)")
+        for key, value in self.constraints.items():
+            if key not in CONSTRAINTS:
+                raise ConfigError(f"unknown constraint {key!r}; choose from {', '.join(CONSTRAINTS)}")
+            if not value > 0:
+                raise ConfigError(f"--{key.replace('_', '-')} must be > 0, got {value}; no architecture could satisfy it")
         if self.objectives[0] not in MAXIMIZE:
             raise ConfigError(f"the first objective must be a quality metric ({', '.join(sorted(MAXIMIZE))}), "
                               f"got {self.objectives[0]!r}")

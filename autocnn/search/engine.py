@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import socket
 import time
 import warnings
 from functools import partial
@@ -46,6 +48,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # metric names, heartbeat retries and GPSampler are "experimental" in Optuna but stable in use
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 STOP_ATTR = "autocnn.stop_requested"
+WORKER_ATTR = "autocnn.worker"  # {pid, host, since} of the process driving the study; None when it exits
 
 
 class StudyError(AutocnnError):
@@ -154,6 +157,11 @@ class TrialContext:
         data = load_dataset(config.dataset, config.data_root, seed=config.seed, limit=config.limit)
         return cls(config=config, space=space, data=data)
 
+    @property
+    def constraints(self) -> dict:
+        """The space's limits, tightened or replaced by the run's own (--max-params, ...)."""
+        return {**(getattr(self.space, "constraints", None) or {}), **self.config.constraints}
+
     def sample(self, trial):
         g = self.space.sample(trial, resolution=self.config.resolution, num_classes=self.data.num_classes,
                               in_chans=self.data.in_chans)
@@ -168,8 +176,7 @@ def objective_values(config: SearchConfig, metric: float, costs: dict) -> list[f
     return [float(by_name[o]) for o in config.objectives]
 
 
-def constraint_violation(space, costs: dict) -> str | None:
-    limits = getattr(space, "constraints", {}) or {}
+def constraint_violation(limits: dict, costs: dict) -> str | None:
     for key, cost in (("max_params", "params"), ("max_flops", "flops"), ("max_latency_ms", "latency_ms")):
         limit = limits.get(key)
         if limit is not None and costs[cost] > limit:
@@ -192,7 +199,7 @@ def evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport]
     costs["latency_ms"] = measure_latency(model, resolution=genotype.resolution, in_chans=genotype.in_chans,
                                           warmup=1, repeats=3)
     records.record_costs(trial, costs)
-    violation = constraint_violation(ctx.space, costs)
+    violation = constraint_violation(ctx.constraints, costs)
     if violation:
         trial.set_user_attr(records.REJECTED, violation)
         raise optuna.TrialPruned(f"constraint: {violation}")
@@ -211,7 +218,8 @@ def evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport]
                 raise optuna.TrialPruned(f"pruned after epoch {epoch.epoch}")
 
     train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, optimizer=config.optimizer,
-                               lr=config.lr, seed=config.seed + trial.number, device=device or config.device)
+                               lr=config.lr, warmup_epochs=min(config.warmup_epochs, config.epochs),
+                               seed=config.seed + trial.number, device=device or config.device)
     started = time.perf_counter()
     try:
         result = train(model, ctx.data, train_config, resolution=genotype.resolution, on_epoch=report)
@@ -249,6 +257,7 @@ def drive(study: optuna.Study, ctx: TrialContext, progress=None) -> optuna.Study
     config = ctx.config
     deadline = time.monotonic() + config.timeout if config.timeout else None
     study.set_user_attr(STOP_ATTR, False)
+    lease = take_worker_lease(study)
     callbacks = [optuna.study.MaxTrialsCallback(config.trials, states=FINISHED), _stop_when_requested]
     if progress is not None:
         progress.start(study, config)
@@ -270,9 +279,25 @@ def drive(study: optuna.Study, ctx: TrialContext, progress=None) -> optuna.Study
                 raise StudyError(f"every recent trial of study {study.study_name!r} failed; see 'autocnn best "
                                  f"--study {study.study_name}' for the reasons and check the space and data")
     finally:
+        release_worker_lease(study, lease)
         if progress is not None:
             progress.stop(study)
     return study
+
+
+def take_worker_lease(study: optuna.Study) -> dict:
+    """Record this process as the study's worker, so the dashboard tells running from stopped."""
+    lease = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now().isoformat(timespec="seconds"),
+             "phase": "running"}
+    study.set_user_attr(WORKER_ATTR, lease)
+    return lease
+
+
+def release_worker_lease(study: optuna.Study, lease: dict) -> None:
+    """Clear the lease if it is still this process's (another worker may have taken it since)."""
+    current = study._storage.get_study_user_attrs(study._study_id).get(WORKER_ATTR) or {}
+    if (current.get("pid"), current.get("host")) == (lease["pid"], lease["host"]):
+        study.set_user_attr(WORKER_ATTR, None)
 
 
 def request_stop(study: optuna.Study) -> None:
