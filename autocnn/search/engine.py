@@ -39,9 +39,11 @@ SAMPLERS.register("cmaes", lambda seed, multi: optuna.samplers.CmaEsSampler(seed
 SAMPLERS.register("gp", lambda seed, multi: optuna.samplers.GPSampler(seed=seed))
 SAMPLERS.register("nsga2", lambda seed, multi: optuna.samplers.NSGAIISampler(seed=seed, population_size=8))
 
-PRUNERS.register("median", lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
-PRUNERS.register("hyperband", lambda: optuna.pruners.HyperbandPruner(min_resource=1))
-PRUNERS.register("sha", lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1))
+# Small candidates often sit near chance for the first epochs (warm-up, BatchNorm statistics), so
+# no trial is judged before epoch 4.
+PRUNERS.register("median", lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3))
+PRUNERS.register("hyperband", lambda: optuna.pruners.HyperbandPruner(min_resource=3))
+PRUNERS.register("sha", lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=3))
 PRUNERS.register("none", lambda: optuna.pruners.NopPruner())
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -132,8 +134,33 @@ def attach_sampler(study: optuna.Study, config: SearchConfig) -> optuna.Study:
     return study
 
 
+def counts_toward_budget(trial) -> bool:
+    """Complete and pruner-stopped trials use the budget; constraint-rejected ones cost nothing."""
+    return trial.state == TrialState.COMPLETE or (
+        trial.state == TrialState.PRUNED and records.REJECTED not in trial.user_attrs)
+
+
 def finished_trials(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    return sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False, states=FINISHED))
+
+
+class BudgetCallback:
+    """Stops the study at `trials` finished trials, or when the constraints reject every candidate."""
+
+    def __init__(self, trials: int, max_rejections: int = 100) -> None:
+        self.trials = trials
+        self.max_rejections = max_rejections
+        self.rejections_in_a_row = 0
+
+    def __call__(self, study: optuna.Study, trial) -> None:
+        rejected = records.REJECTED in trial.user_attrs
+        self.rejections_in_a_row = self.rejections_in_a_row + 1 if rejected else 0
+        if self.impossible or finished_trials(study) >= self.trials:
+            study.stop()
+
+    @property
+    def impossible(self) -> bool:
+        return self.rejections_in_a_row >= self.max_rejections
 
 
 @dataclass
@@ -192,24 +219,12 @@ def evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport]
     trials the pruner stops; DivergedError for a trial whose loss blew up.
     """
     config = ctx.config
-    genotype = ctx.sample(trial)
-    records.record_architecture(trial, genotype)
-    costs = genotype_costs(genotype)
-    model = build_model(genotype)
-    costs["latency_ms"] = measure_latency(model, resolution=genotype.resolution, in_chans=genotype.in_chans,
-                                          warmup=1, repeats=3)
-    records.record_costs(trial, costs)
-    violation = constraint_violation(ctx.constraints, costs)
-    if violation:
-        trial.set_user_attr(records.REJECTED, violation)
-        raise optuna.TrialPruned(f"constraint: {violation}")
-
-    curve: list[float] = []
+    genotype = sample_architecture(trial, ctx)
+    model, costs = price_candidate(trial, genotype, ctx.constraints)
+    record_epoch = epoch_recorder(trial)
 
     def report(epoch: EpochReport) -> None:
-        curve.append(epoch.val_metric)
-        trial.set_user_attr(records.VAL_CURVE, curve)
-        trial.set_user_attr(records.EPOCHS_RUN, epoch.epoch)
+        record_epoch(epoch)
         if on_epoch is not None:
             on_epoch(epoch)
         if prune and not config.multi_objective and math.isfinite(epoch.val_metric):
@@ -217,17 +232,68 @@ def evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport]
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch.epoch}")
 
-    train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, optimizer=config.optimizer,
-                               lr=config.lr, warmup_epochs=min(config.warmup_epochs, config.epochs),
-                               seed=config.seed + trial.number, device=device or config.device)
+    return fit_candidate(trial, config, ctx.data, genotype, model, costs,
+                         train_config=train_config_for(config, trial.number, device), on_epoch=report)
+
+
+# The pieces of `evaluate_trial`, shared with the Ray backend (autocnn.search.ray_backend), which
+# samples in its driver and prices and trains in its workers: both backends record the same way.
+
+def sample_architecture(trial, ctx: TrialContext):
+    """Sample a genotype on `trial` and record it (genotype, arch string, arch id)."""
+    genotype = ctx.sample(trial)
+    records.record_architecture(trial, genotype)
+    return genotype
+
+
+def price_candidate(trial, genotype, constraints: dict):
+    """Build the model and record its costs; raises optuna.TrialPruned (recorded as rejected) outside `constraints`."""
+    costs = genotype_costs(genotype)
+    model = build_model(genotype)
+    costs["latency_ms"] = measure_latency(model, resolution=genotype.resolution, in_chans=genotype.in_chans,
+                                          warmup=1, repeats=3)
+    records.record_costs(trial, costs)
+    violation = constraint_violation(constraints, costs)
+    if violation:
+        trial.set_user_attr(records.REJECTED, violation)
+        raise optuna.TrialPruned(f"constraint: {violation}")
+    return model, costs
+
+
+def epoch_recorder(trial, curve: list[float] | None = None) -> Callable[[EpochReport], None]:
+    """An on_epoch that records the validation curve so far and the epochs run (`curve`: epochs already run)."""
+    curve = list(curve or [])
+
+    def record(epoch: EpochReport) -> None:
+        curve.append(epoch.val_metric)
+        trial.set_user_attr(records.VAL_CURVE, list(curve))
+        trial.set_user_attr(records.EPOCHS_RUN, epoch.epoch)
+
+    return record
+
+
+def train_config_for(config: SearchConfig, number: int, device: str | None = None) -> TrainConfig:
+    """The training recipe of trial `number` (seeded by the trial number)."""
+    return TrainConfig(epochs=config.epochs, batch_size=config.batch_size, optimizer=config.optimizer,
+                       lr=config.lr, warmup_epochs=min(config.warmup_epochs, config.epochs),
+                       seed=config.seed + number, device=device or config.device)
+
+
+def fit_candidate(trial, config: SearchConfig, data: DataSplits, genotype, model, costs: dict, *,
+                  train_config: TrainConfig, on_epoch: Callable[[EpochReport], None],
+                  run: Callable = train, elapsed: float = 0.0) -> list[float]:
+    """Train a priced candidate with `run` (`train` or a drop-in), record the result; returns the objectives.
+
+    `elapsed` is wall time already spent on this trial (a run resumed from a checkpoint).
+    """
     started = time.perf_counter()
     try:
-        result = train(model, ctx.data, train_config, resolution=genotype.resolution, on_epoch=report)
+        result = run(model, data, train_config, resolution=genotype.resolution, on_epoch=on_epoch)
     except DivergedError as err:
         trial.set_user_attr(records.FAIL_REASON, str(err))
         raise
     finally:
-        trial.set_user_attr(records.WALL_TIME, time.perf_counter() - started)
+        trial.set_user_attr(records.WALL_TIME, elapsed + time.perf_counter() - started)
     records.record_result(trial, result, count_params(model))
     return objective_values(config, result.best_val, costs)
 
@@ -258,7 +324,8 @@ def drive(study: optuna.Study, ctx: TrialContext, progress=None) -> optuna.Study
     deadline = time.monotonic() + config.timeout if config.timeout else None
     study.set_user_attr(STOP_ATTR, False)
     lease = take_worker_lease(study)
-    callbacks = [optuna.study.MaxTrialsCallback(config.trials, states=FINISHED), _stop_when_requested]
+    budget = BudgetCallback(config.trials)
+    callbacks = [budget, _stop_when_requested]
     if progress is not None:
         progress.start(study, config)
         callbacks.append(progress.on_trial_end)
@@ -274,6 +341,9 @@ def drive(study: optuna.Study, ctx: TrialContext, progress=None) -> optuna.Study
                 n_trials=config.trials - before, timeout=remaining_time, callbacks=callbacks,
                 catch=(DivergedError, RuntimeError, MemoryError), gc_after_trial=True,
             )
+            if budget.impossible:
+                raise StudyError(f"the constraints {ctx.constraints} rejected {budget.max_rejections} sampled "
+                                 "candidates in a row; relax --max-params/--max-flops/--max-latency-ms or the space's")
             failures = failures + 1 if finished_trials(study) == before else 0
             if failures >= 3:
                 raise StudyError(f"every recent trial of study {study.study_name!r} failed; see 'autocnn best "
@@ -331,7 +401,7 @@ def study_state(study: optuna.Study, config: SearchConfig | None) -> str:
     trials = study.get_trials(deepcopy=False)
     if any(t.state == TrialState.RUNNING for t in trials):
         return "running"
-    finished = sum(t.state in FINISHED for t in trials)
+    finished = sum(counts_toward_budget(t) for t in trials)
     if config is not None and finished >= config.trials:
         return "finished"
     return "stopped"
@@ -352,7 +422,7 @@ def study_overview(storage) -> list[dict]:
         stamps = [t.datetime_complete or t.datetime_start for t in trials if t.datetime_start]
         rows.append({
             "name": summary.study_name, "state": study_state(study, config),
-            "finished": sum(t.state in FINISHED for t in trials), "requested": config.trials if config else None,
+            "finished": sum(counts_toward_budget(t) for t in trials), "requested": config.trials if config else None,
             "best": best, "space": config.space.split(":")[0] if config else None,
             "dataset": config.dataset if config else None,
             "last_activity": max(stamps).isoformat(timespec="seconds") if stamps else None,
