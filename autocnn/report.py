@@ -131,7 +131,7 @@ def _html(study, config, best, figures) -> str:
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in _stage_rows(best))
     imgs = "".join(
         f'<figure><img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
-        f"<figcaption>{p.stem.replace('_', ' ')}</figcaption></figure>" for p in figures)
+        f"<figcaption>{p.stem.replace('_', ' ').capitalize()}</figcaption></figure>" for p in figures)
     summary = records.summary(best)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(study.study_name)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}figure{{display:inline-block;margin:1em}}
