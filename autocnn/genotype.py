@@ -463,11 +463,21 @@ def decode(text: str) -> Genotype:
 
 
 def load_genotype(path: str) -> Genotype:
-    """Read a genotype from a .json, .yaml/.yml or one-line string file."""
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
-    if path.endswith(".json"):
-        return Genotype.from_json(text)
-    if path.endswith((".yaml", ".yml")):
-        return Genotype.from_yaml(text)
+    """Read a genotype from a .json, .yaml/.yml or one-line string file; GenotypeError for any bad file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or type(err).__name__
+        raise GenotypeError("", f"cannot read genotype file {path} ({reason}); pass a readable "
+                                ".json/.yaml/.txt genotype file or a preset name") from None
+    if path.endswith((".json", ".yaml", ".yml")):
+        kind = "JSON" if path.endswith(".json") else "YAML"
+        try:
+            data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError, RecursionError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            raise GenotypeError("", f"{path} is not valid {kind} ({first}); fix its syntax "
+                                    "(Genotype.to_json() / to_yaml() write valid files)") from None
+        return Genotype.from_dict(data)
     return Genotype.from_string(text)

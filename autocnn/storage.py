@@ -6,18 +6,32 @@ its heartbeat goes stale.
 """
 from __future__ import annotations
 
+import copy
 import os
 import sqlite3
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
 
 from autocnn.errors import AutocnnError
 
 DEFAULT_STORAGE = "sqlite:///studies/autocnn.db"
-HEARTBEAT_INTERVAL = 5
-GRACE_PERIOD = 15
+
+
+def _env_seconds(name: str, default: int) -> int:
+    """A whole number of seconds > 0 from the environment (tests shorten the heartbeat), else `default`."""
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else default
+
+
+# A killed worker's trial is failed (and retried) once its heartbeat is GRACE_PERIOD seconds old.
+# AUTOCNN_HEARTBEAT_INTERVAL / AUTOCNN_HEARTBEAT_GRACE change both (every worker of a study must agree).
+HEARTBEAT_INTERVAL = _env_seconds("AUTOCNN_HEARTBEAT_INTERVAL", 5)
+GRACE_PERIOD = max(_env_seconds("AUTOCNN_HEARTBEAT_GRACE", 15), 2 * HEARTBEAT_INTERVAL)
 MAX_RETRY = 3
 
 
@@ -80,6 +94,40 @@ def open_storage(url: str | None = None, *, create: bool = True, heartbeat: bool
         with storage.engine.connect() as con:  # WAL lets readers (dashboard) and one writer work at once
             con.exec_driver_sql("PRAGMA journal_mode=WAL")
     return storage
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's `fail_stale_trials`, plus RUNNING trials that never recorded a heartbeat.
+
+    Optuna creates a trial (`ask`, which also runs the sampler's relative sampling) before its
+    heartbeat thread records the first beat; a worker killed in between leaves a RUNNING trial that
+    Optuna never considers stale. Such a trial started more than the grace period ago is failed and
+    handed to the storage's retry callback like a stale one.
+    """
+    optuna.storages.fail_stale_trials(study)
+    storage = study._storage
+    if not isinstance(storage, RDBStorage) or storage.heartbeat_interval is None:
+        return
+    from optuna.storages._rdb import models
+
+    grace = storage.grace_period or 2 * storage.heartbeat_interval
+    started_before = datetime.now() - timedelta(seconds=grace)  # datetime_start is local time, like now()
+    with storage.engine.connect() as con:
+        orphans = con.execute(
+            sqlalchemy.select(models.TrialModel.trial_id)
+            .outerjoin(models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id)
+            .where(models.TrialModel.study_id == study._study_id, models.TrialModel.state == TrialState.RUNNING,
+                   models.TrialHeartbeatModel.trial_id.is_(None), models.TrialModel.datetime_start < started_before)
+        ).scalars().all()
+    retry = storage.get_heartbeat_stale_trial_callback()
+    for trial_id in orphans:
+        try:
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker got there first
+            continue
+        if retry is not None:
+            retry(study, copy.deepcopy(storage.get_trial(trial_id)))
 
 
 def study_names(storage: RDBStorage) -> list[str]:

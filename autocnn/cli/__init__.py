@@ -36,6 +36,8 @@ def cli() -> None:
 
 
 from autocnn.cli import models, search  # noqa: E402,F401  (command registration)
+from autocnn.cli import dashboard  # noqa: E402,F401  (command registration)
+from autocnn.cli import export  # noqa: E402,F401  (command registration)
 
 
 def main() -> None:

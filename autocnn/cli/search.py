@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 
@@ -14,17 +15,44 @@ from rich.table import Table
 
 from autocnn.cli import cli
 from autocnn.search import records
-from autocnn.search.config import SearchConfig
+from autocnn.search.config import ConfigError, SearchConfig
 from autocnn.storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-class RichProgress:
-    """Trial n/N with ETA, the running trial's epoch and accuracy, and the best so far."""
+class GracefulInterrupt:
+    """First Ctrl-C: finish the current epoch, mark the trial failed (resumable), exit. Second: abort.
+
+    Python delivers KeyboardInterrupt wherever the main thread happens to be, including inside
+    SQLAlchemy's garbage-collection hooks where it is swallowed; raising it ourselves at an epoch
+    boundary keeps the study consistent.
+    """
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self.requested = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            signal.default_int_handler(signum, frame)
+        self.requested = True
+        self.console.print("[yellow]stopping after this epoch[/yellow] (Ctrl-C again to abort at once)")
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+
+class RichProgress:
+    """Trial n/N with ETA, the running trial's epoch and accuracy, and the best so far."""
+
+    def __init__(self, console: Console, interrupt: GracefulInterrupt | None = None) -> None:
+        self.console = console
+        self.interrupt = interrupt
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                                  console=console, transient=False)
@@ -54,6 +82,8 @@ class RichProgress:
 
     def on_epoch(self, number: int, report) -> None:
         self.progress.update(self.task, description=self._describe(number, report.epoch, report.val_metric))
+        if self.interrupt is not None:
+            self.interrupt.check()
 
     def on_trial_end(self, study, trial) -> None:
         from autocnn.search.engine import finished_trials
@@ -69,9 +99,14 @@ class RichProgress:
             f"trial {trial.number:>3} {trial.state.name:<8} val {value} params {row['params'] or 0:,} "
             f"epochs {row['epochs_run'] or 0} {detail}".rstrip())
         self.progress.update(self.task, completed=finished_trials(study), description=self._describe(None, None, None))
+        if self.interrupt is not None:
+            self.interrupt.check()
 
     def stop(self, study) -> None:
         self.progress.stop()
+
+
+RAY_OPTIONS = ("address", "scheduler", "gpus_per_trial", "cpus_per_trial", "max_concurrent", "ray_storage")
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -102,7 +137,16 @@ def _split(value: str | None) -> tuple[str, ...]:
 @click.option("--resolution", type=int, default=None, help="Input resolution (default: the space's).")
 @click.option("--limit", type=int, default=None, help="Use at most this many training images.")
 @click.option("--enqueue", default=None, help="Comma-separated presets to try first, e.g. resnet18,efficientnet_b0.")
-@click.option("--backend", type=click.Choice(["local"]), default="local", show_default=True)
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process; ray: trials in parallel on Ray Tune (pip install 'autocnn[ray]').")
+@click.option("--address", default=None,
+              help="[ray] Existing Ray cluster HOST:PORT; 'local' (the default) starts a Ray for the run.")
+@click.option("--scheduler", default=None, help="[ray] fifo, asha, hyperband, median or pbt (default fifo).")
+@click.option("--gpus-per-trial", type=float, default=None, help="[ray] GPUs per trial; 0.25 packs 4 trials per GPU.")
+@click.option("--cpus-per-trial", type=float, default=None, help="[ray] CPUs per trial (default 1).")
+@click.option("--max-concurrent", type=int, default=None, help="[ray] At most this many trials at once.")
+@click.option("--ray-storage", default=None,
+              help="[ray] Checkpoint folder or URI (shared by all nodes on a cluster; default next to the study).")
 @click.option("--resume", is_flag=True, help="Continue --study (default: the latest) to its budget.")
 @click.option("--json", "as_json", is_flag=True, help="Print the best trial as JSON at the end.")
 def search(resume: bool, as_json: bool, trials, timeout, max_params, max_flops, max_latency_ms, **options) -> None:
@@ -110,9 +154,21 @@ def search(resume: bool, as_json: bool, trials, timeout, max_params, max_flops, 
     from autocnn.search.engine import resume_search, run_search
 
     console = Console(stderr=True)
-    progress = RichProgress(console)
+    interrupt = GracefulInterrupt(console)
+    interrupt.install()
+    progress = RichProgress(console, interrupt)
+    ray_options = {key: options.pop(key) for key in RAY_OPTIONS}
+    ray_options["storage_path"] = ray_options.pop("ray_storage")
+    if options["backend"] != "ray" and any(v is not None for v in ray_options.values()):
+        given = next(k for k, v in ray_options.items() if v is not None).replace("storage_path", "ray_storage")
+        raise ConfigError(f"--{given.replace('_', '-')} needs --backend ray")
     try:
-        if resume:
+        if resume and options["backend"] == "ray":
+            from autocnn.search.ray_backend import resume_ray_search
+
+            study = resume_ray_search(options["study"], options["storage"], trials=trials, timeout=timeout,
+                                      progress=progress, **ray_options)
+        elif resume:
             study = resume_search(options["study"], options["storage"], trials=trials, timeout=timeout,
                                   progress=progress)
         else:
@@ -121,7 +177,12 @@ def search(resume: bool, as_json: bool, trials, timeout, max_params, max_flops, 
             limits = {"max_params": max_params, "max_flops": max_flops, "max_latency_ms": max_latency_ms}
             config = SearchConfig(trials=trials if trials is not None else 10, timeout=timeout,
                                   constraints={k: v for k, v in limits.items() if v is not None}, **options)
-            study = run_search(config, progress=progress)
+            if config.backend == "ray":
+                from autocnn.search.ray_backend import run_ray_search
+
+                study = run_ray_search(config, progress=progress, **ray_options)
+            else:
+                study = run_search(config, progress=progress)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: the running trial was marked failed; "
                       "continue with 'autocnn search --resume --study NAME'")

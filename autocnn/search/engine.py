@@ -1,7 +1,9 @@
 """The local search engine: an Optuna study whose trials are sampled, priced, trained and recorded.
 
-`evaluate_trial` is backend-neutral (the Ray backend calls it inside its workers); `run_search`
-drives it with `study.optimize` in this process.
+`evaluate_trial` samples, prices, trains and records one trial; `run_search` drives it with
+`study.optimize` in this process. Its pieces (`sample_architecture`, `price_candidate`,
+`epoch_recorder`, `fit_candidate`) are shared with the Ray backend (`autocnn.search.ray_backend`),
+which samples in its driver and prices and trains in its workers, so both record trials alike.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from datetime import datetime
 from typing import Callable
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from autocnn.artifacts import save_trial_weights
@@ -28,7 +31,7 @@ from autocnn.errors import AutocnnError
 from autocnn.registry import Registry
 from autocnn.search import records
 from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
-from autocnn.storage import open_storage
+from autocnn.storage import fail_stale_trials, open_storage
 from autocnn.training import DivergedError, EpochReport, TrainConfig, train
 
 SAMPLERS: Registry[Callable[..., optuna.samplers.BaseSampler]] = Registry("sampler")
@@ -146,18 +149,46 @@ def finished_trials(study: optuna.Study) -> int:
     return sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False, states=FINISHED))
 
 
-class BudgetCallback:
-    """Stops the study at `trials` finished trials, or when the constraints reject every candidate."""
+def _budget_use(study: optuna.Study, below: int | None = None) -> tuple[int, int]:
+    """(trials that count toward the budget, RUNNING trials [created before trial id `below`])."""
+    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    running = sum(t.state == TrialState.RUNNING and (below is None or t._trial_id < below) for t in trials)
+    return sum(counts_toward_budget(t) for t in trials), running
 
-    def __init__(self, trials: int, max_rejections: int = 100) -> None:
+
+def wait_for_slot(study: optuna.Study, trials: int, *, below: int | None = None, deadline: float | None = None,
+                  poll: float = 1.0) -> bool:
+    """Whether another trial may start: waits while the trials other workers run would already meet the
+    budget (so concurrent workers end at exactly `trials`); False once it is met, stopped or past `deadline`.
+
+    A running trial of a dead worker frees its slot when its heartbeat goes stale (then it is retried).
+    """
+    while True:
+        finished, running = _budget_use(study, below)
+        if finished >= trials or stop_requested(study):
+            return False
+        if finished + running < trials:
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+        fail_stale_trials(study)
+
+
+class BudgetCallback:
+    """Stops the study at `trials` finished trials, or when the constraints reject every candidate;
+    with other workers on the study, waits until a trial may start without overshooting the budget."""
+
+    def __init__(self, trials: int, max_rejections: int = 100, deadline: float | None = None) -> None:
         self.trials = trials
         self.max_rejections = max_rejections
+        self.deadline = deadline
         self.rejections_in_a_row = 0
 
     def __call__(self, study: optuna.Study, trial) -> None:
         rejected = records.REJECTED in trial.user_attrs
         self.rejections_in_a_row = self.rejections_in_a_row + 1 if rejected else 0
-        if self.impossible or finished_trials(study) >= self.trials:
+        if self.impossible or not wait_for_slot(study, self.trials, deadline=self.deadline):
             study.stop()
 
     @property
@@ -215,6 +246,27 @@ def constraint_violation(limits: dict, costs: dict) -> str | None:
 
 def evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport], None] | None = None,
                    prune: bool = True, device: str | None = None, train: bool = True) -> list[float]:
+    """`_evaluate_trial`, recording `fail_reason` on the trial for any exception (pruning aside)."""
+    try:
+        return _evaluate_trial(trial, ctx, on_epoch=on_epoch, prune=prune, device=device, train=train)
+    except optuna.TrialPruned:
+        raise
+    except Exception as err:  # the trial fails; `drive` decides whether the search goes on
+        record_failure(trial, err)
+        raise
+
+
+def record_failure(trial, err: BaseException) -> None:
+    """Store `fail_reason` ("Type: first line of the message") on a trial that is about to fail."""
+    message = (str(err).strip().splitlines() or [""])[0][:300]
+    try:
+        trial.set_user_attr(records.FAIL_REASON, f"{type(err).__name__}: {message}" if message else type(err).__name__)
+    except Exception:  # noqa: BLE001 - a storage error must not hide the trial's own error
+        pass
+
+
+def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport], None] | None = None,
+                    prune: bool = True, device: str | None = None, train: bool = True) -> list[float]:
     """Sample, price, (maybe) train and record one trial; returns the objective values.
 
     Raises optuna.TrialPruned for candidates outside the constraints (never trained) and for
@@ -224,6 +276,7 @@ def evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport]
     """
     config = ctx.config
     genotype = sample_architecture(trial, ctx)
+    torch.manual_seed(config.seed + trial.number)  # initial weights: a function of the trial, not of earlier trials
     model, costs = price_candidate(trial, genotype, ctx.constraints)
     if not train:
         return objective_values(config, 0.0, costs)
@@ -314,10 +367,51 @@ def fit_candidate(trial, config: SearchConfig, data: DataSplits, genotype, model
     return objective_values(config, result.best_val, costs)
 
 
+def prepare_context(config: SearchConfig) -> TrialContext:
+    """Check everything a run needs before any storage is touched: options, space, dataset, constraints."""
+    _check_choices(config)
+    ctx = TrialContext.create(config)
+    check_feasible(ctx, BudgetCallback(config.trials).max_rejections)
+    return ctx
+
+
+def check_feasible(ctx: TrialContext, attempts: int) -> None:
+    """Refuse a space whose `require` or params/FLOPs limits no candidate meets, before a study exists.
+
+    Samples (randomly, in a throwaway in-memory study) until a candidate fits, at most `attempts`
+    times: the search itself gives up after as many rejections in a row. Usually the first one fits.
+    """
+    from autocnn.costs import _meta_model
+
+    limits = {k: v for k, v in ctx.constraints.items() if k in ("max_params", "max_flops")}
+    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=ctx.config.seed))
+    unmet = 0
+    for _ in range(attempts):
+        try:
+            genotype = ctx.sample(probe.ask())
+        except optuna.TrialPruned:  # a `require` of the space failed
+            unmet += 1
+            continue
+        if not limits:
+            return
+        try:
+            if count_params(_meta_model(genotype)) > limits.get("max_params", math.inf):  # cheap; FLOPs are not
+                continue
+            if "max_flops" not in limits or genotype_costs(genotype)["flops"] <= limits["max_flops"]:
+                return
+        except Exception:  # noqa: BLE001 - a candidate that cannot be priced fails as a trial, in the search
+            return
+    if unmet == attempts:
+        raise StudyError(f"the space's require conditions held for none of {attempts} sampled candidates; "
+                         "loosen 'require' in the space file")
+    raise StudyError(f"the constraints {limits} rejected all {attempts} sampled candidates; "
+                     "relax --max-params/--max-flops or the space's constraints")
+
+
 def run_search(config: SearchConfig, *, progress=None) -> optuna.Study:
     """Create a study for `config` and run it to its budget."""
-    study, config = create_study(config)
-    ctx = TrialContext.create(config)
+    ctx = prepare_context(config)  # a bad space, dataset or constraint creates no storage and no study
+    study, ctx.config = create_study(config)
     enqueue_presets(study, ctx)
     return drive(study, ctx, progress)
 
@@ -326,7 +420,7 @@ def resume_search(name: str | None, storage_url: str | None, *, trials: int | No
                   timeout: float | None = None, progress=None) -> optuna.Study:
     """Continue a stopped or crashed study to its (possibly raised) budget; no finished trial reruns."""
     study, config = reopen_study(name, storage_url, trials=trials, timeout=timeout)
-    optuna.storages.fail_stale_trials(study)
+    fail_stale_trials(study)
     return drive(study, TrialContext.create(config), progress)
 
 
@@ -340,7 +434,7 @@ def drive(study: optuna.Study, ctx: TrialContext, progress=None) -> optuna.Study
     deadline = time.monotonic() + config.timeout if config.timeout else None
     study.set_user_attr(STOP_ATTR, False)
     lease = take_worker_lease(study)
-    budget = BudgetCallback(config.trials)
+    budget = BudgetCallback(config.trials, deadline=deadline)
     callbacks = [budget, _stop_when_requested]
     if progress is not None:
         progress.start(study, config)
@@ -353,11 +447,13 @@ def drive(study: optuna.Study, ctx: TrialContext, progress=None) -> optuna.Study
     try:
         while finished_trials(study) < config.trials and not stop_requested(study):
             remaining_time = None if deadline is None else deadline - time.monotonic()
-            if remaining_time is not None and remaining_time <= 0:
+            if (remaining_time is not None and remaining_time <= 0) or not wait_for_slot(study, config.trials,
+                                                                                         deadline=deadline):
                 break
             before = finished_trials(study)
             study.optimize(
-                lambda t: evaluate_trial(t, ctx, on_epoch=partial(progress.on_epoch, t.number) if progress else None),
+                lambda t: _claim_slot(t, config.trials, deadline) and evaluate_trial(
+                    t, ctx, on_epoch=partial(progress.on_epoch, t.number) if progress else None),
                 n_trials=config.trials - before, timeout=remaining_time, callbacks=callbacks,
                 catch=(DivergedError, RuntimeError, MemoryError), gc_after_trial=True,
             )
@@ -377,6 +473,19 @@ def drive(study: optuna.Study, ctx: TrialContext, progress=None) -> optuna.Study
         if progress is not None:
             progress.stop(study)
     return study
+
+
+def _claim_slot(trial, trials: int, deadline: float | None) -> bool:
+    """True when `trial` is within the budget; trials created before it by other workers come first.
+
+    Two workers that both saw a free slot may create a trial each: the later one waits for the earlier
+    ones and is pruned untrained (recorded as rejected, costing no budget) if they meet the budget.
+    """
+    if wait_for_slot(trial.study, trials, below=trial._trial_id, deadline=deadline):
+        return True
+    trial.set_user_attr(records.REJECTED, f"not needed: the budget of {trials} trials was met by other workers "
+                                          "(or the search was stopped)")
+    raise optuna.TrialPruned("not needed")
 
 
 def take_worker_lease(study: optuna.Study) -> dict:

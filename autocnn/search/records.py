@@ -22,6 +22,7 @@ METRIC = "metric"
 REJECTED = "rejected"
 FAIL_REASON = "fail_reason"
 ENQUEUED = "enqueued_preset"
+WEIGHTS_PATH = "weights_path"  # trained weights, relative to the artifact root (autocnn.artifacts)
 
 
 def record_architecture(trial, genotype: Genotype) -> None:

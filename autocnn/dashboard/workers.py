@@ -1,0 +1,182 @@
+"""Search workers started and stopped by the dashboard.
+
+One worker per study: Resume takes the study's worker lease (`autocnn.worker`) with an atomic
+compare-and-swap on its row in the storage, under a lock held in this process, and only the winner
+spawns `python -m autocnn search --resume --study NAME --storage URL` (list arguments, no shell,
+its own session, log in the study's artifact folder). The worker's `engine.drive` rewrites the lease
+with its own pid and clears it on exit. A lease counts as held while its process is alive, so a
+second click, a second request thread or a second dashboard on the same storage gets 409.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import sqlalchemy
+from optuna.storages._rdb import models
+
+from autocnn.dashboard.state import HOST, DashboardError, StudyView, inspect, pid_alive
+from autocnn.search.engine import STOP_ATTR, WORKER_ATTR
+
+MAX_TRIALS = 1_000_000
+STARTING_TIMEOUT_S = 900  # a worker that has not reached its first trial by then is not waited for
+
+
+def _lease_table():
+    return models.StudyUserAttributeModel.__table__
+
+
+def read_lease_raw(storage, study_id: int) -> str | None:
+    """The lease row's JSON text exactly as stored (None when there is no row)."""
+    t = _lease_table()
+    with storage.engine.connect() as con:
+        found = con.execute(sqlalchemy.select(t.c.value_json).where(t.c.study_id == study_id, t.c.key == WORKER_ATTR)).first()
+    return None if found is None else found[0]
+
+
+def swap_lease(storage, study_id: int, expected_raw: str | None, new: dict | None) -> bool:
+    """Atomically replace the lease if it still reads `expected_raw`; True when this call won.
+
+    A missing row is created with INSERT (the (study_id, key) unique constraint lets one inserter
+    win); an existing one is changed with UPDATE ... WHERE value_json = expected (one row or none).
+    Values are JSON-encoded as Optuna encodes user attrs, so `study.user_attrs` reads them back.
+    """
+    t = _lease_table()
+    value = json.dumps(new)
+    try:
+        with storage.engine.begin() as con:
+            if expected_raw is None:
+                con.execute(sqlalchemy.insert(t).values(study_id=study_id, key=WORKER_ATTR, value_json=value))
+                return True
+            done = con.execute(sqlalchemy.update(t).where(t.c.study_id == study_id, t.c.key == WORKER_ATTR,
+                                                          t.c.value_json == expected_raw).values(value_json=value))
+            return done.rowcount == 1
+    except sqlalchemy.exc.IntegrityError:
+        return False
+
+
+def worker_command(name: str, storage_url: str, trials: int | None, backend: str = "local") -> list[str]:
+    """The worker's argv (never a shell). A Ray study resumes on Ray with the options stored in it,
+    its cluster address included, so its trials are submitted to that cluster again."""
+    cmd = [sys.executable, "-m", "autocnn", "search", "--resume", "--study", name, "--storage", storage_url]
+    if backend == "ray":
+        cmd += ["--backend", "ray"]
+    if trials is not None:
+        cmd += ["--trials", str(trials)]
+    return cmd
+
+
+class Workers:
+    """The workers this dashboard process started, and the lease protocol around them."""
+
+    def __init__(self, storage, storage_url: str, artifact_dir: Callable[[str], Path]) -> None:
+        self.storage = storage
+        self.storage_url = storage_url
+        self.artifact_dir = artifact_dir
+        self._lock = threading.Lock()
+        self._procs: dict[str, subprocess.Popen] = {}
+
+    def reap(self) -> None:
+        """Collect exited children (a zombie would still answer kill(pid, 0))."""
+        for name, proc in list(self._procs.items()):
+            if proc.poll() is not None:
+                del self._procs[name]
+
+    def owned_alive(self, name: str) -> bool:
+        proc = self._procs.get(name)
+        return proc is not None and proc.poll() is None
+
+    def _study_id(self, name: str) -> int:
+        try:
+            return self.storage.get_study_id_from_name(name)
+        except KeyError:
+            raise DashboardError(404, f"no study named {name!r} in this storage") from None
+
+    def inspect(self, name: str) -> StudyView:
+        self.reap()
+        return inspect(self.storage, name, owned_alive=self.owned_alive(name))
+
+    def resume(self, name: str, trials: int | None = None) -> dict:
+        """Start one worker for `name` (409 when one is alive or there is nothing to do)."""
+        if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int)
+                                   or not 1 <= trials <= MAX_TRIALS):
+            raise DashboardError(400, f"'trials' must be an integer from 1 to {MAX_TRIALS}, got {trials!r}")
+        with self._lock:
+            study_id = self._study_id(name)
+            # read before judging liveness: the swap below then fails if anyone changed the lease since
+            expected = read_lease_raw(self.storage, study_id)
+            view = self.inspect(name)
+            if view.config is None:
+                raise DashboardError(409, f"study {name!r} was not created by autocnn; it has no configuration to resume")
+            if view.state == "running":
+                lease = view.lease or {}
+                raise DashboardError(409, f"study {name!r} already has a running worker"
+                                          f"{' (pid %s on %s)' % (lease.get('pid'), lease.get('host')) if lease else ''}")
+            budget = max(view.requested or 0, trials or 0)
+            if view.finished >= budget:
+                raise DashboardError(409, f"study {name!r} is finished ({view.finished}/{view.requested} trials); "
+                                          "raise the budget to continue it")
+            claim = {"pid": os.getpid(), "host": HOST, "since": datetime.now().isoformat(timespec="seconds"),
+                     "phase": "starting", "claim": uuid.uuid4().hex, "owner": "dashboard"}
+            if not swap_lease(self.storage, view.study_id, expected, claim):
+                raise DashboardError(409, f"another process is starting a worker for study {name!r}")
+            try:
+                raised = trials if trials is not None and trials > (view.requested or 0) else None
+                proc = self._spawn(worker_command(name, self.storage_url, raised, view.config.backend), name)
+            except OSError as err:
+                swap_lease(self.storage, view.study_id, json.dumps(claim), None)
+                raise DashboardError(500, f"could not start a worker for {name!r}: {err.strerror or err}") from None
+            lease = {**claim, "pid": proc.pid, "since": datetime.now().isoformat(timespec="seconds")}
+            swap_lease(self.storage, view.study_id, json.dumps(claim), lease)  # loses only to the worker's own lease
+            self._procs[name] = proc
+            return {"started": True, "worker": lease, "requested": budget,
+                    "log": str(self.artifact_dir(name) / "worker.log")}
+
+    def _spawn(self, cmd: list[str], name: str) -> subprocess.Popen:
+        folder = self.artifact_dir(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(folder / "worker.log", "ab") as log:
+            log.write(f"\n--- {datetime.now().isoformat(timespec='seconds')} resumed from the dashboard\n".encode())
+            log.flush()
+            return subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                    close_fds=True)
+
+    def stop(self, name: str) -> dict:
+        """Ask the study's workers to stop after their running trial; returns at once.
+
+        A worker still starting (lease phase "starting": it has not reached `engine.drive`, which
+        clears old stop requests) gets the request again as soon as it takes the lease itself, so
+        it stops after its first trial instead of missing the request.
+        """
+        with self._lock:  # ordered with resume: a worker it started is seen here as "starting"
+            view = self.inspect(name)
+            if view.config is None:
+                raise DashboardError(409, f"study {name!r} was not created by autocnn; its workers cannot be asked to stop")
+            self.storage.set_study_user_attr(view.study_id, STOP_ATTR, True)
+            if (view.lease or {}).get("phase") == "starting":
+                threading.Thread(target=self._stop_when_started, args=(view.study_id,), daemon=True,
+                                 name=f"autocnn-stop-{name}").start()
+        return {"stop_requested": True, "was_running": view.state == "running"}
+
+    def _stop_when_started(self, study_id: int) -> None:
+        deadline = time.monotonic() + STARTING_TIMEOUT_S
+        while time.monotonic() < deadline:
+            raw = read_lease_raw(self.storage, study_id)
+            current = json.loads(raw) if raw else None
+            if not isinstance(current, dict) or current.get("phase") != "starting":
+                if current is not None:  # the worker has reset the stop flag and holds the lease: ask again
+                    self.storage.set_study_user_attr(study_id, STOP_ATTR, True)
+                return
+            if current.get("host") == HOST and not pid_alive(current.get("pid"), current.get("since")):
+                return
+            time.sleep(0.2)

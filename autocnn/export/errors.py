@@ -1,0 +1,8 @@
+"""Export errors: one line naming the problem and the fix; the CLI prints it and exits 2."""
+from __future__ import annotations
+
+from autocnn.errors import AutocnnError
+
+
+class ExportError(AutocnnError):
+    """An export that cannot be done as asked; nothing was written."""

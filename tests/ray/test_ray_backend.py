@@ -1,0 +1,229 @@
+"""`autocnn search --backend ray` on a real Ray cluster: a head node on 127.0.0.1 with 4 CPUs and 2 logical
+GPUs (Ray hands out GPU ids on a CPU-only machine), shared by every test of this module."""
+import collections
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from click.testing import CliRunner
+
+from autocnn.cli import cli
+from autocnn.search import records
+from conftest import assert_user_error, run_cli
+
+RAY = str(Path(sys.executable).with_name("ray"))
+SPACE = """\
+name: tiny_ray
+description: a two-stage conv stack over 12-pixel digits, with a searched width and attention
+base_resolution: 12
+params:
+  width: {int: [4, 16], step: 4}
+  attention: {choices: [none, se]}
+genotype:
+  preset: lenet5
+  stem: []
+  stages:
+    - {block: conv, out_chs: "${width}", kernel: 3, attention: "${attention}", ratio: 4.0}
+    - {block: maxpool, kernel: 2, stride: 2}
+    - {block: conv, out_chs: "${width * 2}", kernel: 3, attention: "${attention}", ratio: 4.0}
+  head: {pool: avg, hidden: []}
+  act: relu
+  norm: batch
+"""
+RAY_ONLY_ATTRS = {"gpu_ids"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """`ray start --head --block` in its own session; every port picked free so parallel clusters never clash."""
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths live under it
+    port = _free_port()
+    ports = {flag: str(_free_port()) for flag in ("--node-manager-port", "--object-manager-port",
+                                                  "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                                                  "--metrics-export-port", "--runtime-env-agent-port")}
+    args = [RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+            "--num-cpus", "4", "--num-gpus", "2", "--include-dashboard=false", "--disable-usage-stats",
+            "--temp-dir", temp, *[x for kv in ports.items() for x in kv]]
+    log = open(Path(temp) / "head.log", "w")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while subprocess.run([RAY, "status", "--address", address], capture_output=True).returncode != 0:
+        if head.poll() is not None or time.monotonic() > deadline:
+            head.kill()
+            pytest.fail("the Ray head did not start:\n" + (Path(temp) / "head.log").read_text()[-3000:])
+        time.sleep(0.5)
+    yield address
+    head.terminate()  # `ray start --block` stops the processes it started
+    try:
+        head.wait(30)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(head.pid, signal.SIGKILL)  # anything left in the head's own session
+    except ProcessLookupError:
+        pass
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory):
+    path = tmp_path_factory.mktemp("space") / "tiny_ray.yaml"
+    path.write_text(SPACE)
+    return str(path)
+
+
+def _search(tmp_path, space, *args, env=None):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    return run_cli("search", "--space", space, "--dataset", "digits", "--limit", "300", "--storage", storage,
+                   *args, cwd=tmp_path, env=env, timeout=300)
+
+
+def _study(tmp_path, name):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'studies.db'}")
+
+
+def _ok(result):
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
+    return result
+
+
+def test_ray_study_matches_local_records_and_packs_four_trials_on_two_gpus(cluster, space, tmp_path):
+    _ok(_search(tmp_path, space, "--trials", "2", "--epochs", "2", "--study", "local"))
+    ray_run = _ok(_search(tmp_path, space, "--trials", "4", "--epochs", "2", "--study", "ray", "--backend", "ray",
+                          "--address", cluster, "--gpus-per-trial", "0.5", "--max-concurrent", "4", "--json"))
+    assert json.loads(ray_run.stdout)["study"] == "ray"  # Ray's own output stays off stdout
+
+    local, ray = _study(tmp_path, "local"), _study(tmp_path, "ray")
+    trials = ray.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    local_keys = {frozenset(t.user_attrs) for t in local.trials}
+    assert len(local_keys) == 1
+    for t in trials:
+        assert set(t.user_attrs) == set(next(iter(local_keys))) | RAY_ONLY_ATTRS, t.number
+        assert set(t.params) == {"width", "attention"}  # sampled through OptunaSearch on the study
+        assert list(t.intermediate_values.values()) == t.user_attrs[records.VAL_CURVE]
+        assert t.values[0] == max(t.user_attrs[records.VAL_CURVE])
+    # 0.5 GPU per trial on 2 GPUs: two trials on each, so all four ran at the same time
+    assert collections.Counter(tuple(t.user_attrs["gpu_ids"]) for t in trials) == {(0,): 2, (1,): 2}
+    assert max(t.datetime_start for t in trials) < min(t.datetime_complete for t in trials)
+
+    config = ray.user_attrs["autocnn.config"]
+    assert config["backend"] == "ray"
+    assert config["extra"]["ray"]["gpus_per_trial"] == 0.5 and config["extra"]["ray"]["address"] == cluster
+    overview = {row["name"]: row for row in json.loads(_ok(run_cli(
+        "studies", "--storage", f"sqlite:///{tmp_path / 'studies.db'}", "--format", "json")).stdout)}
+    assert (overview["ray"]["finished"], overview["ray"]["requested"], overview["ray"]["state"]) == (4, 4, "finished")
+
+
+def test_worker_killed_mid_trial_is_retried_from_its_checkpoint(cluster, space, tmp_path):
+    marker = tmp_path / "worker-died"
+    _ok(_search(tmp_path, space, "--trials", "1", "--epochs", "3", "--study", "fault", "--backend", "ray",
+                "--address", cluster, env={"AUTOCNN_RAY_FAULT": f"0:1:{marker}"}))
+    assert marker.exists(), "the worker of trial 0 should have died after epoch 1"
+    (trial,) = _study(tmp_path, "fault").trials  # retried in place from its checkpoint, not replaced
+    assert trial.state == TrialState.COMPLETE
+    assert len(trial.user_attrs[records.VAL_CURVE]) == 3 and trial.user_attrs[records.EPOCHS_RUN] == 3
+    assert sorted(trial.intermediate_values) == [1, 2, 3]
+    assert trial.user_attrs[records.WEIGHTS_PATH]
+
+
+def test_asha_stopped_trials_are_pruned_and_either_backend_continues_the_study(cluster, space, tmp_path):
+    _ok(_search(tmp_path, space, "--trials", "6", "--epochs", "2", "--study", "asha", "--backend", "ray",
+                "--address", cluster, "--scheduler", "asha", "--max-concurrent", "2"))
+    study = _study(tmp_path, "asha")
+    before = {t.number: (t.state, t.datetime_complete) for t in study.trials}
+    assert len(before) == 6
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, "ASHA (grace 1 epoch, reduction 3) should have stopped some of 6 trials after epoch 1"
+    for t in study.trials:
+        curve = t.user_attrs[records.VAL_CURVE]
+        if t.state == TrialState.PRUNED:  # stopped by the scheduler: its last value, like Optuna's pruners
+            assert len(curve) < 2 and t.values == [curve[-1]]
+        else:
+            assert t.state == TrialState.COMPLETE and len(curve) == 2
+
+    _ok(_search(tmp_path, space, "--resume", "--study", "asha", "--trials", "7"))  # the local backend continues it
+    study = _study(tmp_path, "asha")
+    assert len(study.trials) == 7 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    assert {t.number: (t.state, t.datetime_complete) for t in study.trials[:6]} == before  # none ran twice
+
+
+def test_resume_restores_the_interrupted_ray_experiment(cluster, space, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    driver = subprocess.Popen(
+        [str(Path(sys.executable).with_name("autocnn")), "search", "--space", space, "--limit", "300", "--storage",
+         storage, "--trials", "2", "--epochs", "5", "--study", "cut", "--backend", "ray", "--address", cluster,
+         "--max-concurrent", "1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline, running = time.monotonic() + 180, None
+    try:
+        # Wait for a finished trial and one with two checkpointed epochs: Tune snapshots its experiment
+        # when a trial has checkpointed num_to_keep (2) times, so the restored experiment knows that trial.
+        while running is None:
+            assert driver.poll() is None and time.monotonic() < deadline, "the search ended before it was cut"
+            time.sleep(0.3)
+            try:
+                trials = _study(tmp_path, "cut").trials
+            except KeyError:
+                continue
+            if any(t.state == TrialState.COMPLETE for t in trials):
+                running = next((t for t in trials if t.state == TrialState.RUNNING
+                                and t.user_attrs.get(records.EPOCHS_RUN, 0) >= 2), None)
+        time.sleep(1.0)  # let the snapshot land
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver dies; Ray reaps its trial actors
+        driver.wait()
+    done = {t.number: t.datetime_complete for t in _study(tmp_path, "cut").trials if t.state == TrialState.COMPLETE}
+
+    # Tuner.restore finishes the cut experiment; a new Tuner on the same study adds the third trial
+    _ok(_search(tmp_path, space, "--resume", "--study", "cut", "--backend", "ray", "--trials", "3"))
+    study = _study(tmp_path, "cut")
+    states = collections.Counter(t.state for t in study.trials)
+    assert states[TrialState.COMPLETE] == 3 and states[TrialState.RUNNING] == 0, states
+    finished = {t.number: t for t in study.trials if t.state == TrialState.COMPLETE}
+    assert {n: finished[n].datetime_complete for n in done} == done  # no completed trial ran again
+    cut = finished[running.number]  # the interrupted trial finished as the same Optuna trial
+    assert cut.datetime_start == running.datetime_start and len(cut.user_attrs[records.VAL_CURVE]) == 5
+    assert study.user_attrs["autocnn.ray_experiment"] is None
+
+
+def test_ray_options_are_checked_before_anything_starts(space, tmp_path):
+    assert_user_error(_search(tmp_path, space, "--backend", "ray", "--scheduler", "nope"),
+                      "unknown scheduler 'nope'", "asha")
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    for args, message in ((["--address", "127.0.0.1:1"], "--address needs --backend ray"),
+                          (["--backend", "ray", "--gpus-per-trial", "1.5"], "--gpus-per-trial must be a fraction"),
+                          (["--backend", "ray", "--max-concurrent", "0"], "--max-concurrent must be >= 1"),
+                          (["--backend", "ray", "--objectives", "accuracy,params", "--scheduler", "asha"],
+                           "needs --scheduler fifo")):
+        result = CliRunner().invoke(cli, ["search", "--space", space, "--storage", storage, *args])
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+    assert not (tmp_path / "studies.db").exists()  # nothing was created
+
+
+def test_every_scheduler_builds_for_the_search_config():
+    from autocnn.search.config import SearchConfig
+    from autocnn.search.ray_backend import SCHEDULERS
+
+    assert SCHEDULERS.names() == ["fifo", "asha", "hyperband", "median", "pbt"]
+    for name in SCHEDULERS:
+        assert SCHEDULERS.get(name)(SearchConfig(epochs=4)) is not None
