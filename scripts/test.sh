@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/venv.sh dev
 workers=$(nproc 2>/dev/null || echo 2)
 [ "$workers" -gt 2 ] && workers=2
-exec .venv/bin/python -m pytest -n "$workers" "$@"
+# loadfile: a module's tests share one worker, so module-scoped servers (Ray, PostgreSQL) start once
+exec .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"

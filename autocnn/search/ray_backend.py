@@ -16,8 +16,9 @@ dashboard read, and either backend can continue it. How one trial flows:
    intermediate values on the Optuna trial, then tells its final state. Only the driver writes to the
    storage: workers need neither database drivers nor credentials, and SQLite never sees parallel writers.
 
-Both backends therefore write identical records (genotype, params, FLOPs, latency, curve, test metric);
-the Ray backend adds `gpu_ids` (the GPUs Ray assigned) and, with PBT, `hparams`.
+Both backends therefore write identical records (genotype, params, FLOPs, latency, curve, test metric,
+trained weights: the worker's last report checkpoints them and the driver copies them to the study's
+artifacts); the Ray backend adds `gpu_ids` (the GPUs Ray assigned) and, with PBT, `hparams`.
 
 Pruning. Optuna's `OptunaSearch` tells a trial that a scheduler stopped early as COMPLETE with its last
 value; `_AutocnnSearch` tells the state itself. The worker's last report carries `autocnn_final`:
@@ -37,6 +38,8 @@ it with `Tuner.restore` when its directory is there (running trials continue fro
 the searcher's asked trials are kept), then, because `Tuner.restore` cannot add trials, runs new Tuners
 whose `OptunaSearch` points at the same study until the (possibly raised) budget is met. No finished
 trial runs twice: `_SkipFinished` stops a restored trial that the study already holds as finished.
+Ctrl-C: Tune saves the experiment and returns; the driver raises KeyboardInterrupt and keeps the
+experiment recorded for --resume.
 
 PBT mutates training hyperparameters (learning rate, weight decay), never the architecture: its exploit
 step gives a weak trial the perturbed hyperparameters of a strong one and continues the weak trial's
@@ -708,7 +711,8 @@ def _searcher(study: optuna.Study, config: SearchConfig, opts: dict) -> _Autocnn
 
 def _run_config(study: optuna.Study, config: SearchConfig, opts: dict, name: str) -> tune.RunConfig:
     return tune.RunConfig(name=name, storage_path=f"{opts['storage_path'].rstrip('/')}/{study.study_name}",
-                          verbose=0, stop=_SkipFinished(config.storage), callbacks=[_Heartbeat(config.storage, study.study_name)],
+                          verbose=0, stop=_SkipFinished(config.storage),
+                          callbacks=[_Heartbeat(config.storage, study.study_name)],
                           failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
                           checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
 
@@ -735,8 +739,9 @@ def _fit(study: optuna.Study, ctx: TrialContext, opts: dict, n_trials: int) -> N
         run_config=run_config,
     )
     study.set_user_attr(RUNS_ATTR, runs)
-    experiment = _LIVE[study.study_name].experiment = f"{run_config.storage_path}/{run_config.name}"
-    study.set_user_attr(EXPERIMENT_ATTR, experiment)
+    live = _LIVE[study.study_name]
+    live.experiment, live.unfinished = f"{run_config.storage_path}/{run_config.name}", 0
+    study.set_user_attr(EXPERIMENT_ATTR, live.experiment)
     tuner.fit()
     _finish(study)
 
@@ -746,8 +751,15 @@ def _restore_experiment(study: optuna.Study, ctx: TrialContext, opts: dict) -> b
     path = study.user_attrs.get(EXPERIMENT_ATTR)
     if not path or not tune.Tuner.can_restore(path):
         return False
-    _LIVE[study.study_name].experiment = path
-    tuner = tune.Tuner.restore(path, trainable=_trainable_for(ctx, opts), resume_unfinished=True)
+    live = _LIVE[study.study_name]
+    live.experiment, live.unfinished = path, 0
+    try:
+        tuner = tune.Tuner.restore(path, trainable=_trainable_for(ctx, opts), resume_unfinished=True)
+    except Exception as err:  # an unreadable experiment must not block the study: its trials go stale instead
+        warnings.warn(f"cannot restore the Ray experiment {path} ({type(err).__name__}: {err}); continuing the "
+                      "study with new trials (its interrupted trials are failed and retried)", RuntimeWarning)
+        study.set_user_attr(EXPERIMENT_ATTR, None)
+        return False
     tuner.fit()
     _finish(study)
     return True

@@ -3,6 +3,7 @@ GPUs (Ray hands out GPU ids on a CPU-only machine), shared by every test of this
 import collections
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -52,6 +53,15 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def cluster():
     """`ray start --head --block` in its own session; every port picked free so parallel clusters never clash."""
+    with pytest.MonkeyPatch.context() as env:
+        # Ray 2.5x turns token authentication on for `ray start` once ~/.ray/auth_token exists (a local
+        # ray.init() writes one) but not for `ray status`: a test cluster on 127.0.0.1 runs without it,
+        # for the head and for every client started from this process.
+        env.setenv("RAY_AUTH_MODE", "disabled")
+        yield from _head_node()
+
+
+def _head_node():
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths live under it
     port = _free_port()
     ports = {flag: str(_free_port()) for flag in ("--node-manager-port", "--object-manager-port",
@@ -65,12 +75,19 @@ def cluster():
     head = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 90
-    while subprocess.run([RAY, "status", "--address", address], capture_output=True).returncode != 0:
+    while (status := subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True)).returncode:
         if head.poll() is not None or time.monotonic() > deadline:
-            head.kill()
-            pytest.fail("the Ray head did not start:\n" + (Path(temp) / "head.log").read_text()[-3000:])
+            _stop(head)
+            pytest.fail(f"the Ray head did not start:\n{(Path(temp) / 'head.log').read_text()[-2000:]}\n"
+                        f"ray status: {status.stderr[-1500:]}")
         time.sleep(0.5)
     yield address
+    _stop(head)
+    log.close()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop(head: subprocess.Popen) -> None:
     head.terminate()  # `ray start --block` stops the processes it started
     try:
         head.wait(30)
@@ -80,7 +97,6 @@ def cluster():
         os.killpg(head.pid, signal.SIGKILL)  # anything left in the head's own session
     except ProcessLookupError:
         pass
-    log.close()
 
 
 @pytest.fixture(scope="module")
