@@ -54,6 +54,9 @@ def feature_shape(g: Genotype) -> tuple[int, int, int]:
     with torch.device("meta"):
         stem, body, _ = build_features(g)
         x = torch.empty(1, g.in_chans, g.resolution, g.resolution)
+        # eval: BatchNorm in training mode refuses a single 1x1 sample, though shapes are all we need
+        stem.eval()
+        body.eval()
         return tuple(body(stem(x)).shape[1:])
 
 
