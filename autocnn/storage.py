@@ -46,6 +46,9 @@ def _sqlite_path(url: str) -> Path | None:
 
 
 def _check_sqlite_file(path: Path, url: str, create: bool) -> None:
+    if path.is_dir():
+        raise StorageError(f"--storage {url} names a folder, not an SQLite file; "
+                           f"pass e.g. --storage sqlite:///{path / 'autocnn.db'}")
     if path.exists():
         try:
             with open(path, "rb") as fh:
@@ -106,21 +109,25 @@ def fail_stale_trials(study: optuna.Study) -> None:
     """
     optuna.storages.fail_stale_trials(study)
     storage = study._storage
-    if not isinstance(storage, RDBStorage) or storage.heartbeat_interval is None:
+    backend = getattr(storage, "_backend", storage)  # load_study wraps the RDBStorage in a cache
+    if not isinstance(backend, RDBStorage) or backend.heartbeat_interval is None:
         return
     from optuna.storages._rdb import models
 
-    grace = storage.grace_period or 2 * storage.heartbeat_interval
-    started_before = datetime.now() - timedelta(seconds=grace)  # datetime_start is local time, like now()
-    with storage.engine.connect() as con:
-        orphans = con.execute(
+    grace = backend.grace_period or 2 * backend.heartbeat_interval
+    started_before = datetime.now() - timedelta(seconds=grace)  # FrozenTrial.datetime_start is local time
+    with backend.engine.connect() as con:
+        no_heartbeat = con.execute(
             sqlalchemy.select(models.TrialModel.trial_id)
             .outerjoin(models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id)
             .where(models.TrialModel.study_id == study._study_id, models.TrialModel.state == TrialState.RUNNING,
-                   models.TrialHeartbeatModel.trial_id.is_(None), models.TrialModel.datetime_start < started_before)
+                   models.TrialHeartbeatModel.trial_id.is_(None))
         ).scalars().all()
-    retry = storage.get_heartbeat_stale_trial_callback()
-    for trial_id in orphans:
+    retry = backend.get_heartbeat_stale_trial_callback()
+    for trial_id in no_heartbeat:
+        started = storage.get_trial(trial_id).datetime_start
+        if started is None or started >= started_before:
+            continue  # maybe a live worker between ask() and its first beat
         try:
             if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 continue

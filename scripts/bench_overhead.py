@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     started = time.perf_counter()
     info = benchlib.machine()
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else sizes_for(args.mode)
-    cap = args.cap if args.cap is not None else benchlib.by_mode(args.mode, 60.0, 150.0, 3600.0)
+    cap = args.cap if args.cap is not None else benchlib.by_mode(args.mode, 60.0, 120.0, 3600.0)
     space = load_space("efficientnet_compound")
     seed = 0
     tmp = Path(tempfile.mkdtemp(prefix="autocnn-bench-overhead-"))
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     missed = [r for r in results if r["met"] is False]
     profile = ""
     if missed and args.mode != "smoke":
-        n_prof = benchlib.by_mode(args.mode, 3, 15, 40)
+        n_prof = benchlib.by_mode(args.mode, 3, 10, 40)
         profile = (f"\nGoal missed — cProfile of {n_prof} zero-epoch autocnn trials (top 15 by own time):\n\n"
                    + profile_autocnn(f"sqlite:///{tmp / 'profile'}.db", n_prof, seed + 1) + "\n")
 

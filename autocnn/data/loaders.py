@@ -67,6 +67,8 @@ def load_dataset(
 def _require_root(root: Path | None, name: str, expected: str) -> Path:
     if root is None:
         raise DataError(f"dataset {name!r} is read from disk; pass --data-root DIR where DIR contains {expected}")
+    if root.exists() and not root.is_dir():
+        raise DataError(f"--data-root {root} is a file, not a folder; pass the folder that contains {expected}")
     if not root.is_dir():
         raise DataError(f"--data-root {root} does not exist; create it with {expected} inside or fix the path")
     return root

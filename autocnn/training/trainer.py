@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.deterministic
 from torch import nn
 
 from ..data import DataSplits, DeviceBatches, TensorSplit
@@ -59,12 +60,17 @@ def _seeded(seed: int, deterministic: bool) -> Iterator[None]:
     np.random.seed(seed)
     torch.manual_seed(seed)
     previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # Determinism comes from the kernels; NaN-filling every torch.empty (a debugging aid that
+        # deterministic mode switches on) only costs time: a few % of a small CPU model's step.
+        torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 def _amp_dtype(enabled: bool, device: torch.device) -> torch.dtype | None:

@@ -1,0 +1,226 @@
+"""Bad input through the real CLI: one case per mistake a user can make.
+
+Every case runs `autocnn` in a subprocess (cwd: the test's own folder) and must end with exit code 2,
+exactly one line on stderr that names the problem and a fix, no traceback, and not one file or folder
+created or changed: the folder is snapshotted (paths, sizes, mtimes, SHA-1s) before and after, which
+also covers the sqlite files a case reads (a valid study copied in, a corrupt one, a missing one).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from conftest import FAST, TINY_SPACE, assert_user_error, autocnn_exe, cli_env, run_cli, snapshot
+
+TINY = Path(TINY_SPACE).read_text()
+STORE = ("--storage", "sqlite:///{tmp}/s.db")  # a storage that does not exist yet: it must stay that way
+STUDY = ("--storage", "sqlite:///{tmp}/study.db")  # a copy of a real one-trial study (`template`)
+SEARCH = ("search", "--space", TINY_SPACE, "--limit", "100", "--epochs", "1")
+
+
+def _free_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])  # closed again: nothing listens there
+
+
+def _write(name: str, text: str | bytes) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        path = tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return setup
+
+
+def _space(name: str, old: str, new: str) -> Callable[[Path], None]:
+    assert old in TINY, old
+    return _write(name, TINY.replace(old, new))
+
+
+def _other_weights(tmp: Path) -> None:
+    """A real LeNet-5 state_dict, to be offered to a ResNet-18."""
+    import autocnn
+    from safetensors.torch import save_file
+
+    model = autocnn.create_model("lenet5", num_classes=10, in_chans=1)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "lenet5.safetensors"))
+
+
+@dataclass(frozen=True)
+class Case:
+    args: tuple[str, ...]
+    fragments: tuple[str, ...]  # all must appear in the one stderr line
+    setup: Callable[[Path], None] | None = None
+    study: bool = False  # needs the copied study at {tmp}/study.db
+    extra: dict = field(default_factory=dict)
+
+
+CASES = {
+    # search spaces
+    "unknown-space": Case(("search", "--space", "nope", *STORE), ("nope:0", "no built-in space", "YAML")),
+    "unknown-space-default-storage": Case(("search", "--space", "nope"), ("no built-in space",)),  # no ./studies
+    "invalid-yaml": Case(("search", "--space", "bad.yaml", *STORE), ("bad.yaml:", "invalid YAML", "fix"),
+                         _write("bad.yaml", "name: x\nparams: [\n")),
+    "space-unknown-key": Case(("search", "--space", "s.yaml", *STORE), ("s.yaml:", "unknown key 'bogus'", "use one of"),
+                              _space("s.yaml", "name: tiny", "name: tiny\nbogus: 1")),
+    "space-bad-type": Case(("search", "--space", "s.yaml", *STORE), ("s.yaml:6", "width", "expected an integer"),
+                           _space("s.yaml", "{int: [4, 24], step: 4}", "{int: [four, 24]}")),
+    "space-empty-choice": Case(("search", "--space", "s.yaml", *STORE), ("s.yaml:", "empty choices", "at least one"),
+                               _space("s.yaml", "[none, se, eca]", "[]")),
+    "space-non-positive-constraint": Case(("search", "--space", "s.yaml", *STORE),
+                                          ("constraints.max_params", "greater than 0"),
+                                          _write("s.yaml", TINY + "constraints: {max_params: 0}\n")),
+    "space-impossible-constraint": Case(("search", "--space", "s.yaml", "--limit", "100", *STORE),
+                                        ("max_params", "rejected all 100", "relax"),
+                                        _write("s.yaml", TINY + "constraints: {max_params: 10}\n")),
+    "space-impossible-require": Case(("search", "--space", "s.yaml", "--limit", "100", *STORE),
+                                     ("require", "none of 100", "loosen"),
+                                     _write("s.yaml", TINY + 'require: ["width > 100"]\n')),
+    "impossible-max-params": Case((*SEARCH, "--max-params", "10", *STORE), ("rejected all", "relax --max-params")),
+    "zero-max-params": Case((*SEARCH, "--max-params", "0", *STORE), ("--max-params must be > 0",)),
+    # data
+    "unknown-dataset": Case((*SEARCH, "--dataset", "nope", *STORE), ("unknown dataset 'nope'", "digits")),
+    "missing-data-root": Case((*SEARCH, "--dataset", "cifar10", *STORE), ("--data-root", "cifar-10-batches-py")),
+    "data-root-not-found": Case((*SEARCH, "--dataset", "imagefolder", "--data-root", "{tmp}/nowhere", *STORE),
+                                ("nowhere does not exist", "train/<class>/<image>")),
+    "data-root-is-a-file": Case((*SEARCH, "--dataset", "imagefolder", "--data-root", "notes.txt", *STORE),
+                                ("notes.txt is a file", "folder"), _write("notes.txt", "hello\n")),
+    "data-root-malformed": Case((*SEARCH, "--dataset", "imagefolder", "--data-root", "imgs", *STORE),
+                                ("no train/ folder", "ImageFolder layout"), _write("imgs/readme.txt", "no images\n")),
+    "data-root-without-mnist": Case((*SEARCH, "--dataset", "mnist", "--data-root", "imgs", *STORE),
+                                    ("does not contain MNIST",), _write("imgs/readme.txt", "no images\n")),
+    # storage
+    "unreachable-storage": Case((*SEARCH, "--storage", "postgresql+psycopg2://autocnn@127.0.0.1:{port}/db"),
+                                ("storage 'postgresql", "127.0.0.1:{port}")),
+    "unknown-storage-dialect": Case((*SEARCH, "--storage", "nosuchdb://x"), ("cannot open storage", "check the URL")),
+    "corrupt-sqlite": Case((*SEARCH, *STORE), ("s.db is not an SQLite database", "restore it"),
+                           _write("s.db", b"these are not the bytes of a database\n" * 100)),
+    "corrupt-sqlite-pages": Case(("studies", *STORE), ("s.db is a corrupt SQLite database", "restore it"),
+                                 _write("s.db", b"SQLite format 3\x00" + b"\xff" * 4000)),
+    "storage-is-a-folder": Case((*SEARCH, "--storage", "sqlite:///{tmp}/imgs"), ("names a folder", "autocnn.db"),
+                                _write("imgs/readme.txt", "a folder\n")),
+    "missing-storage": Case(("studies", *STORE), ("no study storage", "autocnn search")),
+    # budgets and choices
+    "zero-trials": Case((*SEARCH, "--trials", "0", *STORE), ("--trials must be >= 1", "at least one")),
+    "negative-trials": Case((*SEARCH, "--trials", "-3", *STORE), ("--trials must be >= 1, got -3",)),
+    "zero-epochs": Case((*SEARCH, "--epochs", "0", *STORE), ("--epochs must be >= 1",)),
+    "negative-timeout": Case((*SEARCH, "--timeout", "-1", *STORE), ("--timeout must be > 0",)),
+    "non-integer-trials": Case((*SEARCH, "--trials", "many", *STORE), ("'many' is not a valid integer", "--help")),
+    "unknown-sampler": Case((*SEARCH, "--sampler", "nope", *STORE), ("unknown sampler 'nope'", "tpe")),
+    "unknown-pruner": Case((*SEARCH, "--pruner", "nope", *STORE), ("unknown pruner 'nope'", "median")),
+    "unknown-objective": Case((*SEARCH, "--objectives", "accuracy,speed", *STORE), ("unknown objective 'speed'",)),
+    "resume-zero-trials": Case(("search", "--resume", "--study", "s", "--trials", "0", *STUDY),
+                               ("--trials must be >= 1",), study=True),
+    "resume-missing-study": Case(("search", "--resume", "--study", "nope", *STUDY),
+                                 ("no study named 'nope'", "existing studies: s"), study=True),
+    "best-missing-study": Case(("best", "--study", "nope", *STUDY), ("no study named 'nope'",), study=True),
+    "report-missing-study": Case(("report", "--study", "nope", "--out", "{tmp}/report", *STUDY),
+                                 ("no study named 'nope'",), study=True),
+    # Ray
+    "unreachable-ray-address": Case((*SEARCH, "--backend", "ray", "--address", "127.0.0.1:{port}", *STORE),
+                                    ("cannot reach the Ray cluster at 127.0.0.1:{port}", "ray start --head")),
+    "unknown-scheduler": Case((*SEARCH, "--backend", "ray", "--scheduler", "nope", *STORE),
+                              ("unknown scheduler 'nope'", "asha")),
+    "ray-option-without-ray": Case((*SEARCH, "--scheduler", "asha", *STORE), ("--scheduler needs --backend ray",)),
+    # export
+    "export-missing-study": Case(("export", "--study", "nope", "--out", "{tmp}/out", *STUDY),
+                                 ("no study named 'nope'",), study=True),
+    "export-missing-trial": Case(("export", "--study", "s", "--trial", "99", "--out", "{tmp}/out", *STUDY),
+                                 ("has no trial 99", "--trial best"), study=True),
+    "export-bad-trial": Case(("export", "--study", "s", "--trial", "last", "--out", "{tmp}/out", *STUDY),
+                             ("--trial must be best, pareto or a trial number",), study=True),
+    "weights-do-not-match": Case(("export", "--model", "resnet18", "--weights", "lenet5.safetensors",
+                                  "--out", "{tmp}/out"), ("lenet5.safetensors", "architecture"),
+                                 _other_weights),
+    "weights-not-a-state-dict": Case(("export", "--model", "lenet5", "--weights", "w.pt", "--out", "{tmp}/out"),
+                                     ("cannot read weights", "state_dict"), _write("w.pt", b"\x00garbage")),
+    # dashboard and show
+    "dashboard-missing-storage": Case(("dashboard", "--port", "0", *STORE), ("no study storage",)),
+    "dashboard-exposed-without-token": Case(("dashboard", "--host", "0.0.0.0", "--port", "0", *STUDY),
+                                            ("--token",), study=True),
+    "malformed-genotype-json": Case(("show", "g.json"), ("g.json is not valid JSON", "fix its syntax"),
+                                    _write("g.json", '{"stages": [')),
+    "malformed-genotype-yaml": Case(("show", "g.yaml"), ("g.yaml is not valid YAML",), _write("g.yaml", "a: [\n")),
+    "invalid-genotype": Case(("show", "g.json"), ("stages", "expected a list"), _write("g.json", '{"stages": 3}')),
+}
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """A real study (one trained trial) that cases copy in."""
+    folder = tmp_path_factory.mktemp("template")
+    result = run_cli("search", *FAST, "--trials", "1", "--epochs", "1", "--study", "s",
+                     "--storage", f"sqlite:///{folder / 'study.db'}", cwd=folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "study.db"
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(name, tmp_path, request):
+    case = CASES[name]
+    port = _free_port()
+    fill = {"tmp": str(tmp_path), "port": port}
+    if case.study:
+        shutil.copyfile(request.getfixturevalue("template"), tmp_path / "study.db")
+    if case.setup is not None:
+        case.setup(tmp_path)
+    before = snapshot(tmp_path)
+    result = run_cli(*[a.format(**fill) for a in case.args], cwd=tmp_path, timeout=120)
+    assert_user_error(result, *[f.format(**fill) for f in case.fragments])
+    assert snapshot(tmp_path) == before, "a file was created or changed"
+
+
+def test_cases_cover_the_issue_matrix():
+    assert len(CASES) >= 20
+    commands = {case.args[0] for case in CASES.values()}
+    assert commands >= {"search", "studies", "best", "report", "export", "dashboard", "show"}
+
+
+def test_dashboard_answers_a_bad_study_name_with_an_error_and_changes_nothing(template, tmp_path):
+    """The dashboard server (a real process): unknown and malformed study names in pages and API calls."""
+    shutil.copyfile(template, tmp_path / "study.db")
+    before = snapshot(tmp_path)
+    proc = subprocess.Popen([autocnn_exe(), "dashboard", "--storage", f"sqlite:///{tmp_path / 'study.db'}",
+                             "--port", "0"], cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("autocnn dashboard on http://"), (line, proc.stderr.read() if proc.poll() else "")
+        url = line.split()[3]
+
+        def call(method: str, path: str) -> tuple[int, str]:
+            req = urllib.request.Request(url + path, method=method, data=b"{}" if method == "POST" else None,
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as res:
+                    return res.status, res.read().decode()
+            except urllib.error.HTTPError as err:
+                return err.code, err.read().decode()
+
+        status, body = call("GET", "/api/autocnn/studies/nope")
+        assert status == 404 and "nope" in json.loads(body)["error"], (status, body)
+        status, body = call("POST", "/api/autocnn/studies/nope/resume")
+        assert status == 404 and "nope" in json.loads(body)["error"], (status, body)
+        status, body = call("GET", "/api/autocnn/studies/..%2Fetc")  # no route: bottle's own 404 page
+        assert status == 404 and "Traceback" not in body, (status, body)
+        status, body = call("POST", "/api/autocnn/studies/-x/stop")
+        assert status == 400 and "malformed study name" in json.loads(body)["error"], (status, body)
+        status, body = call("GET", "/studies/-bad")
+        assert status == 400 and "malformed study name" in body, (status, body)
+        status, body = call("GET", "/api/autocnn/studies/s")  # the real study is still served
+        assert status == 200 and json.loads(body)["study"]["name"] == "s", (status, body[:500])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert snapshot(tmp_path) == before
