@@ -100,14 +100,19 @@ def open_storage(url: str | None = None, *, create: bool = True, heartbeat: bool
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
-    """Optuna's `fail_stale_trials`, plus RUNNING trials that never recorded a heartbeat.
+    """Optuna's `fail_stale_trials` (retried by the storage's callback), plus `fail_orphaned_trials`."""
+    optuna.storages.fail_stale_trials(study)
+    fail_orphaned_trials(study)
+
+
+def fail_orphaned_trials(study: optuna.Study) -> None:
+    """Fail and retry RUNNING trials that never recorded a heartbeat.
 
     Optuna creates a trial (`ask`, which also runs the sampler's relative sampling) before its
     heartbeat thread records the first beat; a worker killed in between leaves a RUNNING trial that
     Optuna never considers stale. Such a trial started more than the grace period ago is failed and
     handed to the storage's retry callback like a stale one.
     """
-    optuna.storages.fail_stale_trials(study)
     storage = study._storage
     backend = getattr(storage, "_backend", storage)  # load_study wraps the RDBStorage in a cache
     if not isinstance(backend, RDBStorage) or backend.heartbeat_interval is None:

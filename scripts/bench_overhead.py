@@ -94,32 +94,49 @@ def instrument(study, meter: Meter) -> None:
 
 
 class TrialClock:
-    """Records, per trial, the objective's start time and the meter's totals at that moment."""
+    """Per trial: the objective's start time and the meter's totals then; chunks are runs of the study loop.
+
+    A trial's time is the interval to the next trial's start in the same chunk (ask + objective +
+    tell + callbacks + the loop); the last trial of a chunk has none, so chunk boundaries (and what
+    the engine does once per `drive` call) never count.
+    """
 
     def __init__(self, meter: Meter) -> None:
         self.meter = meter
-        self.starts: list[float] = []
-        self.marks: list[dict[str, float]] = []
+        self.ticks: list[tuple[float, dict[str, float]]] = []
+        self.chunk_of: list[int] = []
+        self.chunk = 0
+        self.seconds = 0.0  # wall time spent in the study loop, all chunks
 
     @property
     def trials(self) -> int:
-        return max(0, len(self.starts) - 1)
+        return len(self.ticks)
 
     def tick(self) -> None:
-        self.starts.append(time.perf_counter())
-        self.marks.append(self.meter.snapshot())
+        self.ticks.append((time.perf_counter(), self.meter.snapshot()))
+        self.chunk_of.append(self.chunk)
+
+    def run_chunk(self, fn: Callable[[], None]) -> None:
+        start = time.perf_counter()
+        fn()
+        self.seconds += time.perf_counter() - start
+        self.chunk += 1
 
     def window(self, lo: int, hi: int) -> dict[str, float]:
-        """Mean ms per trial over trials [lo, hi): total and per meter key."""
-        hi = min(hi, self.trials)
-        n = hi - lo
-        if n <= 0:
+        """Mean ms per trial over the measurable trials in [lo, hi): total and per meter key."""
+        sums: dict[str, float] = defaultdict(float)
+        n = 0
+        for i in range(lo, min(hi, self.trials - 1)):
+            if self.chunk_of[i] != self.chunk_of[i + 1]:
+                continue
+            (t0, a), (t1, b) = self.ticks[i], self.ticks[i + 1]
+            sums["total"] += t1 - t0
+            for key in b:
+                sums[key] += b[key] - a.get(key, 0.0)
+            n += 1
+        if not n:
             return {"total": float("nan")}
-        out = {"total": 1e3 * (self.starts[hi] - self.starts[lo]) / n}
-        a, b = self.marks[lo], self.marks[hi]
-        for key in b:
-            out[key] = 1e3 * (b[key] - a.get(key, 0.0)) / n
-        return out
+        return {key: 1e3 * value / n for key, value in sums.items()}
 
 
 def split(w: dict[str, float]) -> dict[str, float]:
@@ -131,7 +148,7 @@ def split(w: dict[str, float]) -> dict[str, float]:
     return out
 
 
-# -- the two runs ------------------------------------------------------------------------------------
+# -- the two sides ----------------------------------------------------------------------------------
 
 def bare_objective(space) -> Callable:
     """Suggest the space's dimensions define-by-run; `a.V.x` only when categorical `a.K` took value V."""
@@ -160,84 +177,114 @@ def bare_objective(space) -> Callable:
     return objective
 
 
-def run_bare(url: str, space, n_trials: int, seed: int, name: str, timeout: float | None) -> tuple[TrialClock, float]:
-    import optuna
+class BareSide:
+    """Bare Optuna: the same TPE settings and storage kind, the space's dimensions, a constant objective."""
 
-    from autocnn.search.engine import SAMPLERS
-    from autocnn.storage import open_storage
+    label = "bare"
 
-    storage = open_storage(url, heartbeat=False)  # the same SQLite settings (WAL, busy timeout); no heartbeat
-    study = optuna.create_study(study_name=name, storage=storage, sampler=SAMPLERS.get("tpe")(seed, False),
-                                direction="maximize")
-    meter = Meter()
-    instrument(study, meter)
-    clock = TrialClock(meter)
-    objective = bare_objective(space)
+    def __init__(self, url: str, space, seed: int, name: str) -> None:
+        import optuna
 
-    def timed(trial):
-        clock.tick()
-        return objective(trial)
+        from autocnn.search.engine import SAMPLERS
+        from autocnn.storage import open_storage
 
-    study.optimize(timed, n_trials=n_trials, timeout=timeout)
-    clock.tick()
-    trials = study.get_trials(deepcopy=False)
-    return clock, sum(len(t.params) for t in trials) / max(1, len(trials))
+        storage = open_storage(url, heartbeat=False)  # the same SQLite settings (WAL, busy timeout); no heartbeat
+        self.study = optuna.create_study(study_name=name, storage=storage, sampler=SAMPLERS.get("tpe")(seed, False),
+                                         direction="maximize")
+        self.meter = Meter()
+        instrument(self.study, self.meter)
+        self.clock = TrialClock(self.meter)
+        self.objective = bare_objective(space)
+
+    def _timed(self, trial) -> float:
+        self.clock.tick()
+        return self.objective(trial)
+
+    def run(self, n: int) -> None:
+        self.clock.run_chunk(lambda: self.study.optimize(self._timed, n_trials=n))
+
+    def dims(self) -> float:
+        trials = self.study.get_trials(deepcopy=False)
+        return sum(len(t.params) for t in trials) / max(1, len(trials))
 
 
 OWN_PIECES = {"genotype_costs": "own.cost model (meta)", "build_model": "own.build model",
               "measure_latency": "own.latency"}
 
 
-def run_autocnn(url: str, n_trials: int, seed: int, name: str, timeout: float | None) -> tuple[TrialClock, float]:
-    from autocnn.search import engine
-    from autocnn.search.config import SearchConfig
+class AutocnnSide:
+    """autocnn's engine on the digits defaults, `drive` with a zero-epoch budget, `n` more trials per chunk."""
 
-    config = SearchConfig(trials=n_trials, storage=url, study=name, seed=seed, timeout=timeout)  # digits defaults
-    study, config = engine.create_study(config)
-    ctx = engine.TrialContext.create(config)
-    meter = Meter()
-    instrument(study, meter)
-    ctx.space.sample = meter.timed(ctx.space.sample, "own.space sample")
-    clock = TrialClock(meter)
-    original = engine.evaluate_trial
+    label = "autocnn"
 
-    def zero_epochs(trial, ctx, **kwargs):
-        clock.tick()
-        return original(trial, ctx, train=False, **kwargs)
+    def __init__(self, url: str, seed: int, name: str) -> None:
+        from autocnn.search import engine
+        from autocnn.search.config import SearchConfig
 
-    patches = [mock.patch.object(engine, "evaluate_trial", zero_epochs)]
-    patches += [mock.patch.object(engine, fn, meter.timed(getattr(engine, fn), key)) for fn, key in OWN_PIECES.items()]
-    with contextlib.ExitStack() as stack:
-        for patch in patches:
-            stack.enter_context(patch)
-        engine.drive(study, ctx)
-    clock.tick()
-    trials = study.get_trials(deepcopy=False)
-    return clock, sum(len(t.params) for t in trials) / max(1, len(trials))
+        self.engine = engine
+        config = SearchConfig(trials=1, storage=url, study=name, seed=seed)  # the digits defaults otherwise
+        self.study, config = engine.create_study(config)
+        self.ctx = engine.TrialContext.create(config)
+        self.meter = Meter()
+        instrument(self.study, self.meter)
+        self.ctx.space.sample = self.meter.timed(self.ctx.space.sample, "own.space sample")
+        self.clock = TrialClock(self.meter)
+        self.finished = 0
+
+    def run(self, n: int) -> None:
+        engine, original = self.engine, self.engine.evaluate_trial
+
+        def zero_epochs(trial, ctx, **kwargs):
+            self.clock.tick()
+            return original(trial, ctx, train=False, **kwargs)
+
+        self.finished += n
+        self.ctx.config = self.ctx.config.replace(trials=self.finished)  # drive runs to this many finished trials
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(mock.patch.object(engine, "evaluate_trial", zero_epochs))
+            for fn, key in OWN_PIECES.items():
+                stack.enter_context(mock.patch.object(engine, fn, self.meter.timed(getattr(engine, fn), key)))
+            stack.enter_context(mock.patch.object(gc, "collect", self.meter.timed(gc.collect, "own.gc after trial")))
+            self.clock.run_chunk(lambda: engine.drive(self.study, self.ctx))
+
+    def dims(self) -> float:
+        trials = self.study.get_trials(deepcopy=False)
+        return sum(len(t.params) for t in trials) / max(1, len(trials))
+
+    def rejected(self) -> int:
+        from autocnn.search import records
+
+        return sum(records.REJECTED in t.user_attrs for t in self.study.get_trials(deepcopy=False))
 
 
 def profile_autocnn(url: str, n_trials: int, seed: int) -> str:
     """cProfile of a short zero-epoch autocnn run (what the own share is made of)."""
-    return benchlib.cprofile_top(lambda: run_autocnn(url, n_trials, seed, "profile", None), n=15, sort="tottime")
+    def go() -> None:
+        side = AutocnnSide(url, seed, "profile")
+        side.run(n_trials)
+
+    return benchlib.cprofile_top(go, n=15, sort="tottime")
 
 
 # -- report ------------------------------------------------------------------------------------------
 
 def compare(backend: str, url_for: Callable[[str], str], space, sizes: list[int], seed: int,
-            cap: float | None, tag: str = "") -> tuple[list, list, dict]:
-    """Bare Optuna then autocnn, each up to max(sizes) trials or `cap` seconds; autocnn runs as many as bare did."""
-    gc.collect()
-    bare, bare_dims = run_bare(url_for("bare"), space, max(sizes), seed, f"bare{tag}", cap)
-    gc.collect()
-    ours, our_dims = run_autocnn(url_for("autocnn"), max(1, bare.trials), seed, f"autocnn{tag}", cap)
-    reached = min(bare.trials, ours.trials)
+            cap: float, chunk: int, tag: str = "") -> tuple[list, list, dict]:
+    """Grow both studies in alternating chunks until max(sizes) trials, or until either has run `cap` seconds."""
+    bare = BareSide(url_for("bare"), space, seed, f"bare{tag}")
+    ours = AutocnnSide(url_for("autocnn"), seed, f"autocnn{tag}")
+    target = max(sizes)
+    while min(bare.clock.trials, ours.clock.trials) < target and max(bare.clock.seconds, ours.clock.seconds) < cap:
+        for side in (bare, ours):
+            side.run(min(chunk, target - side.clock.trials) if side is bare else chunk)
+    reached = min(bare.clock.trials, ours.clock.trials)
     shown = [s for s in sizes if s <= reached]
-    if reached < max(sizes) and reached not in shown:
+    if reached < target and reached not in shown:
         shown.append(reached)
     rows, results, growth = [], [], []
     for size in shown:
-        lo = max(0, size - max(1, size // 10))
-        b, a = split(bare.window(lo, size)), split(ours.window(lo, size))
+        lo = max(0, size - max(10, size // 10))
+        b, a = split(bare.clock.window(lo, size)), split(ours.clock.window(lo, size))
         ratio = a["total"] / b["total"]
         label = f"{size:,}" + ("" if size in sizes else " (cap)")
         rows.append([backend, label, f"{lo + 1}–{size}", f"{b['total']:.1f}", f"{a['total']:.1f}",
@@ -250,10 +297,17 @@ def compare(backend: str, url_for: Callable[[str], str], space, sizes: list[int]
                         "value": f"{a['own']:.1f} ms", "goal": f"< {OWN_GOAL_MS:.0f} ms",
                         "met": a["own"] < OWN_GOAL_MS})
         growth.append((size, b["sampler"], a["sampler"]))
-    info = dict(bare_dims=bare_dims, our_dims=our_dims, whole_b=split(bare.window(0, reached)),
-                whole_a=split(ours.window(0, reached)), growth=growth, reached=reached,
-                first_b=split(bare.window(0, min(reached, 10))))
+    info = dict(bare_dims=bare.dims(), our_dims=ours.dims(), whole_b=split(bare.clock.window(0, reached)),
+                whole_a=split(ours.clock.window(0, reached)), growth=growth, reached=reached,
+                first_b=split(bare.clock.window(0, min(reached, 10))), rejected=ours.rejected(),
+                storage_b=bare.clock.window(0, reached), storage_a=ours.clock.window(0, reached))
     return rows, results, info
+
+
+def top_storage(window: dict[str, float], n: int = 4) -> str:
+    items = sorted(((k[len("storage."):], v) for k, v in window.items() if k.startswith("storage.")),
+                   key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{k} {v:.1f}" for k, v in items)
 
 
 def sizes_for(mode: str) -> list[int]:
@@ -265,6 +319,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--sizes", default=None, help="comma-separated study sizes (default by mode)")
     p.add_argument("--cap", type=float, default=None,
                    help="seconds each study may run before it stops short of the largest size (default by mode)")
+    p.add_argument("--chunk", type=int, default=None, help="trials per alternation between the two studies")
     args = p.parse_args(argv)
     benchlib.setup_threads(args.threads)
     import optuna
@@ -275,7 +330,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     started = time.perf_counter()
     info = benchlib.machine()
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else sizes_for(args.mode)
-    cap = args.cap if args.cap is not None else benchlib.by_mode(args.mode, 60.0, 120.0, 3600.0)
+    cap = args.cap if args.cap is not None else benchlib.by_mode(args.mode, 60.0, 80.0, 3600.0)
+    chunk = args.chunk or benchlib.by_mode(args.mode, 5, 25, 100)
     space = load_space("efficientnet_compound")
     seed = 0
     tmp = Path(tempfile.mkdtemp(prefix="autocnn-bench-overhead-"))
@@ -286,7 +342,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     all_rows, results, notes = [], [], []
     for backend, url_for in backends:
         tag = f"-{int(time.time())}" if backend == "postgresql" else ""  # a server keeps old studies
-        rows, res, extra = compare(backend, url_for, space, sizes, seed, cap, tag)
+        rows, res, extra = compare(backend, url_for, space, sizes, seed, cap, chunk, tag)
         all_rows += rows
         results += res
         b, a, n = extra["whole_b"], extra["whole_a"], extra["reached"]
@@ -302,7 +358,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"storage {b['storage']:.1f}, objective + study loop {b['own']:.1f}); autocnn {a['total']:.1f} ms/trial "
             f"(TPE {a['sampler']:.1f}, storage {a['storage']:.1f}, own {a['own']:.1f} = {pieces}, "
             f"engine loop, callbacks and gc {rest:.1f}). Dimensions per trial: bare {extra['bare_dims']:.1f}, "
-            f"autocnn {extra['our_dims']:.1f}.")
+            f"autocnn {extra['our_dims']:.1f}; {extra['rejected']} of autocnn's trials were rejected by the space's "
+            f"max_params before any weight was built.")
+        notes.append(f"- {backend}, largest storage calls (ms/trial): bare {top_storage(extra['storage_b'])}; "
+                     f"autocnn {top_storage(extra['storage_a'])}.")
         notes.append(f"- {backend}, TPE sampling time per trial (incl. the trials it reads): first 10 trials "
                      f"{extra['first_b']['sampler']:.1f} ms (bare); {growth}.")
     if not pg:
@@ -311,7 +370,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     missed = [r for r in results if r["met"] is False]
     profile = ""
     if missed and args.mode != "smoke":
-        n_prof = benchlib.by_mode(args.mode, 3, 10, 40)
+        n_prof = benchlib.by_mode(args.mode, 3, 8, 40)
         profile = (f"\nGoal missed — cProfile of {n_prof} zero-epoch autocnn trials (top 15 by own time):\n\n"
                    + profile_autocnn(f"sqlite:///{tmp / 'profile'}.db", n_prof, seed + 1) + "\n")
 
@@ -320,9 +379,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                f"autocnn own ms (goal < {OWN_GOAL_MS:.0f})"]
     body = benchlib.header(
         "2. Per-trial framework overhead vs bare Optuna", info, started,
-        f"one study per side (bare first, then autocnn), digits defaults, zero-epoch budget; per-trial figures are "
-        f"means over the window of trials ending at each size; sizes {', '.join(f'{s:,}' for s in sizes)}, "
-        f"cap {cap:.0f} s per study")
+        f"one study per side grown in alternating chunks of {chunk} trials (bare, autocnn, bare, ...) so both see the "
+        f"same machine load; digits defaults, zero-epoch budget; per-trial figures are means over the window of "
+        f"trials ending at each size; sizes {', '.join(f'{s:,}' for s in sizes)}, cap {cap:.0f} s of study time "
+        f"per side")
     body += "\n" + benchlib.table(headers, all_rows) + "\n\n" + "\n".join(notes) + "\n" + profile
     benchlib.write_section("overhead", body, args.out)
     benchlib.emit(results, args.json)

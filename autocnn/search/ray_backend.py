@@ -74,7 +74,7 @@ from autocnn.search.engine import (SAMPLERS, BudgetCallback, StudyError, TrialCo
                                    epoch_recorder, finished_trials, fit_candidate, prepare_context, price_candidate,
                                    release_worker_lease, reopen_study, sample_architecture, stop_requested,
                                    take_worker_lease, train_config_for, STOP_ATTR)
-from autocnn.storage import HEARTBEAT_INTERVAL, fail_stale_trials, open_storage
+from autocnn.storage import HEARTBEAT_INTERVAL, fail_orphaned_trials, fail_stale_trials, open_storage
 from autocnn.training import DivergedError, EpochReport, train
 from autocnn.training.optim import SCHEDULES
 
@@ -657,6 +657,7 @@ def _drive(study: optuna.Study, ctx: TrialContext, opts: dict, progress, *, rest
     failures = 0
     try:
         if restore:
+            fail_orphaned_trials(study)  # killed before Tune knew them: nothing to continue, retry them now
             _restore_experiment(study, ctx, opts)
         _fail_stale(study)
         while finished_trials(study) < config.trials and not stop_requested(study):

@@ -24,7 +24,9 @@ from optuna.trial import TrialState
 from conftest import FAST, QUICK_HEARTBEAT, cli_env, load_trials, run_cli, sqlite_url, start_cli
 
 GRACE = int(QUICK_HEARTBEAT["AUTOCNN_HEARTBEAT_GRACE"])
-ENV = cli_env(**QUICK_HEARTBEAT)
+# Ray turns token authentication on for `ray start` once ~/.ray/auth_token exists, but not for its
+# clients: the test cluster on 127.0.0.1 and its drivers run without it.
+ENV = cli_env(RAY_AUTH_MODE="disabled", **QUICK_HEARTBEAT)
 
 # Moments of a trial, read straight from Optuna's tables; each query gives the number of a RUNNING trial.
 SAMPLING = """
@@ -190,10 +192,10 @@ def ray_cluster(tmp_path_factory):
     head = subprocess.Popen([ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", port,
                              "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats",
                              "--temp-dir", temp, *ports], stdout=log, stderr=subprocess.STDOUT,
-                            env=cli_env(RAY_USAGE_STATS_ENABLED="0"), start_new_session=True)
+                            env={**ENV, "RAY_USAGE_STATS_ENABLED": "0"}, start_new_session=True)
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 120
-    while subprocess.run([ray, "status", "--address", address], capture_output=True).returncode != 0:
+    while subprocess.run([ray, "status", "--address", address], capture_output=True, env=ENV).returncode != 0:
         if head.poll() is not None or time.monotonic() > deadline:
             os.killpg(head.pid, signal.SIGKILL)
             pytest.fail("the Ray head did not start:\n" + (Path(temp) / "head.log").read_text()[-3000:])
