@@ -94,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     out = benchlib.bench_file(args.out)
     os.environ[benchlib.FILE_ENV] = str(out)
     names = selected(args.mode, args.only.split(",") if args.only else None, [s for s in args.skip.split(",") if s])
-    if inline:
-        benchlib.setup_threads(args.threads)
+    benchlib.setup_threads(args.threads)  # for the benchmarks run inline, and for the summary's machine line
     info, started = benchlib.machine(), time.perf_counter()
     if benchlib.read_section("summary", out) is None:  # first run: keep the summary at the top
         benchlib.write_section("summary", "## Summary\n\n(running)", out)

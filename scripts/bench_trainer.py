@@ -116,8 +116,12 @@ def autocnn_train(model, data, *, epochs: int, batch_size: int, device, grad_cli
     return rates
 
 
-def measure(genotype, data, *, epochs: int, batch_size: int, repeats: int, device) -> dict[str, list[float]]:
-    """Per-epoch samples/s of each variant, first epoch of every run left out (warm-up); runs interleaved."""
+def measure(genotype, data, *, epochs: int, batch_size: int, repeats: int, device) -> dict[str, list[list[float]]]:
+    """Per run, per-epoch samples/s of each variant, the first epoch of every run left out (warm-up).
+
+    Runs are interleaved (loop, trainer, loop, ... rotating the order), so run r of each variant saw
+    about the same machine load.
+    """
     import torch
 
     from autocnn.builder import build_model
@@ -132,8 +136,12 @@ def measure(genotype, data, *, epochs: int, batch_size: int, repeats: int, devic
     variants = {"loop": run(hand_loop, amp=cuda, channels_last=cuda), "trainer": run(autocnn_train)}
     if cuda:
         variants["loop_fp32"] = run(hand_loop, amp=False, channels_last=False)
-    runs = benchlib.interleaved(variants, repeats=repeats, warmup=0)
-    return {name: [rate for run_rates in per_run for rate in run_rates] for name, per_run in runs.items()}
+    return benchlib.interleaved(variants, repeats=repeats, warmup=0)
+
+
+def paired_ratio(runs: dict[str, list[list[float]]], variant: str, reference: str) -> float:
+    """Median over rounds of (median epoch rate of `variant` ÷ that of `reference`) in the same round."""
+    return benchlib.median(benchlib.median(a) / benchlib.median(b) for a, b in zip(runs[variant], runs[reference]))
 
 
 def profile_section(genotype, data, batch_size: int, device) -> str:
@@ -170,16 +178,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     rows, results, profiles = [], [], []
     for label, genotype in models.items():
-        runs = measure(genotype, data, epochs=epochs, batch_size=batch, repeats=repeats, device=device)
+        per_run = measure(genotype, data, epochs=epochs, batch_size=batch, repeats=repeats, device=device)
+        runs = {name: [rate for run in rates for rate in run] for name, rates in per_run.items()}
         loop, trainer = benchlib.median(runs["loop"]), benchlib.median(runs["trainer"])
-        ratio = trainer / loop
+        ratio = paired_ratio(per_run, "trainer", "loop")
         met = ratio >= GOAL
         params = count_params(build_model(genotype))
         name = f"{label} ({params / 1e6:.2f} M params, {genotype.resolution} px)"
         row = [name, f"{loop:,.0f}", f"{trainer:,.0f}", f"**{ratio:.3f}**", benchlib.verdict(met)]
         if "loop_fp32" in runs:
             fp32 = benchlib.median(runs["loop_fp32"])
-            row += [f"{fp32:,.0f}", f"{loop / fp32:.2f}×"]
+            row += [f"{fp32:,.0f}", f"{paired_ratio(per_run, 'loop', 'loop_fp32'):.2f}×"]
         rows.append(row)
         spread = ", ".join(f"{k}: " + " / ".join(f"{v:,.0f}" for v in vs) for k, vs in runs.items())
         profiles.append(f"- {label}: every measured epoch (samples/s) — {spread}")
@@ -195,8 +204,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     body = benchlib.header(
         "1. Trainer vs hand-written loop", info, started,
         f"device {device}; {n_train} synthetic 3×32×32 training images + {batch} validation images, batch {batch}; "
-        f"{repeats} runs per variant, interleaved, {epochs} epochs each; figure = median samples/s over every epoch "
-        f"but each run's first (warm-up); an epoch is its training steps plus its validation pass")
+        f"{repeats} runs per variant, interleaved, {epochs} epochs each; samples/s = median over every epoch but each "
+        f"run's first (warm-up), an epoch being its training steps plus its validation pass; ratio = median over the "
+        f"rounds of trainer ÷ loop within the round (adjacent runs, same machine load)")
     body += "\n" + benchlib.table(headers, rows) + "\n\n" + "\n".join(profiles) + "\n"
     if device.type != "cuda":
         body += "\nNo GPU on this machine: the AMP + channels_last comparison runs unchanged when CUDA is present.\n"

@@ -54,9 +54,9 @@ def _check(storage: str, name: str, trials: int, results: list[tuple[int, str]])
 
 def test_two_workers_share_one_sqlite_study(tmp_path):
     storage = sqlite_url(tmp_path / "shared.db")
-    _create_study(storage, "shared", trials=8)
+    _create_study(storage, "shared", trials=6)
     results = _run_workers(storage, "shared", 2, tmp_path)
-    _check(storage, "shared", 8, results)
+    _check(storage, "shared", 6, results)
 
 
 def test_four_workers_share_one_postgresql_study(postgres_url, tmp_path):
