@@ -208,11 +208,11 @@ def median(values: Iterable[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def interleaved(variants: dict[str, Callable[[], float]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+def interleaved(variants: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[Any]]:
     """Run each variant `warmup` times untimed, then `repeats` rounds A, B, A, B... (rotating the order).
 
-    Each call returns its own figure (e.g. samples/s); interleaving spreads slow phases of a
-    shared machine over every variant instead of penalising whichever runs last.
+    Each call returns its own figure (e.g. samples/s, or a list of them); interleaving spreads slow
+    phases of a shared machine over every variant instead of penalising whichever runs last.
     """
     names = list(variants)
     for _ in range(warmup):
