@@ -339,9 +339,10 @@ def _from_plain(cls, data: Any, path: str):
         _fail(path or cls.__name__, f"expected a mapping, got {type(data).__name__}")
     hints = _field_types(cls)
     names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted((key for key in data if key not in names), key=str)
     if unknown:
-        _fail(_join(path, unknown[0]), f"unknown key; valid keys are {', '.join(sorted(names))}")
+        key = unknown[0] if str(unknown[0]).isidentifier() else repr(unknown[0])
+        _fail(_join(path, key), f"unknown key; valid keys are {', '.join(sorted(names))}")
     kwargs = {}
     for name, value in data.items():
         sub = _join(path, name)

@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     names = selected(args.mode, args.only.split(",") if args.only else None, [s for s in args.skip.split(",") if s])
     benchlib.setup_threads(args.threads)  # for the benchmarks run inline, and for the summary's machine line
     info, started = benchlib.machine(), time.perf_counter()
+    os.environ[benchlib.PARENT_ENV] = benchlib.command_line()
     if benchlib.read_section("summary", out) is None:  # first run: keep the summary at the top
         benchlib.write_section("summary", "## Summary\n\n(running)", out)
     bench_argv = [f"--{args.mode}", "--out", str(out)] + (["--threads", str(args.threads)] if args.threads else [])
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         runs[name] = run_one(name, bench_argv, inline, logs / f"{name}.log")
         results, error, seconds = runs[name]
         print(f"== bench_{name}: {'CRASHED ' + error if error else 'ok'} in {seconds:.0f} s", flush=True)
+    os.environ.pop(benchlib.PARENT_ENV, None)
     benchlib.write_section("summary", summary(info, started, runs, args.mode), out)
     total = time.perf_counter() - started
     print(f"wrote {out} in {total:.0f} s (logs in {logs})")

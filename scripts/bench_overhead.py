@@ -320,6 +320,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--cap", type=float, default=None,
                    help="seconds each study may run before it stops short of the largest size (default by mode)")
     p.add_argument("--chunk", type=int, default=None, help="trials per alternation between the two studies")
+    p.add_argument("--section", default="overhead", help="BENCHMARKS.md section to write (keep a long run beside "
+                                                          "the quick one, e.g. overhead-1000)")
     args = p.parse_args(argv)
     benchlib.setup_threads(args.threads)
     import optuna
@@ -384,7 +386,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"trials ending at each size; sizes {', '.join(f'{s:,}' for s in sizes)}, cap {cap:.0f} s of study time "
         f"per side")
     body += "\n" + benchlib.table(headers, all_rows) + "\n\n" + "\n".join(notes) + "\n" + profile
-    benchlib.write_section("overhead", body, args.out)
+    benchlib.write_section(args.section, body, args.out)
     benchlib.emit(results, args.json)
     return results
 

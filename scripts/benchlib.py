@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FILE = ROOT / "BENCHMARKS.md"
 FILE_ENV = "AUTOCNN_BENCH_FILE"
+PARENT_ENV = "AUTOCNN_BENCH_PARENT"  # set by bench_all.py: the command that ran this benchmark
 MODES = ("smoke", "quick", "full")
 HEADER = """# autocnn benchmarks
 
@@ -131,19 +132,31 @@ def machine_line(info: dict[str, Any] | None = None) -> str:
 
 
 def command_line() -> str:
-    """How this script was invoked, relative to the repository root."""
+    """How this script was invoked, relative to the repository root, without bench_all's plumbing
+    (`--json PATH`, and `--out PATH` when PATH is the repository's BENCHMARKS.md)."""
     script = Path(sys.argv[0]).resolve()
     try:
         shown = str(script.relative_to(ROOT))
     except ValueError:
         shown = str(script)
-    return " ".join(["python", shlex.quote(shown), *map(shlex.quote, sys.argv[1:])])
+    args, kept = sys.argv[1:], []
+    i = 0
+    while i < len(args):
+        value = args[i + 1] if i + 1 < len(args) else None
+        if args[i] == "--json" or (args[i] == "--out" and value and Path(value).resolve() == DEFAULT_FILE.resolve()):
+            i += 2
+            continue
+        kept.append(args[i])
+        i += 1
+    return " ".join(["python", shlex.quote(shown), *map(shlex.quote, kept)])
 
 
 def header(title: str, info: dict[str, Any], started: float, note: str = "") -> str:
     """The first lines of every section: title, command, machine, date and duration."""
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime())
-    lines = [f"## {title}", "", f"- command: `{command_line()}`", f"- machine: {machine_line(info)}",
+    parent = os.environ.get(PARENT_ENV)
+    command = f"- command: `{command_line()}`" + (f", run by `{parent}`" if parent else "")
+    lines = [f"## {title}", "", command, f"- machine: {machine_line(info)}",
              f"- run: {when}, {time.perf_counter() - started:.0f} s; load average at end {os.getloadavg()[0]:.2f}"]
     if note:
         lines.append(f"- {note}")

@@ -8,6 +8,12 @@ import click
 from autocnn.errors import AutocnnError
 
 
+def one_line(message: str) -> str:
+    """Escapes line breaks and other control characters: user input quoted in a message (a YAML key
+    holding a carriage return, say) must not split the promised single stderr line."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+
+
 class UserFacingGroup(click.Group):
     """Turns AutocnnError (and click usage errors) into a single stderr line with exit code 2."""
 
@@ -22,10 +28,10 @@ class UserFacingGroup(click.Group):
             sys.exit(130)
         except click.UsageError as exc:
             hint = f"; see 'autocnn {exc.ctx.info_name if exc.ctx else ''} --help'".replace(" autocnn", "")
-            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            click.echo(f"error: {one_line(exc.format_message())}{hint}", err=True)
             sys.exit(2)
         except AutocnnError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(str(exc))}", err=True)
             sys.exit(2)
 
 

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import random
@@ -635,6 +636,23 @@ def _trainable_for(ctx: TrialContext, opts: dict):
     return tune.with_resources(tune.with_parameters(_trainable, data=ctx.data, run=run), resources)
 
 
+class _StaleCheckpointFilter(logging.Filter):
+    """Drops Tune's traceback for deleting a checkpoint that is already gone.
+
+    A driver killed between Tune deleting a trial's oldest checkpoint (``num_to_keep``) and writing the
+    next experiment snapshot leaves that checkpoint listed; after ``Tuner.restore`` Tune tries to delete
+    it again, logs a FileNotFoundError and carries on correctly, so the traceback only alarms users.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        stale = (record.exc_info is not None and isinstance(record.exc_info[1], FileNotFoundError)
+                 and str(record.msg).startswith("Trial %s: Error handling checkpoint"))
+        return not stale
+
+
+_STALE_CHECKPOINTS = _StaleCheckpointFilter()
+
+
 def _fail_stale(study: optuna.Study) -> None:
     """Fail (and let the storage's retry callback re-queue) trials whose driver stopped heartbeating."""
     fail_stale_trials(study)
@@ -647,6 +665,7 @@ def _drive(study: optuna.Study, ctx: TrialContext, opts: dict, progress, *, rest
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
+    logging.getLogger("ray.tune.execution.tune_controller").addFilter(_STALE_CHECKPOINTS)  # idempotent
     started = _connect(opts["address"])
     live = _LIVE[study.study_name] = _Live(ctx=ctx, progress=progress,
                                            deadline=time.time() + config.timeout if config.timeout else None)

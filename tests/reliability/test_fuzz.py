@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from autocnn.genotype import Genotype, GenotypeError, load_genotype
@@ -116,6 +116,8 @@ def test_genotype_files_load_or_raise_genotype_error(folder, doc):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(st.one_of(_texts, _bytes))
+@example(('{"stages": [], "\\r": null}', "json"))  # a key that is a carriage return once CI split the line
+@example(('stages: []\n"a\\nb": 1\n', "yaml"))  # a key with a line break inside
 def test_show_answers_bad_genotype_files_with_one_error_line(folder, doc):
     """`autocnn show FILE` through the CLI's own entry point (in-process, for speed; the bad-input
     matrix runs the same command as a subprocess)."""
