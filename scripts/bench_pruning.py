@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    trials, epochs, limit = benchlib.by_mode(args.mode, smoke=(3, 2, 100), quick=(16, 12, 400), full=(48, 12, None))
+    trials, epochs, limit = benchlib.by_mode(args.mode, smoke=(3, 2, 100), quick=(12, 12, 400), full=(48, 12, None))
     info, started = benchlib.machine(), time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

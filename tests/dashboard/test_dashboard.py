@@ -25,6 +25,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from autocnn.search.engine import counts_toward_budget
 from conftest import assert_user_error, run_cli
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -163,7 +164,9 @@ class Env:
             return []
 
     def finished(self, name: str) -> int:
-        return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in self.trials(name))
+        """Trials that used the budget, as the dashboard counts them (a candidate pruned untrained, e.g.
+        created just as a stop request arrived, is PRUNED but costs nothing)."""
+        return sum(counts_toward_budget(t) for t in self.trials(name))
 
 
 @pytest.fixture(scope="module")
