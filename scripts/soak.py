@@ -76,7 +76,7 @@ class Soak:
         (folder / "soak.yaml").write_text(SPACE)
         self.folder, self.trials = folder, trials
         self.storage, self.study = f"sqlite:///{folder}/soak.db", "soak"
-        self.first = ("search", "--space", str(folder / "soak.yaml"), "--dataset", "digits", "--limit", "200",
+        self.first = ("search", "--space", str(folder / "soak.yaml"), "--dataset", "digits", "--limit", "300",
                       "--epochs", str(epochs), "--trials", str(trials), "--batch-size", "32", "--pruner", "none",
                       "--study", self.study, "--storage", self.storage, "--seed", "0")
         self.resume = ("search", "--resume", "--study", self.study, "--storage", self.storage)
@@ -147,9 +147,9 @@ def main() -> int:
     args = p.parse_args()
     info, started = benchlib.machine(), time.perf_counter()
     trials = benchlib.by_mode(args.mode, 10, 100, 100)
-    kill_after = benchlib.by_mode(args.mode, (3.0, 6.0), (2.0, 7.0), (2.0, 7.0))
+    kill_after = benchlib.by_mode(args.mode, (3.0, 6.0), (2.0, 6.0), (2.0, 6.0))
     with tempfile.TemporaryDirectory(prefix="autocnn-soak-") as tmp:
-        soak = Soak(Path(tmp), trials, epochs=2, kill_after=kill_after, seed=args.seed)
+        soak = Soak(Path(tmp), trials, epochs=3, kill_after=kill_after, seed=args.seed)
         while not soak.run_until_killed_or_done():
             print(f"run {soak.runs}: killed; {len(soak.seen)}/{trials} complete", flush=True)
         soak.final_run()
@@ -169,8 +169,8 @@ def main() -> int:
             ("complete trials per killed run (median)", f"{benchlib.median(soak.completed_per_run[:-1]):.0f}")]
     ok = lost == 0 and duplicated == 0 and complete == trials
     body = benchlib.header("Soak: kill -9 and resume at random during a search", info, started,
-                           f"{trials}-trial local search (soak space: 12 px conv nets, digits limited to 200 "
-                           f"images, 2 epochs, sqlite), SIGKILL {kill_after[0]:.0f}-{kill_after[1]:.0f} s after "
+                           f"{trials}-trial local search (soak space: 12 px conv nets, digits limited to 300 "
+                           f"images, 3 epochs, sqlite), SIGKILL {kill_after[0]:.0f}-{kill_after[1]:.0f} s after "
                            f"each start, then `autocnn search --resume`; heartbeat 1 s, grace 3 s")
     body += "\n" + benchlib.table(("measure", "value"), rows)
     body += f"\n\nComplete {complete} of {trials}, lost {lost}, duplicated {duplicated}: **{'pass' if ok else 'FAIL'}**.\n"
