@@ -20,7 +20,8 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _meta_model(g: Genotype) -> nn.Module:
+def meta_model(g: Genotype) -> nn.Module:
+    """`g` built without weights: its size is known before any memory is spent on it."""
     with torch.device("meta"):
         return build_model(g)
 
@@ -55,33 +56,82 @@ def _strip_flop_free(module: nn.Module) -> nn.Module:
     return module
 
 
+class _FlopHooks:
+    """Counts FLOPs of the forward passes run while attached; detaches without a trace on the model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.counted = [m for m in model.modules() if isinstance(m, _COUNTED)]
+        self.handles, self.final = [], None
+        for module in self.counted:
+            module.autocnn_flops = 0
+            self.handles.append(module.register_forward_hook(_multiply_adds_hook))
+
+    @property
+    def total(self) -> int:
+        return self.final if self.final is not None else int(sum(m.autocnn_flops for m in self.counted))
+
+    def detach(self) -> None:
+        if self.final is not None:
+            return
+        self.final = self.total
+        for handle in self.handles:
+            handle.remove()
+        for module in self.counted:
+            del module.autocnn_flops
+
+
 def _count_flops(model: nn.Module, g: Genotype, resolution: int | None) -> int:
     """FLOPs of `model` (a meta copy of `g`, consumed) on one image at `resolution`."""
     res = resolution or g.resolution
-    model = _strip_flop_free(model.eval())
-    counted = [m for m in model.modules() if isinstance(m, _COUNTED)]
-    for module in counted:
-        module.autocnn_flops = 0
-        module.register_forward_hook(_multiply_adds_hook)
+    hooks = _FlopHooks(_strip_flop_free(model.eval()))
     with torch.no_grad():
         model(torch.empty(1, g.in_chans, res, res, device="meta"))
-    return int(sum(m.autocnn_flops for m in counted))
+    return hooks.total
 
 
 def count_flops(g: Genotype, resolution: int | None = None) -> int:
     """FLOPs of one forward pass of one image at `resolution` (default: the genotype's)."""
-    return _count_flops(_meta_model(g), g, resolution)
+    return _count_flops(meta_model(g), g, resolution)
 
 
 def genotype_costs(g: Genotype, resolution: int | None = None) -> dict[str, int]:
-    model = _meta_model(g)  # one meta build serves both counts
+    model = meta_model(g)  # one meta build serves both counts
     params = count_params(model)
     return {"params": params, "flops": _count_flops(model, g, resolution)}
 
 
+def materialize(model: nn.Module, device: str | torch.device = "cpu") -> nn.Module:
+    """Weights for a meta-built model, from the initialisers its layers' constructors run.
+
+    Pricing a candidate builds it once on the meta device; materializing that build instead of
+    building again halves the Python work of constructing every layer.
+    """
+    model = model.to_empty(device=device)
+    with torch.no_grad():
+        for module in model.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+    return model
+
+
+def measure_costs(model: nn.Module, g: Genotype, *, device: str | torch.device = "cpu", warmup: int = 1,
+                  repeats: int = 3) -> dict[str, float]:
+    """FLOPs and latency of a built model in one go: the warm-up passes also count the FLOPs."""
+    hooks = _FlopHooks(model)
+    try:
+        latency = measure_latency(model, resolution=g.resolution, in_chans=g.in_chans, device=device,
+                                  warmup=max(1, warmup), repeats=repeats, after_warmup=hooks.detach)
+    except BaseException:
+        hooks.detach()
+        raise
+    return {"flops": hooks.total // max(1, warmup), "latency_ms": latency}
+
+
 @torch.no_grad()
 def measure_latency(model: nn.Module, *, resolution: int, in_chans: int = 3, batch_size: int = 1,
-                    device: str | torch.device = "cpu", warmup: int = 3, repeats: int = 10) -> float:
+                    device: str | torch.device = "cpu", warmup: int = 3, repeats: int = 10,
+                    after_warmup=None) -> float:
     """Median wall-clock milliseconds of one eval forward pass on `device`."""
     device = torch.device(device)
     was_training = model.training
@@ -91,6 +141,8 @@ def measure_latency(model: nn.Module, *, resolution: int, in_chans: int = 3, bat
     for _ in range(warmup):
         model(x)
     sync()
+    if after_warmup is not None:
+        after_warmup()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -23,30 +23,9 @@ from pathlib import Path
 
 import benchlib
 
-EPOCH_GOAL = 0.40
-ACCURACY_GOAL = 0.005
+EPOCH_GOAL, ACCURACY_GOAL = benchlib.PRUNING_EPOCH_GOAL, benchlib.PRUNING_ACCURACY_GOAL
 PRUNERS = ("none", "median", "sha")
-SPACE = """\
-name: bench_pruning
-description: small conv nets over 16-pixel digits - width, depth, block, kernel and attention searched
-base_resolution: 16
-params:
-  width: {int: [8, 32], step: 8}
-  depth: {int: [1, 2]}
-  block: {choices: [conv, basic]}
-  kernel: {choices: [3, 5]}
-  attention: {choices: [none, se, eca]}
-genotype:
-  preset: lenet5
-  stem: []
-  stages:
-    - {block: "${block}", out_chs: "${width}", repeats: "${depth}", kernel: "${kernel}", attention: "${attention}", ratio: 4.0}
-    - {block: maxpool, kernel: 2, stride: 2}
-    - {block: "${block}", out_chs: "${width * 2}", repeats: "${depth}", kernel: 3, attention: "${attention}", ratio: 4.0}
-  head: {pool: avg, hidden: []}
-  act: relu
-  norm: batch
-"""
+SPACE = benchlib.small_conv_space("bench_pruning")
 
 
 def run(pruner: str, folder: Path, trials: int, epochs: int, limit: int | None, threads: int = 1) -> dict:

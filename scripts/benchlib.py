@@ -47,6 +47,38 @@ if str(ROOT) not in sys.path:  # scripts run as `python scripts/bench_x.py` from
     sys.path.insert(0, str(ROOT))
 
 
+# -- shared workloads ---------------------------------------------------------------------------------
+
+# Issue #9's search-efficiency goal, shared by the Optuna-pruner and Ray-ASHA benchmarks.
+PRUNING_EPOCH_GOAL = 0.40     # at most this share of the unpruned run's epochs
+PRUNING_ACCURACY_GOAL = 0.005  # for a best validation accuracy at most this far below it
+
+
+def small_conv_space(name: str) -> str:
+    """A five-dimension space of small conv nets over 16-pixel digits (seconds per trial on a CPU)."""
+    return f"""\
+name: {name}
+description: small conv nets over 16-pixel digits - width, depth, block, kernel and attention searched
+base_resolution: 16
+params:
+  width: {{int: [8, 32], step: 8}}
+  depth: {{int: [1, 2]}}
+  block: {{choices: [conv, basic]}}
+  kernel: {{choices: [3, 5]}}
+  attention: {{choices: [none, se, eca]}}
+genotype:
+  preset: lenet5
+  stem: []
+  stages:
+    - {{block: "${{block}}", out_chs: "${{width}}", repeats: "${{depth}}", kernel: "${{kernel}}", attention: "${{attention}}", ratio: 4.0}}
+    - {{block: maxpool, kernel: 2, stride: 2}}
+    - {{block: "${{block}}", out_chs: "${{width * 2}}", repeats: "${{depth}}", kernel: 3, attention: "${{attention}}", ratio: 4.0}}
+  head: {{pool: avg, hidden: []}}
+  act: relu
+  norm: batch
+"""
+
+
 # -- BENCHMARKS.md sections --------------------------------------------------------------------------
 
 def bench_file(path: str | os.PathLike | None = None) -> Path:

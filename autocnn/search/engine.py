@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from autocnn.artifacts import save_trial_weights
 from autocnn.builder import build_model
-from autocnn.costs import count_params, genotype_costs, measure_latency
+from autocnn.costs import count_flops, count_params, genotype_costs, materialize, measure_costs, meta_model
 from autocnn.data import DataSplits, load_dataset
 from autocnn.errors import AutocnnError
 from autocnn.registry import Registry
@@ -310,17 +310,24 @@ def sample_architecture(trial, ctx: TrialContext):
 
 
 def price_candidate(trial, genotype, constraints: dict):
-    """Build the model and record its costs; raises optuna.TrialPruned (recorded as rejected) outside `constraints`."""
-    costs = genotype_costs(genotype)
+    """Build the model and record its costs; raises optuna.TrialPruned (recorded as rejected) outside `constraints`.
+
+    The model is built once, on the meta device: params (and FLOPs, under a FLOPs limit) are checked
+    before any weight exists; the build is then materialized and its first forward pass both warms up
+    the latency measurement and counts the FLOPs.
+    """
+    meta = meta_model(genotype)
+    costs: dict = {"params": count_params(meta)}
+    if "max_flops" in constraints:
+        costs["flops"] = count_flops(genotype)
     early = constraint_violation({k: v for k, v in constraints.items() if k != "max_latency_ms"}, costs)
-    if early:  # params and FLOPs come from the meta device: reject before building weights or timing them
+    if early:
         trial.set_user_attr(records.PARAMS, int(costs["params"]))
-        trial.set_user_attr(records.FLOPS, int(costs["flops"]))
+        trial.set_user_attr(records.FLOPS, int(costs.get("flops") or count_flops(genotype)))
         trial.set_user_attr(records.REJECTED, early)
         raise optuna.TrialPruned(f"constraint: {early}")
-    model = build_model(genotype)
-    costs["latency_ms"] = measure_latency(model, resolution=genotype.resolution, in_chans=genotype.in_chans,
-                                          warmup=1, repeats=3)
+    model = materialize(meta)
+    costs.update(measure_costs(model, genotype))
     records.record_costs(trial, costs)
     violation = constraint_violation(constraints, costs)
     if violation:
@@ -381,7 +388,7 @@ def check_feasible(ctx: TrialContext, attempts: int) -> None:
     Samples (randomly, in a throwaway in-memory study) until a candidate fits, at most `attempts`
     times: the search itself gives up after as many rejections in a row. Usually the first one fits.
     """
-    from autocnn.costs import _meta_model
+    from autocnn.costs import meta_model
 
     limits = {k: v for k, v in ctx.constraints.items() if k in ("max_params", "max_flops")}
     probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=ctx.config.seed))
@@ -395,7 +402,7 @@ def check_feasible(ctx: TrialContext, attempts: int) -> None:
         if not limits:
             return
         try:
-            if count_params(_meta_model(genotype)) > limits.get("max_params", math.inf):  # cheap; FLOPs are not
+            if count_params(meta_model(genotype)) > limits.get("max_params", math.inf):  # cheap; FLOPs are not
                 continue
             if "max_flops" not in limits or genotype_costs(genotype)["flops"] <= limits["max_flops"]:
                 return

@@ -21,7 +21,8 @@ from autocnn.spaces.space import (DEFAULT_BASE_RESOLUTION, Const, Derived, DimNo
                                   SearchSpace)
 from autocnn.spaces.yamlio import LocDict, LocList, read_yaml
 
-BUILTIN_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+# search_spaces/ of the checkout, through a link that wheels replace with a copy of its files
+BUILTIN_DIR = (Path(__file__).resolve().parent / "builtin").resolve()
 MAX_DEPTH = 40
 
 TOP_KEYS = ("name", "description", "base_resolution", "constraints", "params", "require", "record",
