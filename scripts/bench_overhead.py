@@ -208,8 +208,8 @@ class BareSide:
         return sum(len(t.params) for t in trials) / max(1, len(trials))
 
 
-OWN_PIECES = {"genotype_costs": "own.cost model (meta)", "build_model": "own.build model",
-              "measure_latency": "own.latency"}
+OWN_PIECES = {"meta_model": "own.build model (meta)", "count_flops": "own.cost model (meta FLOPs)",
+              "materialize": "own.materialize weights", "measure_costs": "own.FLOPs + latency (real forwards)"}
 
 
 class AutocnnSide:

@@ -185,7 +185,7 @@ def test_asha_stopped_trials_are_pruned_and_either_backend_continues_the_study(c
 def test_resume_restores_the_interrupted_ray_experiment(cluster, space, tmp_path):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     driver = subprocess.Popen(
-        [str(Path(sys.executable).with_name("autocnn")), "search", "--space", space, "--limit", "300", "--storage",
+        [str(Path(sys.executable).with_name("autocnn")), "search", "--space", space, "--limit", "1000", "--storage",
          storage, "--trials", "2", "--epochs", "5", "--study", "cut", "--backend", "ray", "--address", cluster,
          "--max-concurrent", "1"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
