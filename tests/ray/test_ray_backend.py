@@ -186,7 +186,7 @@ def test_resume_restores_the_interrupted_ray_experiment(cluster, space, tmp_path
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     driver = subprocess.Popen(
         [str(Path(sys.executable).with_name("autocnn")), "search", "--space", space, "--limit", "1000", "--storage",
-         storage, "--trials", "2", "--epochs", "5", "--study", "cut", "--backend", "ray", "--address", cluster,
+         storage, "--trials", "2", "--epochs", "12", "--study", "cut", "--backend", "ray", "--address", cluster,
          "--max-concurrent", "1"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -218,7 +218,7 @@ def test_resume_restores_the_interrupted_ray_experiment(cluster, space, tmp_path
     finished = {t.number: t for t in study.trials if t.state == TrialState.COMPLETE}
     assert {n: finished[n].datetime_complete for n in done} == done  # no completed trial ran again
     cut = finished[running.number]  # the interrupted trial finished as the same Optuna trial
-    assert cut.datetime_start == running.datetime_start and len(cut.user_attrs[records.VAL_CURVE]) == 5
+    assert cut.datetime_start == running.datetime_start and len(cut.user_attrs[records.VAL_CURVE]) == 12
     assert study.user_attrs["autocnn.ray_experiment"] is None
 
 
