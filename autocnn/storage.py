@@ -96,7 +96,7 @@ def open_storage(url: str | None = None, *, create: bool = True, heartbeat: bool
     if sqlite_path is not None:
         sqlalchemy.event.listen(storage.engine, "connect", _tune_sqlite_connection)
         storage.engine.dispose()  # connections Optuna opened before the listener existed
-        with storage.engine.connect() as con:
+        with storage.engine.connect() as con:  # switch the file to WAL now, before any reader opens it
             con.exec_driver_sql("SELECT 1")
     return storage
 

@@ -24,8 +24,7 @@ import torch
 from optuna.trial import TrialState
 
 from autocnn.artifacts import save_trial_weights
-from autocnn.builder import build_model
-from autocnn.costs import count_flops, count_params, genotype_costs, materialize, measure_costs, meta_model
+from autocnn.costs import count_flops, count_params, materialize, measure_costs, meta_model
 from autocnn.data import DataSplits, load_dataset
 from autocnn.errors import AutocnnError
 from autocnn.registry import Registry
@@ -388,8 +387,6 @@ def check_feasible(ctx: TrialContext, attempts: int) -> None:
     Samples (randomly, in a throwaway in-memory study) until a candidate fits, at most `attempts`
     times: the search itself gives up after as many rejections in a row. Usually the first one fits.
     """
-    from autocnn.costs import meta_model
-
     limits = {k: v for k, v in ctx.constraints.items() if k in ("max_params", "max_flops")}
     probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=ctx.config.seed))
     unmet = 0
@@ -404,7 +401,7 @@ def check_feasible(ctx: TrialContext, attempts: int) -> None:
         try:
             if count_params(meta_model(genotype)) > limits.get("max_params", math.inf):  # cheap; FLOPs are not
                 continue
-            if "max_flops" not in limits or genotype_costs(genotype)["flops"] <= limits["max_flops"]:
+            if "max_flops" not in limits or count_flops(genotype) <= limits["max_flops"]:
                 return
         except Exception:  # noqa: BLE001 - a candidate that cannot be priced fails as a trial, in the search
             return
