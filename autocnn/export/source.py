@@ -1,0 +1,726 @@
+"""Collect the source of everything some autocnn code needs, rewritten to run with torch alone.
+
+`collect` starts from the top-level definitions of one module and follows every global name through
+each module's own top-level bindings (defs, classes, assignments, imports, package re-exports), so
+code added later is found the way Python finds it, without a list of files to keep. Each definition
+is taken verbatim from its file, with the few rewrites a file outside autocnn needs:
+
+- annotations go (they name autocnn types and `typing`); the code never reads them;
+- `@REGISTRY.register(...)` decorators go, and a registry becomes a plain dict of the members the
+  caller wants (`REGISTRY.get(name)` becomes `REGISTRY[name]`);
+- dataclasses (the genotype) become read-only namedtuple records with the same fields and defaults;
+- imports of autocnn modules go (`module.name` becomes `name`); torch and standard-library imports
+  are gathered for the top of the file; anything else cannot be exported.
+
+The result is a list of `Unit`s in an order Python can execute (everything a definition needs at
+definition time comes before it).
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import dataclasses
+import functools
+import importlib
+import importlib.util
+import sys
+import typing
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable
+
+from autocnn.export.errors import CodegenError
+from autocnn.registry import Registry
+
+PACKAGE = "autocnn"
+STANDALONE_ROOTS = frozenset({"torch"})  # besides the standard library
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp,
+           ast.DictComp, ast.GeneratorExp)
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+@dataclass
+class Unit:
+    """One top-level statement of the generated file (or an import line, `kind == "import"`)."""
+
+    key: tuple
+    kind: str  # "code" | "registry" | "record" | "import"
+    name: str  # the name it binds in the generated file ("" for imports)
+    module: str  # the autocnn module its source comes from ("" when generated)
+    text: str = ""
+    hard: list[tuple] = field(default_factory=list)  # keys needed when this statement runs
+    soft: list[tuple] = field(default_factory=list)  # keys needed only when its functions run
+    strings: set[str] = field(default_factory=set)  # string constants in its code
+    line: int = 0  # where it starts in its module (0: generated)
+    definition: bool = False  # a def or class (not an assignment)
+
+
+@dataclass(frozen=True)
+class _Module:
+    name: str
+    data: bytes
+    line_starts: tuple[int, ...]
+    tree: ast.Module
+    bindings: dict[str, tuple[ast.stmt, ast.alias | None]]  # last top-level binding of each name
+
+    def offset(self, line: int, col: int) -> int:
+        return self.line_starts[line - 1] + col
+
+    def line(self, line: int) -> bytes:
+        return self.data[self.line_starts[line - 1]:self.line_starts[line]]
+
+
+@functools.lru_cache(maxsize=None)
+def _module(name: str) -> _Module:
+    module = importlib.import_module(name)
+    path = getattr(module, "__file__", None)
+    if not path or not path.endswith(".py"):
+        raise CodegenError(f"cannot read the source of {name}: it has no .py file")
+    with open(path, "rb") as fh:
+        data = fh.read()
+    starts = [0]
+    for line in data.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    tree = ast.parse(data, filename=path)
+    bindings: dict[str, tuple[ast.stmt, ast.alias | None]] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bindings[node.name] = (node, None)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for name_node in ast.walk(target):
+                    if isinstance(name_node, ast.Name):
+                        bindings[name_node.id] = (node, None)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                bound = alias.asname or alias.name.split(".")[0]
+                if bound != "*":
+                    bindings[bound] = (node, alias)
+    return _Module(name, data, tuple(starts), tree, bindings)
+
+
+def _is_autocnn(module: str) -> bool:
+    return module == PACKAGE or module.startswith(PACKAGE + ".")
+
+
+def _check_standalone(module: str, user: str) -> None:
+    root = module.split(".")[0]
+    if root not in STANDALONE_ROOTS and root not in sys.stdlib_module_names:
+        raise CodegenError(f"{user} imports {module}, which a standalone model.py cannot: it may use only "
+                           "torch and the standard library")
+
+
+@dataclass(frozen=True)
+class _Ref:
+    """What a global name stands for; `key` identifies the unit it becomes."""
+
+    kind: str  # "code" | "registry" | "record" | "module" | "import" | "override"
+    module: str = ""
+    name: str = ""
+    text: str = ""  # import statement
+
+    @property
+    def key(self) -> tuple:
+        return ("import", self.text) if self.kind == "import" else (self.kind, self.module, self.name)
+
+
+def _absolute(module: _Module, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module
+    package = module.name if module.tree and _is_package(module.name) else module.name.rpartition(".")[0]
+    return importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+
+
+def _is_package(name: str) -> bool:
+    return hasattr(sys.modules[name], "__path__")
+
+
+def _resolve_import(module: str, node: ast.Import | ast.ImportFrom, alias: ast.alias, user: str) -> _Ref:
+    """What `alias` of an import statement in `module` binds."""
+    if isinstance(node, ast.Import):
+        target = alias.name if alias.asname else alias.name.split(".")[0]
+        if _is_autocnn(target):
+            return _Ref("module", target)
+        _check_standalone(alias.name, user)
+        return _Ref("import", text=f"import {alias.name}" + (f" as {alias.asname}" if alias.asname else ""))
+    source = _absolute(_module(module), node)
+    if not _is_autocnn(source):
+        _check_standalone(source, user)
+        return _Ref("import", text=f"from {source} import {alias.name}"
+                    + (f" as {alias.asname}" if alias.asname and alias.asname != alias.name else ""))
+    if isinstance(getattr(importlib.import_module(source), alias.name, None), ModuleType):
+        return _Ref("module", f"{source}.{alias.name}")
+    if alias.asname and alias.asname != alias.name:
+        raise CodegenError(f"{module} imports {alias.name} as {alias.asname}; the export writes one name "
+                           "per definition, so import it under its own name")
+    ref = resolve(source, alias.name)
+    if ref is None:
+        raise CodegenError(f"{module} imports {alias.name} from {source}, which does not define it")
+    return ref
+
+
+def resolve(module: str, name: str) -> _Ref | None:
+    """What the top-level `name` of `module` stands for (None when the module does not bind it)."""
+    binding = _module(module).bindings.get(name)
+    if binding is None:
+        return None
+    node, alias = binding
+    if alias is not None:
+        return _resolve_import(module, node, alias, f"{module}.{name}")
+    value = getattr(sys.modules[module], name, None)
+    if isinstance(value, Registry):
+        return _Ref("registry", module, name)
+    if isinstance(value, type) and dataclasses.is_dataclass(value):
+        return _Ref("record", module, name)
+    return _Ref("code", module, name)
+
+
+def ref_of(obj: Any) -> _Ref:
+    """The reference for a top-level function or class (a registry member)."""
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
+    if module is None or "." in qualname or "<" in qualname:
+        raise CodegenError(f"{obj!r} is not a top-level function or class, so its source cannot be exported")
+    ref = resolve(module, qualname)
+    if ref is None or getattr(sys.modules[module], qualname, None) is not obj:
+        raise CodegenError(f"{module}.{qualname} is not bound at the top level of its module")
+    return ref
+
+
+# -- reading one statement ---------------------------------------------------------------------------
+
+class _Reads(ast.NodeVisitor):
+    """The global names a statement reads, each with whether it is read when the statement runs (hard)
+    or only when a function it defines is called (soft). Annotations and skipped nodes are not visited."""
+
+    def __init__(self, skip: set[int], imported: set[str]) -> None:
+        self.skip = skip  # ids of nodes to leave out (decorators and imports that are removed)
+        self.imported = imported  # names bound by removed function-level imports: read as globals
+        self.scopes: list[tuple[str, set[str]]] = []
+        self.hard = True
+        self.reads: list[tuple[ast.Name, bool]] = []
+
+    def visit(self, node):
+        if id(node) not in self.skip:
+            super().visit(node)
+
+    def _local(self, name: str) -> bool:
+        if name in self.imported:
+            return False
+        for i, (kind, names) in enumerate(self.scopes):
+            if name in names and (kind != "class" or i == len(self.scopes) - 1):
+                return True
+        return False
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if isinstance(node.ctx, ast.Load) and not self._local(node.id):
+            self.reads.append((node, self.hard))
+
+    def _function(self, node, body: list[ast.AST]) -> None:
+        args = node.args
+        for default in args.defaults + [d for d in args.kw_defaults if d is not None]:
+            self.visit(default)
+        names = {a.arg for a in args.posonlyargs + args.args + args.kwonlyargs}
+        names |= {a.arg for a in (args.vararg, args.kwarg) if a is not None}
+        self.scopes.append(("function", names | _stored(body)))
+        hard, self.hard = self.hard, False
+        for stmt in body:
+            self.visit(stmt)
+        self.hard = hard
+        self.scopes.pop()
+
+    def visit_FunctionDef(self, node) -> None:
+        for decorator in node.decorator_list:
+            self.visit(decorator)
+        self._function(node, node.body)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        self._function(node, [node.body])
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        for child in node.decorator_list + node.bases + [k.value for k in node.keywords]:
+            self.visit(child)
+        self.scopes.append(("class", _stored(node.body)))
+        for stmt in node.body:
+            self.visit(stmt)
+        self.scopes.pop()
+
+    def _comprehension(self, node) -> None:
+        self.scopes.append(("function", {n.id for g in node.generators for n in ast.walk(g.target)
+                                         if isinstance(n, ast.Name)}))
+        self.generic_visit(node)
+        self.scopes.pop()
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self.visit(node.target)
+        if node.value is not None:
+            self.visit(node.value)
+
+
+def _stored(body: list[ast.AST]) -> set[str]:
+    """Names a scope binds itself (not inside nested functions, classes or comprehensions)."""
+    names: set[str] = set()
+    todo = list(body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            continue
+        if isinstance(node, (ast.Lambda, *_COMPREHENSIONS)):
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {a.asname or a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.Global):
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return names
+
+
+class _Edits:
+    """Byte-range replacements in one module's file, applied to the span of one unit."""
+
+    def __init__(self, module: _Module) -> None:
+        self.module = module
+        self.items: list[tuple[int, int, str]] = []
+
+    def replace(self, start: int, end: int, text: str) -> None:
+        self.items.append((start, end, text))
+
+    def at(self, node: ast.AST, end: bool = False) -> int:
+        if end:
+            return self.module.offset(node.end_lineno, node.end_col_offset)
+        return self.module.offset(node.lineno, node.col_offset)
+
+    def delete_lines(self, node: ast.AST, blank_after: bool = False) -> None:
+        """Remove the whole lines of a statement (or decorator, with its `@`), and the blank line
+        after it if asked (an import that opened a function body)."""
+        start = self.module.line_starts[node.lineno - 1]
+        end = node.end_lineno
+        if blank_after and end < len(self.module.line_starts) - 1 and not self.module.line(end + 1).strip():
+            end += 1
+        self.replace(start, self.module.line_starts[end], "")
+
+    def apply(self, start: int, end: int) -> str:
+        data = self.module.data
+        out, pos = [], start
+        for a, b, text in sorted(self.items):
+            if a < pos:
+                raise CodegenError(f"overlapping rewrites in {self.module.name}; simplify the code near byte {a}")
+            out += [data[pos:a].decode(), text]
+            pos = b
+        out.append(data[pos:end].decode())
+        return "".join(out)
+
+
+def _find(data: bytes, token: bytes, start: int) -> int:
+    """The offset of `token` after `start`, skipping whitespace, closing brackets and line joins."""
+    pos = start
+    while data[pos:pos + len(token)] != token:
+        if data[pos:pos + 1] not in b" \t\r\n\\)":
+            raise CodegenError(f"cannot find {token.decode()!r} where an annotation ends")
+        pos += 1
+    return pos
+
+
+def _strip_annotations(tree: ast.AST, edits: _Edits, removed: set[int]) -> None:
+    data = edits.module.data
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            positional = args.posonlyargs + args.args
+            defaults = dict(zip(map(id, positional[len(positional) - len(args.defaults):]), args.defaults))
+            defaults.update((id(a), d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None)
+            for arg in positional + args.kwonlyargs + [a for a in (args.vararg, args.kwarg) if a]:
+                if arg.annotation is None:
+                    continue
+                name_end = edits.at(arg) + len(arg.arg.encode())
+                ann_end = edits.at(arg.annotation, end=True)
+                if id(arg) in defaults:
+                    eq = _find(data, b"=", ann_end)
+                    value = edits.at(defaults[id(arg)])
+                    edits.replace(name_end, max(eq + 1, min(value, _skip_space(data, eq + 1))), "=")
+                else:
+                    edits.replace(name_end, ann_end, "")
+            if node.returns is not None:
+                arrow = data.rindex(b"->", 0, edits.at(node.returns))
+                while data[arrow - 1:arrow] in (b" ", b"\t"):
+                    arrow -= 1
+                edits.replace(arrow, edits.at(node.returns, end=True), "")
+        elif isinstance(node, ast.AnnAssign):
+            if node.value is not None:
+                eq = _find(data, b"=", edits.at(node.annotation, end=True))
+                edits.replace(edits.at(node.target, end=True), eq + 1, " =")
+            else:
+                edits.delete_lines(node)
+                removed.add(id(node))
+
+
+def _skip_space(data: bytes, pos: int) -> int:
+    while data[pos:pos + 1] in (b" ", b"\t"):
+        pos += 1
+    return pos
+
+
+def _fill_emptied(tree: ast.AST, edits: _Edits, removed: set[int]) -> None:
+    """A body whose statements were all removed gets a `pass`."""
+    for node in ast.walk(tree):
+        for attr in ("body", "orelse", "finalbody"):
+            body = getattr(node, attr, None)
+            if isinstance(body, list) and body and all(id(s) in removed for s in body):
+                first = body[0]
+                indent = " " * first.col_offset
+                start = edits.module.line_starts[first.lineno - 1]
+                edits.replace(start, start, f"{indent}pass\n")
+
+
+def _span(module: _Module, node: ast.stmt) -> tuple[int, int]:
+    """Whole lines of a top-level statement, with its decorators and the comment lines just above."""
+    first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+    while first > 1 and module.line(first - 1).lstrip().startswith(b"#"):
+        first -= 1
+    return module.line_starts[first - 1], module.line_starts[node.end_lineno]
+
+
+# -- collecting -------------------------------------------------------------------------------------
+
+class Collector:
+    """Gathers units from roots. `wanted(registry_name, member_names)` picks the registry members to keep
+    (it is asked again as the collected code grows); `overrides` maps names of `override_module` to the
+    source text that replaces their definitions (the exported network's constants)."""
+
+    def __init__(self, wanted: Callable[[set[str]], set[str]], overrides: dict[str, str] | None = None,
+                 override_module: str = "") -> None:
+        self.wanted = wanted
+        self.overrides = overrides or {}
+        self.override_module = override_module
+        self.units: dict[tuple, Unit] = {}
+        self.order: list[tuple] = []  # depth-first post-order: what each unit needs comes before it
+        self._active: set[tuple] = set()
+        self._refs: dict[tuple, _Ref] = {}
+
+    # -- public ------------------------------------------------------------------------------------
+    def add(self, ref: _Ref) -> tuple:
+        key = ref.key
+        if key in self.units or key in self._active:
+            return key
+        self._active.add(key)
+        unit = self._make(ref)
+        for dep in unit.hard + unit.soft:
+            self.add(self._refs[dep])
+        self._active.discard(key)
+        self.units[key] = unit
+        self.order.append(key)
+        return key
+
+    def add_module(self, module: str) -> None:
+        """Collect every top-level definition of `module` (not what it merely imports)."""
+        for name, (_, alias) in _module(module).bindings.items():
+            if alias is None:
+                self.add(resolve(module, name))
+
+    def strings(self) -> set[str]:
+        return set().union(*(u.strings for u in self.units.values())) if self.units else set()
+
+    # -- making units ----------------------------------------------------------------------------
+    def _make(self, ref: _Ref) -> Unit:
+        if ref.kind == "import":
+            return Unit(ref.key, "import", "", "", ref.text)
+        if ref.kind == "override" or (ref.module == self.override_module and ref.name in self.overrides):
+            return self._override(ref)
+        if ref.kind == "registry":
+            return self._registry(ref)
+        if ref.kind == "record":
+            return self._record(ref)
+        if ref.kind == "code":
+            module = _module(ref.module)
+            node = module.bindings[ref.name][0]
+            unit = Unit(ref.key, "code", ref.name, ref.module, line=node.lineno,
+                        definition=isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))
+            start, end = _span(module, node)
+            unit.text = self._rewrite(module, node, unit, start, end).rstrip() + "\n"
+            return unit
+        raise CodegenError(f"cannot export {ref.module}.{ref.name} ({ref.kind})")
+
+    def _depend(self, unit: Unit, ref: _Ref, hard: bool) -> None:
+        self._refs[ref.key] = ref
+        deps = unit.hard if hard else unit.soft
+        if ref.key not in unit.hard and ref.key not in deps:
+            deps.append(ref.key)
+
+    def _override(self, ref: _Ref) -> Unit:
+        module = _module(ref.module)
+        node = module.bindings[ref.name][0]
+        start, _ = _span(module, node)
+        head = module.data[start:module.line_starts[node.lineno - 1]].decode()
+        tail = module.data[module.offset(node.end_lineno, node.end_col_offset):
+                           module.line_starts[node.end_lineno]].decode()
+        return Unit(ref.key, "code", ref.name, ref.module, f"{head}{ref.name} = {self.overrides[ref.name]}{tail}",
+                    line=node.lineno)
+
+    def _registry(self, ref: _Ref) -> Unit:
+        registry: Registry = getattr(sys.modules[ref.module], ref.name)
+        unit = Unit(ref.key, "registry", ref.name, ref.module, line=sys.maxsize)
+        keep = self.wanted(set(registry.names()))
+        rows = []
+        for member, obj in registry.items():
+            if member not in keep:
+                continue
+            if getattr(obj, "__name__", "") == "<lambda>":
+                rows.append((member, self._lambda(obj, unit)))
+            else:
+                member_ref = ref_of(obj)
+                self._depend(unit, member_ref, hard=True)
+                rows.append((member, member_ref.name))
+        body = "".join(f"    {_string(k)}: {v},\n" for k, v in rows)
+        unit.text = f"{ref.name} = {{\n{body}}}\n" if rows else f"{ref.name} = {{}}\n"
+        return unit
+
+    def _lambda(self, obj: Callable, unit: Unit) -> str:
+        module = _module(obj.__module__)
+        line = obj.__code__.co_firstlineno
+        found = [n for n in ast.walk(module.tree) if isinstance(n, ast.Lambda) and n.lineno == line]
+        if len(found) != 1:
+            raise CodegenError(f"cannot tell which lambda on line {line} of {module.name} is {obj!r}; "
+                               "give it a def")
+        node = found[0]
+        edits = _Edits(module)
+        return self._rewrite(module, node, unit, edits.at(node), edits.at(node, end=True))
+
+    def _record(self, ref: _Ref) -> Unit:
+        cls = getattr(sys.modules[ref.module], ref.name)
+        unit = Unit(ref.key, "record", ref.name, ref.module, line=_module(ref.module).bindings[ref.name][0].lineno,
+                    definition=True)
+        hints = typing.get_type_hints(cls)
+        names, defaults, nested = [], [], {}
+        for f in dataclasses.fields(cls):
+            names.append(f.name)
+            inner = _record_type(hints[f.name])
+            if inner is not None:
+                inner_ref = ref_of(inner)
+                self._depend(unit, inner_ref, hard=True)
+                nested[f.name] = inner_ref.name
+            if f.default is not dataclasses.MISSING:
+                defaults.append(_plain(f.default))
+            elif f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+                if dataclasses.is_dataclass(value):
+                    if value != type(value)():
+                        raise CodegenError(f"the default of {ref.name}.{f.name} cannot be written as a record")
+                    defaults.append(f"{type(value).__name__}()")
+                else:
+                    defaults.append(_plain(value))
+            elif defaults:
+                raise CodegenError(f"{ref.name}.{f.name} has no default but follows fields with one")
+        for dep in (_Ref("import", text="from collections import namedtuple"), _Ref("code", __name__, "as_record")):
+            self._depend(unit, dep, hard=dep.kind == "import")
+        fields_src = _wrapped([_string(n) for n in names])
+        defaults_src = _wrapped(defaults)
+        nested_src = "{" + ", ".join(f"{_string(k)}: {v}" for k, v in nested.items()) + "}"
+        unit.text = (
+            f"class {ref.name}(namedtuple({_string(ref.name)}, [{fields_src}], defaults=[{defaults_src}])):\n"
+            f'    """autocnn\'s `{ref.name}` as a read-only record: the fields the network code reads."""\n\n'
+            f"    NESTED = {nested_src}\n\n"
+            "    @classmethod\n"
+            "    def from_dict(cls, data):\n"
+            "        return cls(**{key: as_record(cls.NESTED.get(key), value) for key, value in data.items()})\n")
+        return unit
+
+    # -- rewriting ---------------------------------------------------------------------------------
+    def _rewrite(self, module: _Module, node: ast.AST, unit: Unit, start: int, end: int) -> str:
+        edits = _Edits(module)
+        skip: set[int] = set()
+        removed: set[int] = set()
+        imported: dict[str, _Ref] = {}
+        parents = {id(child): parent for parent in ast.walk(node) for child in ast.iter_child_nodes(parent)}
+
+        for inner in ast.walk(node):
+            for decorator in getattr(inner, "decorator_list", []):
+                if self._is_registration(module.name, decorator):
+                    edits.delete_lines(decorator)
+                    skip.add(id(decorator))
+            if isinstance(inner, (ast.Import, ast.ImportFrom)) and inner is not node:
+                refs = {a.asname or a.name.split(".")[0]: _resolve_import(module.name, inner, a, unit.name)
+                        for a in inner.names}
+                if all(r.kind != "import" for r in refs.values()):  # an autocnn import inside a function
+                    imported.update(refs)
+                    edits.delete_lines(inner, blank_after=True)
+                    skip.add(id(inner))
+                    removed.add(id(inner))
+        _strip_annotations(node, edits, removed)
+        _fill_emptied(node, edits, removed)
+
+        reads = _Reads(skip, set(imported))
+        reads.visit(node)
+        for name_node, hard in reads.reads:
+            name = name_node.id
+            ref = imported.get(name) or resolve(module.name, name)
+            if ref is None:
+                if not hasattr(builtins, name) and not (name.startswith("__") and name.endswith("__")):
+                    raise CodegenError(f"{module.name}: the name {name!r} in {unit.name or 'a lambda'} is not "
+                                       "defined at the top level of its module")
+                continue
+            parent = parents.get(id(name_node))
+            if ref.kind == "module":  # autocnn_module.name (or a.b.name) -> name
+                start, outer = edits.at(name_node), name_node
+                while ref.kind == "module":
+                    if not isinstance(parent, ast.Attribute) or parent.value is not outer:
+                        raise CodegenError(f"{module.name} uses the module {ref.module} other than as "
+                                           f"`{name}.attribute`; import the names it needs")
+                    inner_ref = resolve(ref.module, parent.attr)
+                    if inner_ref is None:
+                        raise CodegenError(f"{module.name} uses {ref.module}.{parent.attr}, which is not defined")
+                    if inner_ref.kind != "module":
+                        edits.replace(start, edits.at(outer, end=True) + 1, "")
+                    ref, outer, parent = inner_ref, parent, parents.get(id(parent))
+                name_node = outer
+            if ref.kind == "registry":
+                self._registry_use(module, name_node, parent, parents, edits)
+            self._depend(unit, ref, hard)
+        for inner in ast.walk(node):
+            if id(inner) in skip:
+                continue
+            if isinstance(inner, ast.Constant) and isinstance(inner.value, str):
+                unit.strings.add(inner.value)
+        return edits.apply(start, end)
+
+    def _is_registration(self, module: str, decorator: ast.AST) -> bool:
+        """`@NAME.register(...)` where NAME is a registry."""
+        if not (isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Attribute)
+                and decorator.func.attr == "register" and isinstance(decorator.func.value, ast.Name)):
+            return False
+        ref = resolve(module, decorator.func.value.id)
+        return ref is not None and ref.kind == "registry"
+
+    @staticmethod
+    def _registry_use(module: _Module, name_node: ast.AST, parent: ast.AST, parents: dict, edits: _Edits) -> None:
+        """`REGISTRY.get(x)` -> `REGISTRY[x]`; reading it as a container (`in`, iteration) works on a dict."""
+        if not isinstance(parent, ast.Attribute) or parent.value is not name_node:
+            return
+        call = parents.get(id(parent))
+        if parent.attr != "get" or not (isinstance(call, ast.Call) and call.func is parent
+                                        and len(call.args) == 1 and not call.keywords):
+            raise CodegenError(f"{module.name} calls the registry method {parent.attr!r}; only "
+                               "`REGISTRY.get(name)` can be exported (as a dict lookup)")
+        edits.replace(edits.at(parent.value, end=True), edits.at(call.args[0]), "[")
+        edits.replace(edits.at(call.args[0], end=True), edits.at(call, end=True), "]")
+
+
+def _record_type(hint: Any) -> type | None:
+    """The dataclass a field holds (directly or as a tuple of them), else None."""
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return hint
+    if typing.get_origin(hint) is tuple:
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        if len(args) == 1 and isinstance(args[0], type) and dataclasses.is_dataclass(args[0]):
+            return args[0]
+    return None
+
+
+def _wrapped(items: list[str], width: int = 100) -> str:
+    """Comma-separated items; when they do not fit on the line, one indented line per `width`."""
+    flat = ", ".join(items)
+    if len(flat) <= width // 2:
+        return flat
+    lines, line = [], ""
+    for item in items:
+        if line and len(line) + len(item) + 2 > width - 4:
+            lines.append(line)
+            line = ""
+        line += item + ", "
+    lines.append(line)
+    return "\n" + "".join(f"    {entry.rstrip()}\n" for entry in lines)
+
+
+def _string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, str):
+        return _string(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(_plain, value)) + ("," if len(value) == 1 else "") + ")"
+    raise CodegenError(f"cannot write the default {value!r} into model.py")
+
+
+def as_record(record, value):
+    """A value of GENOTYPE's plain form as the network code reads it: lists as tuples, mappings as records."""
+    if isinstance(value, list):
+        return tuple(as_record(record, v) for v in value)
+    return record.from_dict(value) if record is not None else value
+
+
+def _module_order(collector: Collector) -> dict[str, int]:
+    """Modules in dependency order (what a module's code uses comes first). A registry stands for the
+    modules of its members, so a block module comes before the builder that looks blocks up."""
+    units = collector.units
+
+    def modules(key: tuple) -> list[str]:
+        unit = units[key]
+        if unit.kind == "import":
+            return []
+        if unit.kind == "registry":
+            return [m for dep in unit.hard for m in modules(dep)]
+        return [unit.module]
+
+    edges: dict[str, list[str]] = {}
+    for key in collector.order:
+        unit = units[key]
+        if unit.kind in ("code", "record"):
+            targets = edges.setdefault(unit.module, [])
+            targets += [m for dep in unit.hard + unit.soft for m in modules(dep) if m != unit.module]
+    order: dict[str, int] = {}
+    visiting: set[str] = set()
+
+    def visit(module: str) -> None:
+        if module in order or module in visiting:
+            return
+        visiting.add(module)
+        for target in edges.get(module, []):
+            visit(target)
+        order[module] = len(order)
+
+    for key in reversed(collector.order):
+        for module in modules(key):
+            visit(module)
+    return order
+
+
+def ordered(collector: Collector, rank: Callable[[Unit], int]) -> list[Unit]:
+    """Units (imports excluded) by `rank`, then module dependency order and line; a registry's dict
+    comes after its members. Moved only where a definition-time dependency would otherwise come later."""
+    module_order = _module_order(collector)
+    units = collector.units
+
+    def place(unit: Unit) -> tuple:
+        if unit.kind == "registry":
+            modules = [unit.module] + [units[k].module for k in unit.hard]
+            return rank(unit), max(module_order.get(m, 0) for m in modules), sys.maxsize
+        return rank(unit), module_order.get(unit.module, 0), unit.line
+
+    todo = sorted((u for u in units.values() if u.kind != "import"), key=place)
+    done = {key for key, u in units.items() if u.kind == "import"}
+    out: list[Unit] = []
+    while todo:
+        for i, unit in enumerate(todo):
+            if all(dep in done for dep in unit.hard):
+                out.append(todo.pop(i))
+                done.add(unit.key)
+                break
+        else:
+            raise CodegenError("definitions that need each other: " + ", ".join(u.name for u in todo))
+    names: dict[str, tuple] = {}
+    for unit in out:
+        if names.setdefault(unit.name, unit.key) != unit.key:
+            raise CodegenError(f"two different definitions are both named {unit.name!r} "
+                               f"({names[unit.name][1]} and {unit.module}); rename one")
+    return out
