@@ -102,14 +102,9 @@ def _strings(value: Any) -> set[str]:
 
 def _collect(overrides: dict[str, str], strings: set[str]) -> collect.Collector:
     """Everything `standalone` reaches, keeping the registry members named in `strings` or in the
-    collected code itself (a block's fixed `kind="standard"`), until that set stops growing."""
-    while True:
-        collector = collect.Collector(lambda names: names & strings, overrides, standalone.__name__)
-        collector.add_module(standalone.__name__)
-        grown = strings | collector.strings()
-        if grown == strings:
-            return collector
-        strings = grown
+    collected code itself."""
+    return collect.gather(lambda c: c.add_module(standalone.__name__), strings, overrides=overrides,
+                          override_module=standalone.__name__, reader=(standalone.__name__, "as_record"))
 
 
 #: the layer registries, by the keys `unexportable_kinds` reports them under
@@ -126,7 +121,7 @@ def unexportable_kinds() -> dict[str, list[str]]:
         out[key] = []
         for name in getattr(importlib.import_module("autocnn.layers"), attr).names():
             try:
-                collect.Collector(lambda names, name=name: {name}).add(ref)
+                collect.gather(lambda c: c.add(ref), {name})
             except CodegenError as exc:
                 out[key].append(f"{name}: {exc}")
     return out
@@ -169,10 +164,10 @@ def _header(g: Genotype, name: str, about: Sequence[str]) -> str:
 
 
 def _rank(unit: collect.Unit) -> int:
-    """Constants first, then the genotype records, the network code, and the loader last."""
+    """Constants first, then the network code, and the loader last."""
     if unit.module == standalone.__name__:
         return 3 if unit.definition or unit.name.startswith("_") else 0
-    return 1 if unit.kind == "record" or unit.module == collect.__name__ else 2
+    return 2
 
 
 def _imports(units: list[collect.Unit]) -> str:
@@ -240,15 +235,13 @@ def _section_title(unit: collect.Unit) -> str | None:
     rank = _rank(unit)
     if rank == 0:
         return None
-    if rank == 1:
-        return "the genotype as records"
     if rank == 3:
         return "loading"
     return "from " + unit.module
 
 
 def _tidy(source: str) -> str:
-    """Two blank lines between top-level definitions, none trailing."""
+    """Two blank lines between top-level definitions, none trailing, none opening a body."""
     out: list[str] = []
     blank = 0
     for line in source.splitlines():
@@ -259,7 +252,7 @@ def _tidy(source: str) -> str:
         if out:
             if top_def and not out[-1].startswith(("@", "# -- ")):
                 out += [""] * 2
-            else:
+            elif not out[-1].lstrip().startswith(("def ", "class ")) or not out[-1].endswith(":"):
                 out += [""] * min(blank, 1 if line.startswith(" ") else 2)
         out.append(line)
         blank = 0

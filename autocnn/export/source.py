@@ -52,6 +52,7 @@ class Unit:
     hard: list[tuple] = field(default_factory=list)  # keys needed when this statement runs
     soft: list[tuple] = field(default_factory=list)  # keys needed only when its functions run
     strings: set[str] = field(default_factory=set)  # string constants in its code
+    attributes: set[str] = field(default_factory=set)  # attribute names it reads (`x.name`)
     line: int = 0  # where it starts in its module (0: generated)
     definition: bool = False  # a def or class (not an assignment)
 
@@ -144,11 +145,12 @@ def _resolve_import(module: str, node: ast.Import | ast.ImportFrom, alias: ast.a
         if _is_autocnn(target):
             return _Ref("module", target)
         _check_standalone(alias.name, user)
-        return _Ref("import", text=f"import {alias.name}" + (f" as {alias.asname}" if alias.asname else ""))
+        return _Ref("import", name=alias.asname or target,
+                    text=f"import {alias.name}" + (f" as {alias.asname}" if alias.asname else ""))
     source = _absolute(_module(module), node)
     if not _is_autocnn(source):
         _check_standalone(source, user)
-        return _Ref("import", text=f"from {source} import {alias.name}"
+        return _Ref("import", name=alias.asname or alias.name, text=f"from {source} import {alias.name}"
                     + (f" as {alias.asname}" if alias.asname and alias.asname != alias.name else ""))
     if isinstance(getattr(importlib.import_module(source), alias.name, None), ModuleType):
         return _Ref("module", f"{source}.{alias.name}")
@@ -391,19 +393,32 @@ def _span(module: _Module, node: ast.stmt) -> tuple[int, int]:
 # -- collecting -------------------------------------------------------------------------------------
 
 class Collector:
-    """Gathers units from roots. `wanted(registry_name, member_names)` picks the registry members to keep
-    (it is asked again as the collected code grows); `overrides` maps names of `override_module` to the
-    source text that replaces their definitions (the exported network's constants)."""
+    """Gathers units from roots.
 
-    def __init__(self, wanted: Callable[[set[str]], set[str]], overrides: dict[str, str] | None = None,
-                 override_module: str = "") -> None:
-        self.wanted = wanted
+    `strings` picks the registry members to keep (those whose names it holds) and `attributes` the
+    methods of a dataclass to keep on its record (those read as `x.name` somewhere); `gather` grows
+    both from the collected code until they stop changing. `overrides` maps top-level names of
+    `override_module` to the source text that replaces their values (the exported network's
+    constants); `reader` names the function records use to read nested plain data.
+    """
+
+    def __init__(self, strings: set[str], attributes: set[str] = frozenset(), overrides: dict[str, str] | None = None,
+                 override_module: str = "", reader: tuple[str, str] | None = None,
+                 preferred: dict[str, tuple] | None = None) -> None:
+        self.wanted_strings = strings
+        self.wanted_attributes = attributes
         self.overrides = overrides or {}
         self.override_module = override_module
+        self.reader = reader
         self.units: dict[tuple, Unit] = {}
         self.order: list[tuple] = []  # depth-first post-order: what each unit needs comes before it
         self._active: set[tuple] = set()
         self._refs: dict[tuple, _Ref] = {}
+        self._names: dict[tuple, str] = {}
+        self._taken: dict[str, tuple] = {}
+        self.preferred = preferred or {}  # name -> the definition that keeps it when several want it
+        self.clashes: dict[str, list[tuple]] = {}  # name -> every definition that wanted it
+        self.uses: dict[tuple, int] = {}  # how many units read each definition
 
     # -- public ------------------------------------------------------------------------------------
     def add(self, ref: _Ref) -> tuple:
@@ -411,6 +426,7 @@ class Collector:
         if key in self.units or key in self._active:
             return key
         self._active.add(key)
+        self.name_of(ref)
         unit = self._make(ref)
         for dep in unit.hard + unit.soft:
             self.add(self._refs[dep])
@@ -426,33 +442,112 @@ class Collector:
                 self.add(resolve(module, name))
 
     def strings(self) -> set[str]:
-        return set().union(*(u.strings for u in self.units.values())) if self.units else set()
+        return set().union(set(), *(u.strings for u in self.units.values()))
+
+    def attributes(self) -> set[str]:
+        return set().union(set(), *(u.attributes for u in self.units.values()))
+
+    def name_of(self, ref: _Ref) -> str:
+        """The name `ref` has in the generated file: its own, unless another definition took it first
+        (then `module_name`, as `catalog.BLOCKS` becomes `CATALOG_BLOCKS` beside the layers' `BLOCKS`)."""
+        key = ref.key
+        if key in self._names:
+            return self._names[key]
+        name = ref.name
+        wanting = self.clashes.setdefault(name, [])
+        if key not in wanting:
+            wanting.append(key)
+        if name in self._taken or self.preferred.get(name, key) != key:
+            if ref.kind == "import":
+                raise CodegenError(f"the import {ref.text!r} clashes with a definition named {name!r}")
+            tail = ref.module.rpartition(".")[2]
+            base = f"{tail.upper()}_{name}" if name.isupper() else f"{tail}_{name.lstrip('_')}"
+            name, n = base, 2
+            while name in self._taken:
+                name, n = f"{base}{n}", n + 1
+        self._taken[name] = key
+        self._names[key] = name
+        return name
 
     # -- making units ----------------------------------------------------------------------------
     def _make(self, ref: _Ref) -> Unit:
         if ref.kind == "import":
-            return Unit(ref.key, "import", "", "", ref.text)
-        if ref.kind == "override" or (ref.module == self.override_module and ref.name in self.overrides):
+            return Unit(ref.key, "import", ref.name, "", ref.text)
+        if ref.module == self.override_module and ref.name in self.overrides:
             return self._override(ref)
         if ref.kind == "registry":
             return self._registry(ref)
         if ref.kind == "record":
             return self._record(ref)
         if ref.kind == "code":
-            module = _module(ref.module)
-            node = module.bindings[ref.name][0]
-            unit = Unit(ref.key, "code", ref.name, ref.module, line=node.lineno,
-                        definition=isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))
-            start, end = _span(module, node)
-            unit.text = self._rewrite(module, node, unit, start, end).rstrip() + "\n"
-            return unit
+            return self._code(ref)
         raise CodegenError(f"cannot export {ref.module}.{ref.name} ({ref.kind})")
 
-    def _depend(self, unit: Unit, ref: _Ref, hard: bool) -> None:
+    def _depend(self, unit: Unit, ref: _Ref, hard: bool) -> str:
+        """Record that `unit` needs `ref`; returns the name to write for it."""
         self._refs[ref.key] = ref
-        deps = unit.hard if hard else unit.soft
-        if ref.key not in unit.hard and ref.key not in deps:
-            deps.append(ref.key)
+        if ref.key not in unit.hard and ref.key not in unit.soft:
+            self.uses[ref.key] = self.uses.get(ref.key, 0) + 1
+        if ref.key not in unit.hard:
+            if hard:
+                unit.hard.append(ref.key)
+                if ref.key in unit.soft:
+                    unit.soft.remove(ref.key)
+            elif ref.key not in unit.soft:
+                unit.soft.append(ref.key)
+        return self.name_of(ref)
+
+    def _code(self, ref: _Ref) -> Unit:
+        module = _module(ref.module)
+        node = module.bindings[ref.name][0]
+        is_def = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        unit = Unit(ref.key, "code", self.name_of(ref), ref.module, line=node.lineno, definition=is_def)
+        edits = _Edits(module)
+        if unit.name != ref.name:
+            self._rename(module, node, ref.name, unit.name, edits)
+        if isinstance(node, ast.ClassDef):
+            self._live_attributes(module, node, getattr(sys.modules[ref.module], ref.name), unit, edits)
+        start, end = _span(module, node)
+        unit.text = self._rewrite(module, node, unit, start, end, edits).rstrip() + "\n"
+        return unit
+
+    @staticmethod
+    def _rename(module: _Module, node: ast.stmt, old: str, new: str, edits: _Edits) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            line_start = module.line_starts[node.lineno - 1]
+            pos = module.data.index(old.encode(), module.offset(node.lineno, node.col_offset))
+            if pos >= module.line_starts[node.lineno]:
+                raise CodegenError(f"cannot rename {old} in {module.name}")
+            del line_start
+            edits.replace(pos, pos + len(old.encode()), new)
+            return
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        for target in targets:
+            for name_node in ast.walk(target):
+                if isinstance(name_node, ast.Name) and name_node.id == old:
+                    edits.replace(edits.at(name_node), edits.at(name_node, end=True), new)
+
+    def _live_attributes(self, module: _Module, node: ast.ClassDef, cls: type, unit: Unit, edits: _Edits) -> None:
+        """Class attributes set at import time outside the class body (`cls.kind = ...` by a loader)
+        are written into the body, after the docstring, so the standalone class holds them too."""
+        in_source = _stored(node.body)
+        lines = []
+        for attr, value in vars(cls).items():
+            if attr.startswith("__") or attr.startswith("_abc") or attr in in_source:
+                continue
+            lines.append(f"{attr} = {self._expression(value, unit)}")
+        if not lines:
+            return
+        first = node.body[0]
+        indent = " " * first.col_offset
+        text = "".join(f"{indent}{line}\n" for line in lines)
+        if _is_docstring(first):
+            pos = module.line_starts[first.end_lineno]
+            text = "\n" + text
+        else:
+            pos = module.line_starts[first.lineno - 1]
+            text += "\n"
+        edits.replace(pos, pos, text)
 
     def _override(self, ref: _Ref) -> Unit:
         module = _module(ref.module)
@@ -461,26 +556,47 @@ class Collector:
         head = module.data[start:module.line_starts[node.lineno - 1]].decode()
         tail = module.data[module.offset(node.end_lineno, node.end_col_offset):
                            module.line_starts[node.end_lineno]].decode()
-        return Unit(ref.key, "code", ref.name, ref.module, f"{head}{ref.name} = {self.overrides[ref.name]}{tail}",
-                    line=node.lineno)
+        return Unit(ref.key, "code", self.name_of(ref), ref.module,
+                    f"{head}{ref.name} = {self.overrides[ref.name]}{tail}", line=node.lineno)
 
     def _registry(self, ref: _Ref) -> Unit:
         registry: Registry = getattr(sys.modules[ref.module], ref.name)
-        unit = Unit(ref.key, "registry", ref.name, ref.module, line=sys.maxsize)
-        keep = self.wanted(set(registry.names()))
-        rows = []
-        for member, obj in registry.items():
-            if member not in keep:
-                continue
-            if getattr(obj, "__name__", "") == "<lambda>":
-                rows.append((member, self._lambda(obj, unit)))
-            else:
-                member_ref = ref_of(obj)
-                self._depend(unit, member_ref, hard=True)
-                rows.append((member, member_ref.name))
+        unit = Unit(ref.key, "registry", self.name_of(ref), ref.module, line=sys.maxsize)
+        rows = [(member, self._expression(obj, unit)) for member, obj in registry.items()
+                if member in self.wanted_strings]
         body = "".join(f"    {_string(k)}: {v},\n" for k, v in rows)
-        unit.text = f"{ref.name} = {{\n{body}}}\n" if rows else f"{ref.name} = {{}}\n"
+        unit.text = f"{unit.name} = {{\n{body}}}\n" if rows else f"{unit.name} = {{}}\n"
         return unit
+
+    def _expression(self, value: Any, unit: Unit) -> str:
+        """Source text for a live value: a literal, a lambda's text, the name of a top-level def or
+        class, or a record call for a dataclass instance. Whatever it names is needed at once (hard)."""
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return _plain(value)
+        if isinstance(value, (tuple, list)):
+            items = [self._expression(v, unit) for v in value]
+            if isinstance(value, list):
+                return "[" + ", ".join(items) + "]"
+            return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+        if isinstance(value, dict):
+            return "{" + ", ".join(f"{self._expression(k, unit)}: {self._expression(v, unit)}"
+                                   for k, v in value.items()) + "}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            name = self._depend(unit, ref_of(type(value)), hard=True)
+            args = [f"{f.name}={self._expression(getattr(value, f.name), unit)}" for f in dataclasses.fields(value)
+                    if f.init and not _is_default(f, getattr(value, f.name))]
+            return f"{name}({', '.join(args)})"
+        if getattr(value, "__name__", "") == "<lambda>":
+            return self._lambda(value, unit)
+        if isinstance(value, type) or callable(value):
+            module = getattr(value, "__module__", "") or ""
+            if _is_autocnn(module):
+                return self._depend(unit, ref_of(value), hard=True)
+            root = module.split(".")[0]
+            _check_standalone(module, f"{unit.module}.{unit.name}")
+            self._depend(unit, _Ref("import", name=root, text=f"import {root}"), hard=True)
+            return f"{module}.{value.__qualname__}"
+        raise CodegenError(f"{unit.module}.{unit.name} holds {value!r}, which cannot be written as source")
 
     def _lambda(self, obj: Callable, unit: Unit) -> str:
         module = _module(obj.__module__)
@@ -491,50 +607,60 @@ class Collector:
                                "give it a def")
         node = found[0]
         edits = _Edits(module)
-        return self._rewrite(module, node, unit, edits.at(node), edits.at(node, end=True))
+        return self._rewrite(module, node, unit, edits.at(node), edits.at(node, end=True), edits)
 
     def _record(self, ref: _Ref) -> Unit:
+        """A dataclass as a namedtuple with the same fields (required ones first; records are built by
+        keyword) and defaults, its dataclass bases, and the methods and class attributes the
+        collected code reads."""
         cls = getattr(sys.modules[ref.module], ref.name)
-        unit = Unit(ref.key, "record", ref.name, ref.module, line=_module(ref.module).bindings[ref.name][0].lineno,
-                    definition=True)
-        hints = typing.get_type_hints(cls)
-        names, defaults, nested = [], [], {}
-        for f in dataclasses.fields(cls):
-            names.append(f.name)
-            inner = _record_type(hints[f.name])
+        module = _module(ref.module)
+        node = module.bindings[ref.name][0]
+        unit = Unit(ref.key, "record", self.name_of(ref), ref.module, line=node.lineno, definition=True)
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:  # annotations that do not evaluate: no nested records then
+            hints = {}
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        required = [f for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        optional = [f for f in fields if f not in required]
+        defaults = [self._expression(f.default if f.default is not dataclasses.MISSING else f.default_factory(), unit)
+                    for f in optional]
+        nested = {}
+        for f in fields:
+            inner = _record_type(hints.get(f.name))
             if inner is not None:
-                inner_ref = ref_of(inner)
-                self._depend(unit, inner_ref, hard=True)
-                nested[f.name] = inner_ref.name
-            if f.default is not dataclasses.MISSING:
-                defaults.append(_plain(f.default))
-            elif f.default_factory is not dataclasses.MISSING:
-                value = f.default_factory()
-                if dataclasses.is_dataclass(value):
-                    if value != type(value)():
-                        raise CodegenError(f"the default of {ref.name}.{f.name} cannot be written as a record")
-                    defaults.append(f"{type(value).__name__}()")
-                else:
-                    defaults.append(_plain(value))
-            elif defaults:
-                raise CodegenError(f"{ref.name}.{f.name} has no default but follows fields with one")
-        for dep in (_Ref("import", text="from collections import namedtuple"), _Ref("code", __name__, "as_record")):
-            self._depend(unit, dep, hard=dep.kind == "import")
-        fields_src = _wrapped([_string(n) for n in names])
-        defaults_src = _wrapped(defaults)
-        nested_src = "{" + ", ".join(f"{_string(k)}: {v}" for k, v in nested.items()) + "}"
-        unit.text = (
-            f"class {ref.name}(namedtuple({_string(ref.name)}, [{fields_src}], defaults=[{defaults_src}])):\n"
-            f'    """autocnn\'s `{ref.name}` as a read-only record: the fields the network code reads."""\n\n'
-            f"    NESTED = {nested_src}\n\n"
-            "    @classmethod\n"
-            "    def from_dict(cls, data):\n"
-            "        return cls(**{key: as_record(cls.NESTED.get(key), value) for key, value in data.items()})\n")
+                nested[f.name] = self._depend(unit, ref_of(inner), hard=True)
+        bases = [self._depend(unit, ref_of(b), hard=True) for b in cls.__bases__ if dataclasses.is_dataclass(b)]
+        self._depend(unit, _Ref("import", name="namedtuple", text="from collections import namedtuple"), hard=True)
+        reader = self._depend(unit, _Ref("code", *self.reader), hard=False) if self.reader else None
+        members = []
+        generated = {"NESTED", "from_dict"}
+        for stmt in node.body[1:] if _is_docstring(node.body[0]) else node.body:
+            names = {stmt.name} if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) else (
+                {t.id for t in stmt.targets if isinstance(t, ast.Name)} if isinstance(stmt, ast.Assign) else set())
+            if names & self.wanted_attributes and not names & generated and not any(
+                    n.startswith("__") for n in names):
+                start, end = _span(module, stmt)
+                members.append(self._rewrite(module, stmt, unit, start, end, _Edits(module)).rstrip() + "\n")
+        doc = ast.get_docstring(node)
+        summary = (doc or "").strip().splitlines()[0] if doc else f"autocnn's {ref.name}."
+        head = (f"class {unit.name}(namedtuple({_string(unit.name)}, [{_wrapped([_string(f.name) for f in required + optional])}], "
+                f"defaults=[{_wrapped(defaults)}]){''.join(', ' + b for b in bases)}):\n"
+                f'    """{summary}\n\n    A read-only record standing in for autocnn\'s dataclass."""\n')
+        parts = [head]
+        if reader:
+            nested_src = "{" + ", ".join(f"{_string(k)}: {v}" for k, v in nested.items()) + "}"
+            parts.append(f"    NESTED = {nested_src}\n\n"
+                         "    @classmethod\n"
+                         "    def from_dict(cls, data):\n"
+                         f"        return cls(**{{key: {reader}(cls.NESTED.get(key), value) "
+                         "for key, value in data.items()})\n")
+        unit.text = "\n".join(parts + members)
         return unit
 
     # -- rewriting ---------------------------------------------------------------------------------
-    def _rewrite(self, module: _Module, node: ast.AST, unit: Unit, start: int, end: int) -> str:
-        edits = _Edits(module)
+    def _rewrite(self, module: _Module, node: ast.AST, unit: Unit, start: int, end: int, edits: _Edits) -> str:
         skip: set[int] = set()
         removed: set[int] = set()
         imported: dict[str, _Ref] = {}
@@ -567,27 +693,27 @@ class Collector:
                                        "defined at the top level of its module")
                 continue
             parent = parents.get(id(name_node))
-            if ref.kind == "module":  # autocnn_module.name (or a.b.name) -> name
-                start, outer = edits.at(name_node), name_node
-                while ref.kind == "module":
-                    if not isinstance(parent, ast.Attribute) or parent.value is not outer:
-                        raise CodegenError(f"{module.name} uses the module {ref.module} other than as "
-                                           f"`{name}.attribute`; import the names it needs")
-                    inner_ref = resolve(ref.module, parent.attr)
-                    if inner_ref is None:
-                        raise CodegenError(f"{module.name} uses {ref.module}.{parent.attr}, which is not defined")
-                    if inner_ref.kind != "module":
-                        edits.replace(start, edits.at(outer, end=True) + 1, "")
-                    ref, outer, parent = inner_ref, parent, parents.get(id(parent))
-                name_node = outer
+            start_at, outer = edits.at(name_node), name_node
+            while ref.kind == "module":  # autocnn_module.name (or a.b.name) -> name
+                if not isinstance(parent, ast.Attribute) or parent.value is not outer:
+                    raise CodegenError(f"{module.name} uses the module {ref.module} other than as "
+                                       f"`{name}.attribute`; import the names it needs")
+                inner_ref = resolve(ref.module, parent.attr)
+                if inner_ref is None:
+                    raise CodegenError(f"{module.name} uses {ref.module}.{parent.attr}, which is not defined")
+                ref, outer, parent = inner_ref, parent, parents.get(id(parent))
+            written = self._depend(unit, ref, hard)
+            if outer is not name_node or written != name:
+                edits.replace(start_at, edits.at(outer, end=True), written)
             if ref.kind == "registry":
-                self._registry_use(module, name_node, parent, parents, edits)
-            self._depend(unit, ref, hard)
+                self._registry_use(module, outer, parent, parents, edits)
         for inner in ast.walk(node):
             if id(inner) in skip:
                 continue
             if isinstance(inner, ast.Constant) and isinstance(inner.value, str):
                 unit.strings.add(inner.value)
+            elif isinstance(inner, ast.Attribute):
+                unit.attributes.add(inner.attr)
         return edits.apply(start, end)
 
     def _is_registration(self, module: str, decorator: ast.AST) -> bool:
@@ -610,6 +736,37 @@ class Collector:
                                "`REGISTRY.get(name)` can be exported (as a dict lookup)")
         edits.replace(edits.at(parent.value, end=True), edits.at(call.args[0]), "[")
         edits.replace(edits.at(call.args[0], end=True), edits.at(call, end=True), "]")
+
+
+def gather(roots: Callable[[Collector], None], strings: set[str], **options: Any) -> Collector:
+    """Collect from `roots` until the registry members and record methods it keeps, and the choice of
+    which definition keeps a name two of them have, stop changing (kept code may name more members:
+    a block's fixed `kind="standard"`)."""
+    attributes: set[str] = set()
+    preferred: dict[str, tuple] = {}
+    while True:
+        collector = Collector(strings, attributes, preferred=preferred, **options)
+        roots(collector)
+        # of two definitions with one name, the one more code reads keeps it (the layers' BLOCKS, not
+        # the catalog's); the other is renamed
+        clashes = {name: keys for name, keys in collector.clashes.items() if len(keys) > 1}
+        grown = (strings | collector.strings(), attributes | collector.attributes(),
+                 {name: max(keys, key=lambda k: collector.uses.get(k, 0)) for name, keys in clashes.items()})
+        if grown == (strings, attributes, preferred):
+            return collector
+        strings, attributes, preferred = grown
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+
+
+def _is_default(f: dataclasses.Field, value: Any) -> bool:
+    if f.default is not dataclasses.MISSING:
+        return value is f.default or (type(value) is type(f.default) and value == f.default)
+    if f.default_factory is not dataclasses.MISSING:
+        return value == f.default_factory()
+    return False
 
 
 def _record_type(hint: Any) -> type | None:
@@ -650,13 +807,6 @@ def _plain(value: Any) -> str:
     if isinstance(value, tuple):
         return "(" + ", ".join(map(_plain, value)) + ("," if len(value) == 1 else "") + ")"
     raise CodegenError(f"cannot write the default {value!r} into model.py")
-
-
-def as_record(record, value):
-    """A value of GENOTYPE's plain form as the network code reads it: lists as tuples, mappings as records."""
-    if isinstance(value, list):
-        return tuple(as_record(record, v) for v in value)
-    return record.from_dict(value) if record is not None else value
 
 
 def _module_order(collector: Collector) -> dict[str, int]:

@@ -68,6 +68,14 @@ def read_weights(path):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def as_record(record, value):
+    """A value of GENOTYPE's plain form as the network code reads it: lists as tuples, mappings as
+    `record` (the exported file's stand-in for a genotype dataclass, see its `from_dict`)."""
+    if isinstance(value, list):
+        return tuple(as_record(record, v) for v in value)
+    return record.from_dict(value) if record is not None else value
+
+
 def build(weights=WEIGHTS, device="cpu"):
     """The network with `weights` loaded (default: the weights file beside this one; None: untrained).
 
