@@ -162,12 +162,11 @@ def _header(g: Genotype, name: str, about: Sequence[str]) -> str:
     return '"""' + "\n".join(lines) + '\n"""\n'
 
 
-
 def _rank(unit: collect.Unit) -> int:
     """Constants first, then the network code, and the loader last."""
     if unit.module == standalone.__name__:
-        return 3 if unit.definition or unit.name.startswith("_") else 0
-    return 2
+        return 2 if unit.definition or unit.name.startswith("_") else 0
+    return 1
 
 
 def _imports(units: list[collect.Unit]) -> str:
@@ -214,8 +213,7 @@ def generate_source(g: Genotype, *, name: str, mean: Sequence[float] | None = No
         title = section if unit.kind == "registry" else _section_title(unit)
         if title != section and title:
             parts.append(_section(title))
-        one_line = "\n" not in unit.text.rstrip("\n").rpartition("\n")[0].replace("#", "") and \
-            len([line for line in unit.text.splitlines() if not line.startswith("#")]) == 1
+        one_line = len([line for line in unit.text.splitlines() if not line.startswith("#")]) == 1
         if simple and one_line and title == section:
             parts[-1] += unit.text  # one-line constants stay together
         else:
@@ -235,7 +233,7 @@ def _section_title(unit: collect.Unit) -> str | None:
     rank = _rank(unit)
     if rank == 0:
         return None
-    if rank == 3:
+    if rank == 2:
         return "loading"
     return "from " + unit.module
 

@@ -33,6 +33,7 @@ from autocnn.export.errors import CodegenError
 from autocnn.registry import Registry
 
 PACKAGE = "autocnn"
+WIDTH = 100  # generated lines longer than this are wrapped where the generator writes them
 STANDALONE_ROOTS = frozenset({"torch"})  # besides the standard library
 
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp,
@@ -117,7 +118,7 @@ def _check_standalone(module: str, user: str) -> None:
 class _Ref:
     """What a global name stands for; `key` identifies the unit it becomes."""
 
-    kind: str  # "code" | "registry" | "record" | "module" | "import" | "override"
+    kind: str  # "code" | "registry" | "record" | "module" | "import"
     module: str = ""
     name: str = ""
     text: str = ""  # import statement
@@ -130,7 +131,7 @@ class _Ref:
 def _absolute(module: _Module, node: ast.ImportFrom) -> str:
     if not node.level:
         return node.module
-    package = module.name if module.tree and _is_package(module.name) else module.name.rpartition(".")[0]
+    package = module.name if _is_package(module.name) else module.name.rpartition(".")[0]
     return importlib.util.resolve_name("." * node.level + (node.module or ""), package)
 
 
@@ -514,11 +515,9 @@ class Collector:
     @staticmethod
     def _rename(module: _Module, node: ast.stmt, old: str, new: str, edits: _Edits) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            line_start = module.line_starts[node.lineno - 1]
             pos = module.data.index(old.encode(), module.offset(node.lineno, node.col_offset))
             if pos >= module.line_starts[node.lineno]:
                 raise CodegenError(f"cannot rename {old} in {module.name}")
-            del line_start
             edits.replace(pos, pos + len(old.encode()), new)
             return
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
@@ -535,7 +534,8 @@ class Collector:
         for attr, value in vars(cls).items():
             if attr.startswith("__") or attr.startswith("_abc") or attr in in_source:
                 continue
-            lines.append(f"{attr} = {self._expression(value, unit)}")
+            indent = node.body[0].col_offset
+            lines.append(f"{attr} = {self._expression(value, unit, indent, indent + len(attr) + 3)}")
         if not lines:
             return
         first = node.body[0]
@@ -562,15 +562,17 @@ class Collector:
     def _registry(self, ref: _Ref) -> Unit:
         registry: Registry = getattr(sys.modules[ref.module], ref.name)
         unit = Unit(ref.key, "registry", self.name_of(ref), ref.module, line=sys.maxsize)
-        rows = [(member, self._expression(obj, unit)) for member, obj in registry.items()
+        rows = [(member, self._expression(obj, unit, 4, 4 + len(_string(member)) + 2)) for member, obj in registry.items()
                 if member in self.wanted_strings]
         body = "".join(f"    {_string(k)}: {v},\n" for k, v in rows)
         unit.text = f"{unit.name} = {{\n{body}}}\n" if rows else f"{unit.name} = {{}}\n"
         return unit
 
-    def _expression(self, value: Any, unit: Unit) -> str:
+    def _expression(self, value: Any, unit: Unit, indent: int = 0, column: int = 0) -> str:
         """Source text for a live value: a literal, a lambda's text, the name of a top-level def or
-        class, or a record call for a dataclass instance. Whatever it names is needed at once (hard)."""
+        class, or a record call for a dataclass instance (its arguments wrapped when the call, starting
+        at `column` of a line indented by `indent`, would run past WIDTH). Whatever it names is needed
+        at once (hard)."""
         if value is None or isinstance(value, (bool, int, float, str)):
             return _plain(value)
         if isinstance(value, (tuple, list)):
@@ -585,7 +587,7 @@ class Collector:
             name = self._depend(unit, ref_of(type(value)), hard=True)
             args = [f"{f.name}={self._expression(getattr(value, f.name), unit)}" for f in dataclasses.fields(value)
                     if f.init and not _is_default(f, getattr(value, f.name))]
-            return f"{name}({', '.join(args)})"
+            return f"{name}({_wrapped(args, room=WIDTH - column - len(name) - 2, indent=indent)})"
         if getattr(value, "__name__", "") == "<lambda>":
             return self._lambda(value, unit)
         if isinstance(value, type) or callable(value):
@@ -645,8 +647,9 @@ class Collector:
                 members.append(self._rewrite(module, stmt, unit, start, end, _Edits(module)).rstrip() + "\n")
         doc = ast.get_docstring(node)
         summary = (doc or "").strip().splitlines()[0] if doc else f"autocnn's {ref.name}."
-        head = (f"class {unit.name}(namedtuple({_string(unit.name)}, [{_wrapped([_string(f.name) for f in required + optional])}], "
-                f"defaults=[{_wrapped(defaults)}]){''.join(', ' + b for b in bases)}):\n"
+        field_names = _wrapped([_string(f.name) for f in required + optional], room=WIDTH // 2)
+        head = (f"class {unit.name}(namedtuple({_string(unit.name)}, [{field_names}], "
+                f"defaults=[{_wrapped(defaults, room=WIDTH // 2)}]){''.join(', ' + b for b in bases)}):\n"
                 f'    """{summary}\n\n    A read-only record standing in for autocnn\'s dataclass."""\n')
         parts = [head]
         if reader:
@@ -780,19 +783,21 @@ def _record_type(hint: Any) -> type | None:
     return None
 
 
-def _wrapped(items: list[str], width: int = 100) -> str:
-    """Comma-separated items; when they do not fit on the line, one indented line per `width`."""
+def _wrapped(items: list[str], room: int, indent: int = 0) -> str:
+    """Comma-separated items: on one line when they fit in `room`, else packed into lines indented
+    one level past `indent` (the closing bracket then starts the next line, at `indent`)."""
     flat = ", ".join(items)
-    if len(flat) <= width // 2:
+    if len(flat) <= room:
         return flat
+    pad = " " * (indent + 4)
     lines, line = [], ""
     for item in items:
-        if line and len(line) + len(item) + 2 > width - 4:
+        if line and len(pad) + len(line) + len(item) + 2 > WIDTH:
             lines.append(line)
             line = ""
         line += item + ", "
     lines.append(line)
-    return "\n" + "".join(f"    {entry.rstrip()}\n" for entry in lines)
+    return "\n" + "".join(f"{pad}{entry.rstrip()}\n" for entry in lines) + " " * indent
 
 
 def _string(value: str) -> str:
