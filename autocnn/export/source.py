@@ -34,6 +34,7 @@ from autocnn.registry import Registry
 
 PACKAGE = "autocnn"
 WIDTH = 100  # generated lines longer than this are wrapped where the generator writes them
+MAX_PASSES = 10  # `gather` passes; two or three suffice
 STANDALONE_ROOTS = frozenset({"torch"})  # besides the standard library
 
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp,
@@ -729,8 +730,9 @@ class Collector:
 
     @staticmethod
     def _registry_use(module: _Module, name_node: ast.AST, parent: ast.AST, parents: dict, edits: _Edits) -> None:
-        """`REGISTRY.get(x)` -> `REGISTRY[x]`; reading it as a container (`in`, iteration) works on a dict."""
-        if not isinstance(parent, ast.Attribute) or parent.value is not name_node:
+        """`REGISTRY.get(x)` -> `REGISTRY[x]`; reading it as a container (`in`, iteration, `.items()`)
+        works on a dict as it is."""
+        if not isinstance(parent, ast.Attribute) or parent.value is not name_node or parent.attr == "items":
             return
         call = parents.get(id(parent))
         if parent.attr != "get" or not (isinstance(call, ast.Call) and call.func is parent
@@ -747,7 +749,7 @@ def gather(roots: Callable[[Collector], None], strings: set[str], **options: Any
     a block's fixed `kind="standard"`)."""
     attributes: set[str] = set()
     preferred: dict[str, tuple] = {}
-    while True:
+    for _ in range(MAX_PASSES):
         collector = Collector(strings, attributes, preferred=preferred, **options)
         roots(collector)
         # of two definitions with one name, the one more code reads keeps it (the layers' BLOCKS, not
@@ -758,6 +760,7 @@ def gather(roots: Callable[[Collector], None], strings: set[str], **options: Any
         if grown == (strings, attributes, preferred):
             return collector
         strings, attributes, preferred = grown
+    raise CodegenError(f"the code to export did not settle in {MAX_PASSES} passes; this is an autocnn bug")
 
 
 def _is_docstring(stmt: ast.stmt) -> bool:
