@@ -34,7 +34,9 @@ def create_model(name_or_genotype: str | os.PathLike | Genotype, num_classes: in
 
     `overrides` replace genotype fields (`resolution`, `act`, `drop_path`, ...) or head fields
     (`dropout`, `multilabel`, ...). `weights` is a torchvision/timm state_dict (or safetensors) file
-    for the matching preset; `freeze` stops gradients for the first N blocks (stem layers first).
+    for the matching preset (RGB weights fit any `in_chans`: the stem is adapted as timm does);
+    `freeze` stops gradients for the first N blocks (stem layers first) and keeps their BatchNorm
+    layers in eval mode, through `model.train()` too.
     """
     g = resolve_genotype(name_or_genotype)
     head_changes = {k: overrides.pop(k) for k in list(overrides) if k in _HEAD_OVERRIDES}
@@ -55,8 +57,9 @@ def create_model(name_or_genotype: str | os.PathLike | Genotype, num_classes: in
 
         load_reference_weights(model, weights)
     if freeze:
-        for block in model.blocks[:freeze]:
-            block.requires_grad_(False)
+        from autocnn.weights import freeze_blocks
+
+        freeze_blocks(model, freeze)
     return model
 
 
