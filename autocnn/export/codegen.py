@@ -1,11 +1,13 @@
 """Generate a standalone `model.py` for one genotype from autocnn's own source.
 
 The file holds the genotype as literals (`GENOTYPE`), then the code that builds it, taken from the
-real definitions by `autocnn.export.source`: the builder's `Network` and everything it reaches (the
-layer factory, the norms, conv kinds, activations, attention modules and block kinds the genotype
-uses, their helpers), and the loader in `autocnn.export.standalone`. The module tree, parameter names
-and their order are therefore autocnn's own: a state_dict moves between the two unchanged, and a block
-kind added to `autocnn.layers` exports with no change here.
+real definitions by `autocnn.export.source`: the loader in `autocnn.export.standalone` and everything
+it reaches (the builder's `Network`, the layer factory, the genotype and catalog dataclasses as
+read-only records, and of every registry the members whose names the genotype or the collected code
+holds: the norms, conv kinds, activations, attention modules and block kinds it uses, with their
+helpers). The module tree, parameter names and their order are therefore autocnn's own: a
+state_dict moves between the two unchanged, and a block kind added to `autocnn.layers` exports with
+no change here.
 
 >>> from autocnn.presets import get_preset
 >>> source = generate_source(get_preset("lenet5"), name="lenet5")

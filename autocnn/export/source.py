@@ -1,19 +1,25 @@
 """Collect the source of everything some autocnn code needs, rewritten to run with torch alone.
 
-`collect` starts from the top-level definitions of one module and follows every global name through
-each module's own top-level bindings (defs, classes, assignments, imports, package re-exports), so
-code added later is found the way Python finds it, without a list of files to keep. Each definition
-is taken verbatim from its file, with the few rewrites a file outside autocnn needs:
+`Collector` starts from top-level definitions and follows every global name through each module's
+own top-level bindings (defs, classes, assignments, imports, package re-exports), so code added
+later is found the way Python finds it, without a list of files to keep. Each definition is taken
+verbatim from its file, with the few rewrites a file outside autocnn needs:
 
 - annotations go (they name autocnn types and `typing`); the code never reads them;
 - `@REGISTRY.register(...)` decorators go, and a registry becomes a plain dict of the members the
-  caller wants (`REGISTRY.get(name)` becomes `REGISTRY[name]`);
-- dataclasses (the genotype) become read-only namedtuple records with the same fields and defaults;
+  caller wants (`REGISTRY.get(name)` becomes `REGISTRY[name]`); members are written as the name of
+  their def or class, a lambda's text, a literal, or a record call;
+- a dataclass becomes a read-only namedtuple record with the same fields and defaults, its dataclass
+  bases, and the methods and class attributes the collected code reads (`x.name`);
+- class attributes bound at import time outside the class body (the facts `load_block` binds from a
+  catalog entry) are written into the body;
 - imports of autocnn modules go (`module.name` becomes `name`); torch and standard-library imports
-  are gathered for the top of the file; anything else cannot be exported.
+  are gathered for the top of the file; anything else cannot be exported;
+- two definitions that share a name: the one more code reads keeps it, the other is renamed
+  (`catalog.BLOCKS` becomes `CATALOG_BLOCKS` beside the layers' `BLOCKS`).
 
-The result is a list of `Unit`s in an order Python can execute (everything a definition needs at
-definition time comes before it).
+`ordered` puts the units in an order Python can execute (whatever a definition needs at definition
+time comes before it), grouped by module in dependency order.
 """
 from __future__ import annotations
 
