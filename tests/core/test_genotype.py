@@ -115,7 +115,6 @@ def test_genotype_and_package_import_without_torch():
             "from autocnn.presets import get_preset\n"
             "from autocnn.scaling import compound_scale\n"
             "compound_scale(get_preset('efficientnet_b0'), 1.1, 1.2)\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n"
-            "assert callable(autocnn.create_model) and 'torch' in sys.modules\n")
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
