@@ -11,7 +11,6 @@ modules carry no facts beyond their names; their implementations register under 
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
