@@ -8,6 +8,7 @@ from typing import Any
 from autocnn.builder import Network, build_model
 from autocnn.genotype import Genotype, load_genotype
 from autocnn.presets import PRESETS, get_preset
+from autocnn.weights import load_reference_weights
 
 _HEAD_OVERRIDES = {"dropout", "multilabel", "pool", "hidden"}
 
@@ -53,8 +54,6 @@ def create_model(name_or_genotype: str | os.PathLike | Genotype, num_classes: in
         g = g.replace(**overrides)
     model = build_model(g)
     if weights is not None:
-        from autocnn.weights import load_reference_weights
-
         load_reference_weights(model, weights)
     if freeze:
         from autocnn.weights import freeze_blocks
