@@ -19,7 +19,6 @@ from autocnn.search.control import StudyView
 from autocnn.storage import study_names
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-STATES = control.STATES
 
 
 class DashboardError(AutocnnError):

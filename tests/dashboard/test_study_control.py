@@ -63,10 +63,12 @@ class Storage:
             proc = subprocess.Popen([autocnn_exe(), "search", *TINY, "--limit", "400", "--epochs", "8", "--trials", "4",
                                      "--study", name, "--storage", self.url], stdout=log, stderr=subprocess.STDOUT,
                                     env=ENV, cwd=self.folder)
+        def in_flight() -> bool:
+            states = [t.state for t in trials_of(self.url, name)]
+            return proc.poll() is None and TrialState.COMPLETE in states and TrialState.RUNNING in states
+
         try:
-            wait_for(lambda: proc.poll() is None and sum(t.state == TrialState.COMPLETE for t in trials_of(self.url, name))
-                     >= 1 and any(t.state == TrialState.RUNNING for t in trials_of(self.url, name)), 180,
-                     interval=0.1, what="a trial in flight after the first one")
+            wait_for(in_flight, 180, interval=0.1, what="a trial in flight after the first one")
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
