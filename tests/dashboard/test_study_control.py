@@ -12,7 +12,7 @@ import os
 import re
 import signal
 import subprocess
-import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
@@ -74,12 +74,19 @@ class Storage:
             proc.wait()
 
 
+LONG_NAME = "quickstart-efficientnet_compound-digits-20261201-041500"  # cut to `quickstar…` in a pipe before
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
+    from autocnn.search.config import SearchConfig
+    from autocnn.search.engine import create_study
+
     s = Storage(tmp_path_factory.mktemp("control"))
     s.cli("search", *TINY, "--limit", "200", "--epochs", "1", "--trials", "6", "--objectives", "accuracy,params",
           "--sampler", "nsga2", "--study", MOO)
     s.crash(CRASHED)
+    create_study(SearchConfig(space=TINY_SPACE, dataset="digits", trials=3, study=LONG_NAME, storage=s.url))
     return s
 
 
@@ -90,12 +97,28 @@ def server(store):
     assert srv.stop() == 0, srv.log.read_text()
 
 
-def answers(store: Storage, server: Server, name: str) -> dict[str, tuple[str | None, int]]:
+@pytest.fixture(scope="module")
+def outputs(store, server):
+    """Every command's stdout, run side by side (stdout is a pipe, as in `autocnn studies | grep`), once
+    the crashed study's RUNNING trial has gone stale (3 s)."""
+    wait_for(lambda: server.study(CRASHED)["state"] == "failed", 60, what="the dashboard to call it failed")
+    commands = {"studies": ("studies",), "studies json": ("studies", "--format", "json"),
+                "latest": ("best", "--json"), "latest table": ("best",)}
+    for name in (MOO, CRASHED):
+        commands[f"best {name}"] = ("best", "--study", name, "--json")
+        commands[f"report {name}"] = ("report", "--study", name, "--out", str(store.folder / f"report-{name}"))
+        commands[f"export {name}"] = ("export", "--study", name, "--out", str(store.folder / f"export-{name}"))
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        running = {key: pool.submit(store.cli, *args) for key, args in commands.items()}
+        return {key: job.result().stdout for key, job in running.items()}
+
+
+def answers(store: Storage, server: Server, outputs: dict, name: str) -> dict[str, tuple[str | None, int]]:
     """(state, best trial number) from each of the five readers; export gives the best trial only."""
     out: dict[str, tuple[str | None, int]] = {}
-    row = next(r for r in json.loads(store.cli("studies", "--format", "json").stdout) if r["name"] == name)
+    row = next(r for r in json.loads(outputs["studies json"]) if r["name"] == name)
     out["studies"] = (row["state"], row["best_trial"])
-    best = json.loads(store.cli("best", "--study", name, "--json").stdout)
+    best = json.loads(outputs[f"best {name}"])
     assert best["best"][0]["number"] == best["best_trial"]  # the best trial comes first
     out["best --json"] = (best["state"], best["best_trial"])
     listed = server.study(name)
@@ -103,58 +126,49 @@ def answers(store: Storage, server: Server, name: str) -> dict[str, tuple[str | 
     status, detail = server.get(f"/api/autocnn/studies/{name}")
     assert status == 200, detail
     out["dashboard detail"] = (detail["study"]["state"], detail["best"][0]["number"])
-    report = store.folder / f"report-{name}"
-    store.cli("report", "--study", name, "--out", str(report))
-    page = (report / "index.html").read_text()
+    page = (store.folder / f"report-{name}" / "index.html").read_text()
     out["report"] = (re.search(r'<span id="state">(\w+)</span>', page)[1],
                      int(re.search(r'<span id="best-trial">(\d+)</span>', page)[1]))
-    exported = store.folder / f"export-{name}"
-    store.cli("export", "--study", name, "--out", str(exported), "--force")
-    out["export"] = (None, json.loads((exported / "config.json").read_text())["source"]["trial"])
+    config = json.loads((store.folder / f"export-{name}" / "config.json").read_text())
+    out["export"] = (None, config["source"]["trial"])
     return out
 
 
-def test_a_multi_objective_study_has_one_state_and_one_best_trial(store, server):
+def test_a_multi_objective_study_has_one_state_and_one_best_trial(store, server, outputs):
     trials = trials_of(store.url, MOO)
     front_size = len(optuna.load_study(study_name=MOO, storage=store.url).best_trials)
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 6 and front_size >= 2
     best = expected_best(trials, ["maximize", "minimize"])
-    got = answers(store, server, MOO)
-    assert {reader: answer for reader, answer in got.items()} == {
-        reader: ("finished" if reader != "export" else None, best) for reader in got}, got
+    got = answers(store, server, outputs, MOO)
+    assert got == {reader: ("finished" if reader != "export" else None, best) for reader in got}, got
+    assert len(json.loads(outputs[f"best {MOO}"])["best"]) == front_size  # `best` lists the whole front
 
 
-def test_a_crashed_study_is_failed_everywhere_with_the_same_best_trial(store, server):
-    # the SIGKILLed worker's trial stays RUNNING; once its heartbeat is stale (3 s) every reader says failed
-    wait_for(lambda: server.study(CRASHED)["state"] == "failed", 60, what="the dashboard to call it failed")
+def test_a_crashed_study_is_failed_everywhere_with_the_same_best_trial(store, server, outputs):
+    # the SIGKILLed worker's trial stays RUNNING; once its heartbeat is stale every reader says failed
     trials = trials_of(store.url, CRASHED)
     best = expected_best(trials, ["maximize"])
-    got = answers(store, server, CRASHED)
+    got = answers(store, server, outputs, CRASHED)
     assert got == {reader: ("failed" if reader != "export" else None, best) for reader in got}, got
     # reading changed nothing: the dead worker's trial is still RUNNING and its lease still there
     after = optuna.load_study(study_name=CRASHED, storage=store.url)
-    assert [t.state for t in after.get_trials(deepcopy=False)] == [t.state for t in trials]
     assert TrialState.RUNNING in [t.state for t in trials] and after.user_attrs["autocnn.worker"]["pid"] > 0
+    assert [t.state for t in after.get_trials(deepcopy=False)] == [t.state for t in trials]
 
 
-def test_best_without_study_takes_the_latest_study(store):
-    latest = json.loads(store.cli("best", "--json").stdout)
+def test_best_without_study_takes_the_latest_study(store, outputs):
+    latest = json.loads(outputs["latest"])
     assert latest["study"] == CRASHED and latest["best_trial"] == expected_best(trials_of(store.url, CRASHED),
                                                                                 ["maximize"])
-    shown = store.cli("best").stdout  # the table names the study and its state
-    assert f"{CRASHED} (failed): best trial" in shown
+    assert f"{CRASHED} (failed): best trial" in outputs["latest table"]  # the table names the study and its state
 
 
-def test_studies_prints_full_names_when_piped(store):
-    from autocnn.search.config import SearchConfig
-    from autocnn.search.engine import create_study
-
-    long_name = "quickstart-efficientnet_compound-digits-20261201-041500"
-    create_study(SearchConfig(space=TINY_SPACE, dataset="digits", trials=3, study=long_name, storage=store.url))
-    table = store.cli("studies").stdout  # stdout is a pipe here, as in `autocnn studies | grep ...`
-    assert long_name in table and "…" not in table
-    line = next(line for line in table.splitlines() if long_name in line)
+def test_studies_prints_full_names_when_piped(outputs):
+    table = outputs["studies"]
+    assert LONG_NAME in table and "…" not in table
+    line = next(line for line in table.splitlines() if LONG_NAME in line)
     assert "stopped" in line and "0/3" in line
-    rows = {r["name"]: r for r in json.loads(store.cli("studies", "--format", "json").stdout)}
-    assert rows[long_name]["state"] == "stopped" and rows[long_name]["best_trial"] is None
+    rows = {r["name"]: r for r in json.loads(outputs["studies json"])}
+    assert rows[LONG_NAME]["state"] == "stopped" and rows[LONG_NAME]["best_trial"] is None
     assert (rows[MOO]["finished"], rows[MOO]["requested"]) == (6, 6)
+    assert (rows[CRASHED]["state"], rows[MOO]["state"]) == ("failed", "finished")
