@@ -142,6 +142,7 @@ class Workers:
                 if current is not None:  # the worker has reset the stop flag and holds the lease: ask again
                     control.request_stop(optuna.load_study(study_name=name, storage=self.storage))
                 return
-            if current.get("host") == control.HOST and not control.pid_alive(current.get("pid"), current.get("since")):
+            if current.get("host") == control.HOST and not control.pid_alive(current.get("pid"),
+                                                                              current.get("since")):
                 return
             time.sleep(0.2)
