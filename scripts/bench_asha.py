@@ -30,13 +30,14 @@ def run(scheduler: str, folder: Path, trials: int, epochs: int) -> dict:
 
     from autocnn.search import records
     from autocnn.search.config import SearchConfig
-    from autocnn.search.ray_backend import run_ray_search
+    from autocnn.search.driver import run_search
+    from autocnn.search.ray import RayBackend
 
     config = SearchConfig(space=str(folder / "space.yaml"), dataset="digits", trials=trials, epochs=epochs,
                           sampler="random", pruner="none", seed=0, study=scheduler,
                           storage=f"sqlite:///{folder / 'studies.db'}")
     started = time.perf_counter()
-    study = run_ray_search(config, scheduler=scheduler, cpus_per_trial=1)
+    study = run_search(config, backend=RayBackend(scheduler=scheduler, cpus_per_trial=1))
     seconds = time.perf_counter() - started
     trials_ = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
                if records.REJECTED not in t.user_attrs]

@@ -238,7 +238,7 @@ def test_ray_options_are_checked_before_anything_starts(space, tmp_path):
 
 def test_every_scheduler_builds_for_the_search_config():
     from autocnn.search.config import SearchConfig
-    from autocnn.search.ray_backend import SCHEDULERS
+    from autocnn.search.ray import SCHEDULERS
 
     assert SCHEDULERS.names() == ["fifo", "asha", "hyperband", "median", "pbt"]
     for name in SCHEDULERS:
