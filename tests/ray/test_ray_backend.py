@@ -1,14 +1,12 @@
-"""`autocnn search --backend ray` on a real Ray cluster: a head node on 127.0.0.1 with 4 CPUs and 2 logical
-GPUs (Ray hands out GPU ids on a CPU-only machine), shared by every test of this module."""
+"""`autocnn search --backend ray` on a real Ray cluster: the session's head node on 127.0.0.1 with 4 CPUs and
+2 logical GPUs (`ray_cluster` in tests/conftest.py). What both backends must do alike is
+tests/search/test_backend_conformance.py; this file holds what only Ray has."""
 import collections
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +20,6 @@ from autocnn.cli import cli
 from autocnn.search import records
 from conftest import assert_user_error, run_cli
 
-RAY = str(Path(sys.executable).with_name("ray"))
 SPACE = """\
 name: tiny_ray
 description: a two-stage conv stack over 12-pixel digits, with a searched width and attention
@@ -44,59 +41,10 @@ genotype:
 RAY_ONLY_ATTRS = {"gpu_ids"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """`ray start --head --block` in its own session; every port picked free so parallel clusters never clash."""
-    with pytest.MonkeyPatch.context() as env:
-        # Ray 2.5x turns token authentication on for `ray start` once ~/.ray/auth_token exists (a local
-        # ray.init() writes one) but not for `ray status`: a test cluster on 127.0.0.1 runs without it,
-        # for the head and for every client started from this process.
-        env.setenv("RAY_AUTH_MODE", "disabled")
-        yield from _head_node()
-
-
-def _head_node():
-    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths live under it
-    port = _free_port()
-    ports = {flag: str(_free_port()) for flag in ("--node-manager-port", "--object-manager-port",
-                                                  "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-                                                  "--metrics-export-port", "--runtime-env-agent-port")}
-    args = [RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
-            "--num-cpus", "4", "--num-gpus", "2", "--include-dashboard=false", "--disable-usage-stats",
-            "--temp-dir", temp, *[x for kv in ports.items() for x in kv]]
-    log = open(Path(temp) / "head.log", "w")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    head = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while (status := subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True)).returncode:
-        if head.poll() is not None or time.monotonic() > deadline:
-            _stop(head)
-            pytest.fail(f"the Ray head did not start:\n{(Path(temp) / 'head.log').read_text()[-2000:]}\n"
-                        f"ray status: {status.stderr[-1500:]}")
-        time.sleep(0.5)
-    yield address
-    _stop(head)
-    log.close()
-    shutil.rmtree(temp, ignore_errors=True)
-
-
-def _stop(head: subprocess.Popen) -> None:
-    head.terminate()  # `ray start --block` stops the processes it started
-    try:
-        head.wait(30)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(head.pid, signal.SIGKILL)  # anything left in the head's own session
-    except ProcessLookupError:
-        pass
+@pytest.fixture
+def cluster(ray_cluster):
+    """The session's Ray head (tests/conftest.py)."""
+    return ray_cluster
 
 
 @pytest.fixture(scope="module")
