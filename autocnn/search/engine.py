@@ -56,6 +56,11 @@ STOP_ATTR = "autocnn.stop_requested"
 WORKER_ATTR = "autocnn.worker"  # {pid, host, since} of the process driving the study; None when it exits
 
 
+# What fails one trial alone (diverged, a block's forward raising, out of memory) on every backend;
+# any other exception is a bug or a user error and ends the search.
+TRIAL_ERRORS = (DivergedError, RuntimeError, MemoryError)
+
+
 class StudyError(AutocnnError):
     """A study that does not exist, already exists, or cannot be continued."""
 

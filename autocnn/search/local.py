@@ -14,7 +14,6 @@ import optuna
 from autocnn.search import engine, records
 from autocnn.search.budget import MAX_REJECTIONS, rejections_in_a_row
 from autocnn.search.config import SearchConfig
-from autocnn.training import DivergedError
 
 
 class LocalBackend:
@@ -45,7 +44,7 @@ class LocalBackend:
         if progress is not None:
             callbacks.append(progress.on_trial_end)
         study.optimize(self._objective, n_trials=n_trials, timeout=budget.remaining_time(), callbacks=callbacks,
-                       catch=(DivergedError, RuntimeError, MemoryError), gc_after_trial=False)  # see _collect_garbage
+                       catch=engine.TRIAL_ERRORS, gc_after_trial=False)  # see _collect_garbage
 
     def close(self, study: optuna.Study) -> None:
         gc.unfreeze()

@@ -24,10 +24,11 @@ from ray.tune import Checkpoint
 
 from autocnn.search import records
 from autocnn.search.config import SearchConfig
-from autocnn.search.engine import TrialContext, epoch_recorder, fit_candidate, price_candidate, train_config_for
+from autocnn.search.engine import (TRIAL_ERRORS, TrialContext, epoch_recorder, fit_candidate, price_candidate,
+                                   record_failure, train_config_for)
 from autocnn.search.ray.keys import (ATTRS, EPOCH, FAULT_ENV, FINAL, GPU_IDS, HPARAMS, OBJECTIVES, OPTUNA_ID, SPEC,
                                      TUNABLE, VAL)
-from autocnn.training import DivergedError, EpochReport, TrainState, train
+from autocnn.training import EpochReport, TrainState, train
 
 
 class Recorder:
@@ -66,6 +67,13 @@ def _report(rec: Recorder, metrics: dict, state: dict) -> None:
 def _report_final(rec: Recorder, metrics: dict, weights: dict) -> None:
     """The last report of a trained trial, with a checkpoint of its weights (the driver saves them)."""
     _report(rec, metrics, {"final": metrics, "attrs": dict(rec.user_attrs), "model": weights})
+
+
+def _report_failed(rec: Recorder, err: BaseException) -> None:
+    """The last report of a trial that failed (diverged, a forward that raised, out of memory)."""
+    record_failure(rec, err)
+    curve = rec.user_attrs.get(records.VAL_CURVE) or [0.0]
+    rec.report({VAL: curve[-1], EPOCH: len(curve), FINAL: "failed"})
 
 
 def _maybe_die(number: int, epoch: int) -> None:
@@ -109,15 +117,18 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
             rec.set_user_attr(key, value)
         _report_final(rec, state["final"], state["model"])
         return
-    if state is None:
-        try:
+    try:
+        if state is None:
             model, costs = price_candidate(rec, genotype, run["constraints"])
-        except optuna.TrialPruned:
-            rec.report({VAL: 0.0, EPOCH: 0, FINAL: "pruned"})
-            return
-        resume = None
-    else:
-        model, costs, resume = build_model(genotype), state["costs"], TrainState.from_dict(state)
+            resume = None
+        else:
+            model, costs, resume = build_model(genotype), state["costs"], TrainState.from_dict(state)
+    except optuna.TrialPruned:
+        rec.report({VAL: 0.0, EPOCH: 0, FINAL: "pruned"})
+        return
+    except TRIAL_ERRORS as err:  # the candidate fails alone, recorded as the local backend records it
+        _report_failed(rec, err)
+        return
     tuned = {k: float(tune_config[k]) for k in TUNABLE if k in tune_config}
     if tuned:
         train_config = dataclasses.replace(train_config, **tuned)
@@ -140,9 +151,8 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
     try:
         values = fit_candidate(rec, config, data, genotype, model, costs, train_config=train_config,
                                on_epoch=on_epoch, run=partial(train, resume=resume), elapsed=elapsed)
-    except DivergedError:
-        curve = rec.user_attrs.get(records.VAL_CURVE) or [0.0]
-        rec.report({VAL: curve[-1], EPOCH: len(curve), FINAL: "failed"})
+    except TRIAL_ERRORS as err:
+        _report_failed(rec, err)
         return
     curve = rec.user_attrs[records.VAL_CURVE]
     _report_final(rec, {VAL: curve[-1], EPOCH: len(curve), FINAL: "complete", OBJECTIVES: json.dumps(values)},
