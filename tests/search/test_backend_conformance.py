@@ -45,11 +45,12 @@ class Search:
         self.storage = f"sqlite:///{path / 'studies.db'}"
         self.extra = BACKEND_KEYS[name]
 
-    def args(self, *args: str) -> list[str]:
-        return ["search", *args, "--storage", self.storage, *self.backend_args]
+    def args(self, *args: str, local: bool = False) -> list[str]:
+        return ["search", *args, "--storage", self.storage, *(() if local else self.backend_args)]
 
-    def __call__(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-        result = run_cli(*self.args(*args), cwd=self.path, env={**QUICK_HEARTBEAT, **(env or {})}, timeout=400)
+    def __call__(self, *args: str, local: bool = False) -> subprocess.CompletedProcess:
+        """Run to the end (`local`: on the local backend, whatever this one is); must succeed."""
+        result = run_cli(*self.args(*args, local=local), cwd=self.path, env=QUICK_HEARTBEAT, timeout=400)
         assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
         return result
 
@@ -119,6 +120,15 @@ def test_pruned_trials_are_pruned_with_their_last_value(search):
             assert len(curve) < 4 and t.values == [curve[-1]] and records.REJECTED not in t.user_attrs
         else:
             assert len(curve) == 4 and t.values == [max(curve)]
+    if search.name == "ray":  # --pruner sha runs Tune's asynchronous successive halving
+        assert study.user_attrs["autocnn.config"]["extra"]["ray"]["scheduler"] == "asha"
+
+    # the local backend continues the study (the same rule: the study stores its pruner); none runs twice
+    before = {t.number: (t.state, t.datetime_complete) for t in trials}
+    search("--resume", "--study", "p", "--trials", "7", local=True)
+    trials = search.trials("p")
+    assert len(trials) == 7 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert {t.number: (t.state, t.datetime_complete) for t in trials[:6]} == before
 
 
 def test_killed_search_resumes_to_exactly_the_budget(search):
