@@ -2,8 +2,8 @@
 
 Everything autocnn searches, trains and exports is a `Genotype`; the builder turns it into an
 `nn.Module`. It round-trips exactly through dicts, JSON, YAML and a compact one-line string, and it
-validates itself on construction so an impossible architecture never reaches the builder. It imports
-no search library and no torch.
+validates itself on construction so an impossible architecture never reaches the builder, against
+the torch-free `autocnn.catalog`. It imports no search library and no torch.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from autocnn import catalog
 from autocnn.errors import AutocnnError
 
 
@@ -37,13 +38,6 @@ def _fail(path: str, message: str) -> None:
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
-
-
-def _registries():
-    # Imported late: the layer registries depend on torch, the genotype itself does not.
-    from autocnn import layers
-
-    return layers
 
 
 @dataclass(frozen=True)
@@ -86,6 +80,11 @@ class StageSpec:
     def __post_init__(self) -> None:
         _check_types(self, "")
         _validate_stage(self, "")
+
+    @property
+    def kind(self) -> catalog.BlockKind:
+        """The catalog facts of this stage's block kind (attention, residual, output width)."""
+        return catalog.BLOCKS.get(self.block)
 
 
 @dataclass(frozen=True)
@@ -236,12 +235,11 @@ def _check_name(path: str, name: str | None, registry) -> None:
 
 
 def _validate_stage(spec: StageSpec, path: str) -> None:
-    layers = _registries()
-    _check_name(_join(path, "block"), spec.block, layers.BLOCKS)
-    _check_name(_join(path, "conv"), spec.conv, layers.CONVS)
-    _check_name(_join(path, "attention"), spec.attention, layers.ATTENTION)
-    _check_name(_join(path, "act"), spec.act, layers.ACTIVATIONS)
-    _check_name(_join(path, "norm"), spec.norm, layers.NORMS)
+    _check_name(_join(path, "block"), spec.block, catalog.BLOCKS)
+    _check_name(_join(path, "conv"), spec.conv, catalog.CONVS)
+    _check_name(_join(path, "attention"), spec.attention, catalog.ATTENTION)
+    _check_name(_join(path, "act"), spec.act, catalog.ACTIVATIONS)
+    _check_name(_join(path, "norm"), spec.norm, catalog.NORMS)
     if spec.out_chs < 0:
         _fail(_join(path, "out_chs"), "must be >= 0 (0 keeps the input width)")
     for name in ("repeats", "stride", "kernel", "dilation", "groups"):
@@ -254,19 +252,16 @@ def _validate_stage(spec: StageSpec, path: str) -> None:
         _fail(_join(path, "padding"), "must be >= 0")
     if any(w < 1 for w in spec.widths):
         _fail(_join(path, "widths"), "every width must be >= 1")
-    block = layers.BLOCKS.get(spec.block)
-    if spec.attention != "none" and not block.supports_attention:
+    kind = spec.kind
+    if spec.attention != "none" and not kind.supports_attention:
         _fail(_join(path, "attention"), f"block {spec.block!r} takes no attention; use 'none'")
-    try:
-        block.validate(spec)
-    except GenotypeError as err:
-        _fail(_join(path, err.field), err.message)
+    for name, message in kind.problems(spec):
+        _fail(_join(path, name), message)
 
 
 def _validate_head(head: HeadSpec, path: str) -> None:
-    layers = _registries()
-    if head.pool not in ("avg", "max", "flatten"):
-        _fail(_join(path, "pool"), f"unknown pooling {head.pool!r}; choose from avg, max, flatten")
+    if head.pool not in catalog.POOLS:
+        _fail(_join(path, "pool"), f"unknown pooling {head.pool!r}; choose from {', '.join(catalog.POOLS)}")
     if head.pool_size < 1:
         _fail(_join(path, "pool_size"), "must be >= 1")
     if any(h < 1 for h in head.hidden):
@@ -275,12 +270,11 @@ def _validate_head(head: HeadSpec, path: str) -> None:
         _fail(_join(path, "dropout"), "must be in [0, 1)")
     if not head.ratio > 0:
         _fail(_join(path, "ratio"), "must be > 0")
-    _check_name(_join(path, "hidden_act"), head.hidden_act, layers.ACTIVATIONS)
-    _check_name(_join(path, "attention"), head.attention, layers.ATTENTION)
+    _check_name(_join(path, "hidden_act"), head.hidden_act, catalog.ACTIVATIONS)
+    _check_name(_join(path, "attention"), head.attention, catalog.ATTENTION)
 
 
 def _validate_genotype(g: Genotype) -> None:
-    layers = _registries()
     if not g.stages:
         _fail("stages", "needs at least one stage")
     for name in ("resolution", "in_chans", "num_classes"):
@@ -290,8 +284,8 @@ def _validate_genotype(g: Genotype) -> None:
         _fail("norm_eps", "must be > 0")
     if not 0.0 <= g.drop_path < 1.0:
         _fail("drop_path", "must be in [0, 1)")
-    _check_name("act", g.act, layers.ACTIVATIONS)
-    _check_name("norm", g.norm, layers.NORMS)
+    _check_name("act", g.act, catalog.ACTIVATIONS)
+    _check_name("norm", g.norm, catalog.NORMS)
     for prefix, specs in (("stem", g.stem), ("stages", g.stages)):
         for i, spec in enumerate(specs):
             if not isinstance(spec, StageSpec):

@@ -17,9 +17,18 @@ class UnknownNameError(AutocnnError, ValueError):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
+    """Names in registration order. With `catalog`, only names listed there may register: the layer
+    registries implement the torch-free names of `autocnn.catalog`, so the two cannot drift apart."""
+
+    def __init__(self, kind: str, catalog: "Registry | None" = None) -> None:
         self.kind = kind
+        self._catalog = catalog
         self._items: dict[str, T] = {}
+
+    @classmethod
+    def implementing(cls, catalog: "Registry") -> "Registry":
+        """An empty registry of the same kind that accepts only the names `catalog` lists."""
+        return cls(catalog.kind, catalog)
 
     def register(self, name: str, obj: T | None = None):
         """Register `obj` under `name`; without `obj`, return a decorator."""
@@ -36,6 +45,8 @@ class Registry(Generic[T]):
     def _add(self, name: str, obj: T) -> None:
         if name in self._items:
             raise ValueError(f"{self.kind} {name!r} is already registered")
+        if self._catalog is not None and name not in self._catalog:
+            raise ValueError(f"{self.kind} {name!r} is not in autocnn.catalog; list it there first")
         self._items[name] = obj
 
     def get(self, name: str) -> T:

@@ -1,14 +1,13 @@
-"""Width/depth/resolution scaling rules, in one place (MobileNet, EfficientNet)."""
+"""Width/depth/resolution scaling rules, in one place (MobileNet, EfficientNet).
+
+It sits below every other module and imports nothing from autocnn (the catalog rounds reference
+widths with `make_divisible`), so genotypes are duck-typed here and each stage's kind facts are read
+from `spec.kind`.
+"""
 from __future__ import annotations
 
 import dataclasses
 import math
-
-from autocnn.genotype import Genotype, StageSpec
-
-#: Blocks whose width is not `out_chs` (dense growth) or that carry no width (pools) are scaled by
-#: their own rule or left alone.
-_WIDTHLESS = {"maxpool", "avgpool", "norm_act"}
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -20,9 +19,10 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return new_value
 
 
-def scale_stage(spec: StageSpec, width: float, depth: float, *, scale_depth: bool) -> StageSpec:
+def scale_stage(spec, width: float, depth: float, *, scale_depth: bool):
+    """A StageSpec scaled: widths of kinds that carry one (not pools, not norm_act) -> make_divisible(c*w); repeats -> ceil(n*d)."""
     changes = {}
-    if spec.block not in _WIDTHLESS:
+    if spec.kind.has_width:
         if spec.out_chs:
             changes["out_chs"] = make_divisible(spec.out_chs * width)
         if spec.widths:
@@ -32,13 +32,10 @@ def scale_stage(spec: StageSpec, width: float, depth: float, *, scale_depth: boo
     return dataclasses.replace(spec, **changes)
 
 
-def compound_scale(g: Genotype, width: float = 1.0, depth: float = 1.0, resolution: int | None = None,
-                   **changes) -> Genotype:
-    """EfficientNet compound scaling (Tan & Le 2019): every width -> make_divisible(c*w, 8), the
+def compound_scale(g, width: float = 1.0, depth: float = 1.0, resolution: int | None = None, **changes):
+    """The Genotype `g` under EfficientNet compound scaling (Tan & Le 2019): every width -> make_divisible(c*w, 8), the
     repeats of residual stages -> ceil(n*d) (plain layers such as the 1x1 head conv stay single),
     and a new input resolution."""
-    from autocnn.layers import BLOCKS
-
     stem = tuple(scale_stage(s, width, depth, scale_depth=False) for s in g.stem)
-    stages = tuple(scale_stage(s, width, depth, scale_depth=BLOCKS.get(s.block).residual) for s in g.stages)
+    stages = tuple(scale_stage(s, width, depth, scale_depth=s.kind.residual) for s in g.stages)
     return dataclasses.replace(g, stem=stem, stages=stages, resolution=resolution or g.resolution, **changes)

@@ -1,7 +1,7 @@
 """Benchmark: ASHA vs FIFO on the Ray backend, same trials — epochs consumed and best accuracy.
 
 Two searches of the same small space on digits run one after the other on a local Ray started for
-each (`run_ray_search`, 1 CPU per trial, so as many trials at once as the machine has cores). Both
+each (`run_search` on a `RayBackend`, 1 CPU per trial, so as many trials at once as the machine has cores). Both
 use the random sampler with the same seed, so trial k is the same architecture, trained with the
 same seed, in both: the only difference is the scheduler. FIFO trains every trial for the full
 budget; ASHA (grace 1 epoch, reduction factor 3: rungs at 1, 3, 9 epochs) stops the trials below the

@@ -244,7 +244,7 @@ def _print_best(study, as_json: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def studies(storage: str | None, fmt: str) -> None:
     """Every study in the storage: state, trials finished / requested, best value."""
-    from autocnn.search.engine import study_overview
+    from autocnn.search.control import study_overview
 
     rows = study_overview(open_storage(storage, create=False, heartbeat=False))
     if fmt == "json":

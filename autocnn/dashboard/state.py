@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autocnn.errors import AutocnnError
 from autocnn.search import records
 from autocnn.search.config import CONFIG_ATTR, SearchConfig
-from autocnn.search.engine import STOP_ATTR, WORKER_ATTR, counts_toward_budget
+from autocnn.search.control import STOP_ATTR, WORKER_ATTR, counts_toward_budget
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 HOST = socket.gethostname()

@@ -24,7 +24,7 @@ import sqlalchemy
 from optuna.storages._rdb import models
 
 from autocnn.dashboard.state import HOST, DashboardError, StudyView, inspect, pid_alive
-from autocnn.search.engine import STOP_ATTR, WORKER_ATTR
+from autocnn.search.control import STOP_ATTR, WORKER_ATTR
 
 MAX_TRIALS = 1_000_000
 STARTING_TIMEOUT_S = 900  # a worker that has not reached its first trial by then is not waited for

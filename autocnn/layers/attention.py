@@ -12,9 +12,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from autocnn import catalog
 from autocnn.registry import Registry
 
-ATTENTION: Registry[Callable[..., nn.Module]] = Registry("attention")
+ATTENTION: Registry[Callable[..., nn.Module]] = Registry.implementing(catalog.ATTENTION)
 
 
 def reduced_channels(channels: int, ratio: float, rd_channels: int | None) -> int:

@@ -8,12 +8,13 @@ from typing import Callable
 import torch
 from torch import nn
 
+from autocnn import catalog
+from autocnn.layers.attention import ATTENTION
 from autocnn.registry import Registry
-from autocnn.scaling import make_divisible  # noqa: F401  (re-exported for blocks)
 
-ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry("activation")
-NORMS: Registry[Callable[[int, float], nn.Module]] = Registry("norm")
-CONVS: Registry[Callable[..., nn.Module]] = Registry("conv kind")
+ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry.implementing(catalog.ACTIVATIONS)
+NORMS: Registry[Callable[[int, float], nn.Module]] = Registry.implementing(catalog.NORMS)
+CONVS: Registry[Callable[..., nn.Module]] = Registry.implementing(catalog.CONVS)
 
 ACTIVATIONS.register("relu", lambda: nn.ReLU(inplace=True))
 ACTIVATIONS.register("relu6", lambda: nn.ReLU6(inplace=True))
@@ -83,8 +84,6 @@ class LayerFactory:
 
     def __init__(self, *, act: str, norm: str, eps: float, conv: str, attention: str, ratio: float,
                  dilation: int = 1, bias: bool = False) -> None:
-        from autocnn.layers.attention import ATTENTION
-
         self._act = ACTIVATIONS.get(act)
         self._norm = NORMS.get(norm)
         self._conv = CONVS.get(conv)

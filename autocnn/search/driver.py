@@ -14,51 +14,14 @@ from typing import Protocol
 
 import optuna
 
-from autocnn.search.budget import MAX_REJECTIONS, budget_use, finished_trials, rejections_in_a_row
+from autocnn.search.budget import MAX_REJECTIONS, Budget, finished_trials, rejections_in_a_row
 from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
-from autocnn.search.engine import (STOP_ATTR, StudyError, TrialContext, create_study, enqueue_presets,
-                                   prepare_context, release_worker_lease, reopen_study, stop_requested,
-                                   take_worker_lease)
+from autocnn.search.control import STOP_ATTR, release_worker_lease, take_worker_lease
+from autocnn.search.engine import StudyError, TrialContext, create_study, enqueue_presets, prepare_context, reopen_study
 from autocnn.search.local import LocalBackend
 from autocnn.storage import fail_stale_trials
 
 MAX_FAILED_ROUNDS = 3  # rounds in a row that ended in failed trials only, before the search gives up
-
-
-class Budget:
-    """The run's budget as the backends see it: how many trials count, until when, whether one may start."""
-
-    def __init__(self, study: optuna.Study, trials: int, deadline: float | None) -> None:
-        self.study = study
-        self.trials = trials
-        self.deadline = deadline  # time.monotonic() after which no trial starts
-
-    @property
-    def expired(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
-
-    def remaining_time(self) -> float | None:
-        return None if self.deadline is None else self.deadline - time.monotonic()
-
-    def stopped(self) -> bool:
-        return stop_requested(self.study)
-
-    def wait_for_slot(self, *, below: int | None = None, poll: float = 1.0) -> bool:
-        """Whether another trial may start: waits while the trials other workers run would already meet the
-        budget (so concurrent workers end at exactly `trials`); False once it is met, stopped or past the deadline.
-
-        A running trial of a dead worker frees its slot when its heartbeat goes stale (then it is retried).
-        """
-        while True:
-            finished, running = budget_use(self.study, below)
-            if finished >= self.trials or self.stopped():
-                return False
-            if finished + running < self.trials:
-                return True
-            if self.expired:
-                return False
-            time.sleep(poll)
-            fail_stale_trials(self.study)
 
 
 class Backend(Protocol):

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import socket
 import time
 import warnings
 from dataclasses import dataclass
@@ -20,7 +18,6 @@ from typing import Callable
 
 import optuna
 import torch
-from optuna.trial import TrialState
 
 from autocnn.artifacts import save_trial_weights
 from autocnn.costs import count_flops, count_params, materialize, measure_costs, meta_model
@@ -28,7 +25,7 @@ from autocnn.data import DataSplits, load_dataset
 from autocnn.errors import AutocnnError
 from autocnn.registry import Registry
 from autocnn.search import records
-from autocnn.search.budget import MAX_REJECTIONS, counts_toward_budget
+from autocnn.search.budget import MAX_REJECTIONS
 from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
 from autocnn.storage import open_storage
 from autocnn.training import DivergedError, EpochReport, TrainConfig, train
@@ -52,8 +49,6 @@ PRUNERS.register("none", lambda: optuna.pruners.NopPruner())
 
 # metric names, heartbeat retries and GPSampler are "experimental" in Optuna but stable in use
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-STOP_ATTR = "autocnn.stop_requested"
-WORKER_ATTR = "autocnn.worker"  # {pid, host, since} of the process driving the study; None when it exits
 
 
 # What fails one trial alone (diverged, a block's forward raising, out of memory) on every backend;
@@ -359,30 +354,6 @@ def check_feasible(ctx: TrialContext, attempts: int) -> None:
                      "relax --max-params/--max-flops or the space's constraints")
 
 
-def take_worker_lease(study: optuna.Study) -> dict:
-    """Record this process as the study's worker, so the dashboard tells running from stopped."""
-    lease = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now().isoformat(timespec="seconds"),
-             "phase": "running"}
-    study.set_user_attr(WORKER_ATTR, lease)
-    return lease
-
-
-def release_worker_lease(study: optuna.Study, lease: dict) -> None:
-    """Clear the lease if it is still this process's (another worker may have taken it since)."""
-    current = study._storage.get_study_user_attrs(study._study_id).get(WORKER_ATTR) or {}
-    if (current.get("pid"), current.get("host")) == (lease["pid"], lease["host"]):
-        study.set_user_attr(WORKER_ATTR, None)
-
-
-def request_stop(study: optuna.Study) -> None:
-    """Ask every worker of `study` to stop after its running trial (graceful; nothing is lost)."""
-    study.set_user_attr(STOP_ATTR, True)
-
-
-def stop_requested(study: optuna.Study) -> bool:
-    return bool(study._storage.get_study_user_attrs(study._study_id).get(STOP_ATTR))
-
-
 def enqueue_presets(study: optuna.Study, ctx: TrialContext) -> list[str]:
     """Warm-start with preset architectures that the space can express (`--enqueue`)."""
     queued = []
@@ -393,37 +364,3 @@ def enqueue_presets(study: optuna.Study, ctx: TrialContext) -> list[str]:
         study.enqueue_trial(params, user_attrs={records.ENQUEUED: name})
         queued.append(name)
     return queued
-
-
-def study_state(study: optuna.Study, config: SearchConfig | None) -> str:
-    """running (a trial is in flight), finished (budget reached), or stopped."""
-    trials = study.get_trials(deepcopy=False)
-    if any(t.state == TrialState.RUNNING for t in trials):
-        return "running"
-    finished = sum(counts_toward_budget(t) for t in trials)
-    if config is not None and finished >= config.trials:
-        return "finished"
-    return "stopped"
-
-
-def study_overview(storage) -> list[dict]:
-    rows = []
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        raw = summary.user_attrs.get(CONFIG_ATTR)
-        config = SearchConfig.from_dict(raw) if raw else None
-        trials = study.get_trials(deepcopy=False)
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        if len(study.directions) > 1:
-            best = f"{len(study.best_trials)} on the Pareto front" if complete else None
-        else:
-            best = study.best_value if complete else None
-        stamps = [t.datetime_complete or t.datetime_start for t in trials if t.datetime_start]
-        rows.append({
-            "name": summary.study_name, "state": study_state(study, config),
-            "finished": sum(counts_toward_budget(t) for t in trials), "requested": config.trials if config else None,
-            "best": best, "space": config.space.split(":")[0] if config else None,
-            "dataset": config.dataset if config else None,
-            "last_activity": max(stamps).isoformat(timespec="seconds") if stamps else None,
-        })
-    return rows

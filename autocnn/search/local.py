@@ -12,7 +12,7 @@ from functools import partial
 import optuna
 
 from autocnn.search import engine, records
-from autocnn.search.budget import MAX_REJECTIONS, rejections_in_a_row
+from autocnn.search.budget import MAX_REJECTIONS, Budget, rejections_in_a_row
 from autocnn.search.config import SearchConfig
 
 
@@ -22,14 +22,14 @@ class LocalBackend:
     name = "local"
 
     def __init__(self) -> None:
-        self._budget = None  # the driver's `Budget`: trials, deadline, wait_for_slot
+        self._budget: Budget | None = None
         self._ctx: engine.TrialContext | None = None
         self._progress = None
 
     def configure(self, config: SearchConfig, *, resume: bool) -> SearchConfig:
         return config
 
-    def open(self, study: optuna.Study, ctx: engine.TrialContext, budget, progress, *,
+    def open(self, study: optuna.Study, ctx: engine.TrialContext, budget: Budget, progress, *,
              resume: bool) -> None:
         self._budget, self._ctx, self._progress = budget, ctx, progress
         # A full collection after every trial (Optuna's gc_after_trial) scans every live object: torch,

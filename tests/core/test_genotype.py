@@ -1,5 +1,7 @@
 """Genotype validation and exact round-trips through dict, JSON, YAML and the compact string."""
 import json
+import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -93,3 +95,15 @@ def test_bad_strings_raise_genotype_error():
     for text in ["", "net | none", "net | none | mbconv-zz9 | head", "net | none | mbconv-c8 | head-pool:cube"]:
         with pytest.raises(GenotypeError):
             Genotype.from_string(text)
+
+
+def test_genotype_and_package_import_without_torch():
+    """Validation reads the torch-free catalog, and the package root loads its layers only on use."""
+    code = ("import sys, autocnn.genotype, autocnn\n"
+            "from autocnn.presets import get_preset\n"
+            "from autocnn.scaling import compound_scale\n"
+            "compound_scale(get_preset('efficientnet_b0'), 1.1, 1.2)\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "assert callable(autocnn.create_model) and 'torch' in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

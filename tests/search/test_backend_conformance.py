@@ -149,7 +149,7 @@ def test_killed_search_resumes_to_exactly_the_budget(search):
 
 
 def test_a_stop_request_ends_the_search(search):
-    from autocnn.search.engine import request_stop
+    from autocnn.search.control import request_stop
 
     proc = search.start(*FAST, "--epochs", "2", "--trials", "40", "--pruner", "none", "--study", "s")
     try:

@@ -1,6 +1,11 @@
-"""Block kinds; importing this package registers every one of them in BLOCKS."""
-from autocnn.layers.blocks.base import BLOCKS, Block
-from autocnn.layers.blocks import plain, resnet, dense, mbconv  # noqa: F401  (registration)
-from autocnn.layers.blocks import inception, xception  # noqa: F401  (registration)
+"""Block kinds: one class per `autocnn.catalog.BLOCKS` entry, imported from the module it names."""
+from autocnn import catalog
+from autocnn.layers.blocks.base import Block, load_block
+from autocnn.registry import Registry
+
+BLOCKS: Registry[type[Block]] = Registry.implementing(catalog.BLOCKS)
+for _name, _kind in catalog.BLOCKS.items():
+    BLOCKS.register(_name, load_block(_kind))
+del _name, _kind
 
 __all__ = ["BLOCKS", "Block"]

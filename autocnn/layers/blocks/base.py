@@ -1,41 +1,43 @@
-"""The block contract shared by every registered block kind."""
+"""The block contract shared by every block kind, and how a catalog entry becomes its class."""
 from __future__ import annotations
 
+import importlib
 from typing import ClassVar
 
 from torch import nn
 
-from autocnn.genotype import GenotypeError, StageSpec
+from autocnn.catalog import BlockKind
+from autocnn.genotype import StageSpec
 from autocnn.layers.common import LayerFactory
-from autocnn.registry import Registry
 
 
 class Block(nn.Module):
     """One unit of a stage. Subclasses take `(in_chs, out_chs, stride, spec, *, layers, drop_path)`.
 
-    `out_chs` is already resolved by the builder (`out_channels`). `residual` marks blocks whose
-    identity path makes stochastic depth meaningful; they receive their share of the genotype's
-    `drop_path` rate.
+    `out_chs` is already resolved by the builder (`out_channels`). The torch-free facts come from the
+    `autocnn.catalog` entry that names the class (`kind`): `residual` marks blocks whose identity path
+    makes stochastic depth meaningful; they receive their share of the genotype's `drop_path` rate.
     """
 
-    supports_attention: ClassVar[bool] = True
-    residual: ClassVar[bool] = False
-
-    @classmethod
-    def validate(cls, spec: StageSpec) -> None:
-        """Raise GenotypeError(field, message) for values this block kind cannot build."""
+    kind: ClassVar[BlockKind]
+    supports_attention: ClassVar[bool]
+    residual: ClassVar[bool]
 
     @classmethod
     def out_channels(cls, in_chs: int, spec: StageSpec) -> int:
-        return spec.out_chs or in_chs
+        return cls.kind.out_channels(in_chs, spec)
 
 
-BLOCKS: Registry[type[Block]] = Registry("block")
+def load_block(kind: BlockKind) -> type[Block]:
+    """Import the class a catalog entry names (`module:Class`) and bind the entry's facts to it."""
+    module, _, name = kind.impl.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, Block)):
+        raise TypeError(f"block {kind.name!r}: {kind.impl} is not a Block subclass")
+    if "kind" in vars(cls):
+        raise ValueError(f"block {kind.name!r}: {kind.impl} already implements block {cls.kind.name!r}")
+    cls.kind, cls.supports_attention, cls.residual = kind, kind.supports_attention, kind.residual
+    return cls
 
 
-def require(condition: bool, field: str, message: str) -> None:
-    if not condition:
-        raise GenotypeError(field, message)
-
-
-__all__ = ["Block", "BLOCKS", "LayerFactory", "require"]
+__all__ = ["Block", "LayerFactory", "load_block"]

@@ -4,25 +4,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from autocnn.layers.blocks.base import BLOCKS, Block, require
+from autocnn.layers.blocks.base import Block
 
 
-@BLOCKS.register("dense")
 class DenseLayer(Block):
     """BN-act-1x1(expansion*growth)-BN-act-kxk(growth), concatenated to the input.
 
     For dense stages `out_chs` is the growth rate k and `repeats` the number of layers, so a stage
     emits in + repeats*k channels; `expansion` is DenseNet's bn_size (4).
     """
-
-    @classmethod
-    def validate(cls, spec):
-        require(spec.out_chs >= 1, "out_chs", "is the growth rate of a dense stage and must be >= 1")
-        require(spec.stride == 1, "stride", "dense stages keep the resolution; downsample in a transition")
-
-    @classmethod
-    def out_channels(cls, in_chs, spec):
-        return in_chs + spec.out_chs
 
     def __init__(self, in_chs, out_chs, stride, spec, *, layers, drop_path=0.0):
         super().__init__()
@@ -42,7 +32,6 @@ class DenseLayer(Block):
         return torch.cat([x, new], 1)
 
 
-@BLOCKS.register("transition")
 class Transition(Block):
     """BN-act-1x1 conv (compression) then average pooling by `stride` between dense stages."""
 

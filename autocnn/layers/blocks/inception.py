@@ -3,7 +3,7 @@
 Each module runs parallel branches and concatenates them; any attention of the stage is applied to
 the concatenation, as SE-Inception does. `spec.widths` lists the output width of every conv in the
 module, in torchvision's registration order (the order reference weights are matched in); when it is
-empty the widths are scaled from the torchvision module named in `REFERENCE`, each rounded to a
+empty the widths are scaled from the torchvision module named in its catalog entry, each rounded to a
 multiple of 8, so a search space may give `out_chs` alone. `out_channels` reports the real width.
 
 The grid reductions (`inception_v3_b`, `inception_v3_d`) concatenate a max-pooled copy of their input,
@@ -12,13 +12,10 @@ add (0: as many as the input has, doubling the width), like a dense stage's grow
 """
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from torch import nn
 
-from autocnn.layers.blocks.base import BLOCKS, Block, require
-from autocnn.layers.common import make_divisible
+from autocnn.layers.blocks.base import Block
 
 STANDARD = "standard"  # 1x1 convs stay standard convs whatever the stage's conv kind (as in MBConv)
 
@@ -26,62 +23,24 @@ STANDARD = "standard"  # 1x1 convs stay standard convs whatever the stage's conv
 class _Inception(Block):
     """Shared width bookkeeping; subclasses build their branches from `self.widths_for(...)`.
 
-    WIDTHS names every conv's output width; REFERENCE holds torchvision's values for them and
-    REFERENCE_WIDTH the module width (or, for reductions, the added width) they belong to.
+    The width tables (names, torchvision's reference values, which convs end a branch) are the
+    torch-free facts of each kind's `autocnn.catalog.InceptionKind` entry.
     """
-
-    WIDTHS: ClassVar[tuple[str, ...]]
-    REFERENCE: ClassVar[tuple[int, ...]]
-    REFERENCE_WIDTH: ClassVar[int]
-    OUTPUTS: ClassVar[tuple[int, ...]]  # indices into WIDTHS of the convs that end a branch
-    reduction: ClassVar[bool] = False
-
-    @classmethod
-    def validate(cls, spec):
-        n = len(cls.WIDTHS)
-        require(not spec.widths or len(spec.widths) == n, "widths",
-                f"{spec.block} takes {n} widths ({', '.join(cls.WIDTHS)}) or none, got {len(spec.widths)}")
-        if not cls.reduction:
-            require(spec.stride == 1, "stride", f"{spec.block} keeps the resolution; downsample with a "
-                    "maxpool stage or a reduction module (inception_v3_b, inception_v3_d)")
-        if spec.widths and spec.out_chs:
-            added = cls._branch_total(spec.widths)
-            meaning = "the width its conv branches add" if cls.reduction else "the sum of its branch outputs"
-            require(spec.out_chs == added, "out_chs",
-                    f"is {meaning} for {spec.block}: {added} from widths {spec.widths}, got {spec.out_chs}; "
-                    "give 0 or the matching value")
-
-    @classmethod
-    def _branch_total(cls, widths) -> int:
-        return sum(widths[i] for i in cls.OUTPUTS)
 
     @classmethod
     def widths_for(cls, in_chs: int, spec) -> tuple[int, ...]:
-        if spec.widths:
-            return spec.widths
-        base = spec.out_chs or in_chs
-        return tuple(make_divisible(base * w / cls.REFERENCE_WIDTH, 8) for w in cls.REFERENCE)
-
-    @classmethod
-    def out_channels(cls, in_chs, spec):
-        added = cls._branch_total(cls.widths_for(in_chs, spec))
-        return in_chs + added if cls.reduction else added
+        return cls.kind.widths_for(in_chs, spec)
 
     def forward(self, x):
         return self.attn(torch.cat(self.branches(x), 1))
 
 
-@BLOCKS.register("inception_v1")
 class InceptionV1(_Inception):
     """GoogLeNet's module: 1x1 | 1x1-3x3 | 1x1-kxk | maxpool-1x1 ("inception (3a)" ... "(5b)").
 
     The third branch's conv uses `spec.kernel`: 5 in the paper, 3 in torchvision's googlenet (a
     known quirk kept for weight compatibility, pytorch/vision#906), so the googlenet preset sets 3.
     """
-
-    WIDTHS = ("c1x1", "c3x3red", "c3x3", "c5x5red", "c5x5", "pool_proj")
-    REFERENCE, REFERENCE_WIDTH = (64, 96, 128, 16, 32, 32), 256  # inception3a
-    OUTPUTS = (0, 2, 4, 5)
 
     def __init__(self, in_chs, out_chs, stride, spec, *, layers, drop_path=0.0):
         super().__init__()
@@ -96,13 +55,8 @@ class InceptionV1(_Inception):
         return [self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)]
 
 
-@BLOCKS.register("inception_v3_a")
 class InceptionA(_Inception):
     """Inception-v3 35x35 module (Mixed_5b-d): 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avgpool-1x1."""
-
-    WIDTHS = ("b1x1", "b5x5_1", "b5x5_2", "b3x3dbl_1", "b3x3dbl_2", "b3x3dbl_3", "pool_proj")
-    REFERENCE, REFERENCE_WIDTH = (64, 48, 64, 64, 96, 96, 32), 256  # Mixed_5b
-    OUTPUTS = (0, 2, 5, 6)
 
     def __init__(self, in_chs, out_chs, stride, spec, *, layers, drop_path=0.0):
         super().__init__()
@@ -135,19 +89,12 @@ def _reduction_padding(stride: int, layers):
 
 
 class _Reduction(_Inception):
-    reduction = True
-
     def forward(self, x):
         return self.attn(torch.cat(self.branches(x) + [self.branch_pool(x)], 1))
 
 
-@BLOCKS.register("inception_v3_b")
 class InceptionB(_Reduction):
     """Inception-v3 35->17 grid reduction (Mixed_6a): 3x3/s2 | 1x1-3x3-3x3/s2 | maxpool/s2."""
-
-    WIDTHS = ("b3x3", "b3x3dbl_1", "b3x3dbl_2", "b3x3dbl_3")
-    REFERENCE, REFERENCE_WIDTH = (384, 64, 96, 96), 480  # Mixed_6a adds 480 to its 288 inputs
-    OUTPUTS = (0, 3)
 
     def __init__(self, in_chs, out_chs, stride, spec, *, layers, drop_path=0.0):
         super().__init__()
@@ -165,14 +112,8 @@ class InceptionB(_Reduction):
         return [self.branch3x3(x), b3]
 
 
-@BLOCKS.register("inception_v3_c")
 class InceptionC(_Inception):
     """Inception-v3 17x17 module (Mixed_6b-e): 7x7 factorized into (1,7) and (7,1) convs of width c7."""
-
-    WIDTHS = ("b1x1", "b7x7_1", "b7x7_2", "b7x7_3", "b7x7dbl_1", "b7x7dbl_2", "b7x7dbl_3",
-              "b7x7dbl_4", "b7x7dbl_5", "pool_proj")
-    REFERENCE, REFERENCE_WIDTH = (192, 128, 128, 192, 128, 128, 128, 128, 192, 192), 768  # Mixed_6b
-    OUTPUTS = (0, 3, 8, 9)
 
     def __init__(self, in_chs, out_chs, stride, spec, *, layers, drop_path=0.0):
         super().__init__()
@@ -198,13 +139,8 @@ class InceptionC(_Inception):
         return [self.branch1x1(x), b7, d, self.branch_pool(self.pool(x))]
 
 
-@BLOCKS.register("inception_v3_d")
 class InceptionD(_Reduction):
     """Inception-v3 17->8 grid reduction (Mixed_7a): 1x1-3x3/s2 | 1x1-(1,7)-(7,1)-3x3/s2 | maxpool/s2."""
-
-    WIDTHS = ("b3x3_1", "b3x3_2", "b7x7x3_1", "b7x7x3_2", "b7x7x3_3", "b7x7x3_4")
-    REFERENCE, REFERENCE_WIDTH = (192, 320, 192, 192, 192, 192), 512  # Mixed_7a adds 512 to its 768
-    OUTPUTS = (1, 5)
 
     def __init__(self, in_chs, out_chs, stride, spec, *, layers, drop_path=0.0):
         super().__init__()
@@ -225,14 +161,8 @@ class InceptionD(_Reduction):
         return [b3, b7]
 
 
-@BLOCKS.register("inception_v3_e")
 class InceptionE(_Inception):
     """Inception-v3 8x8 expanded filter bank (Mixed_7b-c): 3x3s split into parallel (1,3) and (3,1)."""
-
-    WIDTHS = ("b1x1", "b3x3_1", "b3x3_2a", "b3x3_2b", "b3x3dbl_1", "b3x3dbl_2", "b3x3dbl_3a",
-              "b3x3dbl_3b", "pool_proj")
-    REFERENCE, REFERENCE_WIDTH = (320, 384, 384, 384, 448, 384, 384, 384, 192), 2048  # Mixed_7b
-    OUTPUTS = (0, 2, 3, 6, 7, 8)
 
     def __init__(self, in_chs, out_chs, stride, spec, *, layers, drop_path=0.0):
         super().__init__()

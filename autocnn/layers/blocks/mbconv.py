@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from autocnn.layers.blocks.base import BLOCKS, Block
-from autocnn.layers.common import DropPath, make_divisible
+from autocnn.layers.blocks.base import Block
+from autocnn.layers.common import DropPath
+from autocnn.scaling import make_divisible
 
 
 def expanded_width(in_chs: int, expansion: float) -> int:
@@ -17,8 +18,6 @@ def squeeze_width(in_chs: int, ratio: float) -> int:
 
 
 class _InvertedResidual(Block):
-    residual = True
-
     def _finish(self, in_chs, out_chs, stride, drop_path):
         self.use_residual = stride == 1 and in_chs == out_chs
         self.drop_path = DropPath(drop_path) if drop_path and self.use_residual else nn.Identity()
@@ -28,7 +27,6 @@ class _InvertedResidual(Block):
         return self.drop_path(out) + x if self.use_residual else out
 
 
-@BLOCKS.register("mbconv")
 class MBConv(_InvertedResidual):
     """1x1 expand -> kxk spatial conv -> attention -> 1x1 linear projection, identity when shapes allow.
 
@@ -45,7 +43,6 @@ class MBConv(_InvertedResidual):
         self._finish(in_chs, out_chs, stride, drop_path)
 
 
-@BLOCKS.register("fused_mbconv")
 class FusedMBConv(_InvertedResidual):
     """kxk expand (fused expand + spatial conv) -> attention -> 1x1 projection; a single kxk conv at expansion 1."""
 

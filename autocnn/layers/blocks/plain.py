@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from autocnn.layers.blocks.base import BLOCKS, Block
+from autocnn.layers.blocks.base import Block
 
 
-@BLOCKS.register("conv")
 class ConvBlock(Block):
     """conv -> norm -> act [-> attention]: one layer of a LeNet/AlexNet/VGG-style stack."""
 
@@ -22,12 +21,7 @@ class ConvBlock(Block):
 
 
 class _Pool(Block):
-    supports_attention = False
     pool_cls: type[nn.Module]
-
-    @classmethod
-    def out_channels(cls, in_chs, spec):
-        return in_chs
 
     def __init__(self, in_chs, out_chs, stride, spec, *, layers, drop_path=0.0):
         super().__init__()
@@ -37,25 +31,16 @@ class _Pool(Block):
         return self.pool(x)
 
 
-@BLOCKS.register("maxpool")
 class MaxPool(_Pool):
     pool_cls = nn.MaxPool2d
 
 
-@BLOCKS.register("avgpool")
 class AvgPool(_Pool):
     pool_cls = nn.AvgPool2d
 
 
-@BLOCKS.register("norm_act")
 class NormAct(Block):
     """norm -> act with no conv: DenseNet's closing BN-ReLU, or a pre-activation stage boundary."""
-
-    supports_attention = False
-
-    @classmethod
-    def out_channels(cls, in_chs, spec):
-        return in_chs
 
     def __init__(self, in_chs, out_chs, stride, spec, *, layers, drop_path=0.0):
         super().__init__()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from autocnn.layers.blocks.base import BLOCKS, Block, require
+from autocnn.layers.blocks.base import Block
 from autocnn.layers.common import DropPath
 
 
@@ -15,11 +15,8 @@ def projection(in_chs, out_chs, stride, layers) -> nn.Module:
                          layers.norm(out_chs))
 
 
-@BLOCKS.register("basic")
 class BasicBlock(Block):
     """Two kxk convs; attention sits on the residual branch just before the addition (as in SENet)."""
-
-    residual = True
 
     def __init__(self, in_chs, out_chs, stride, spec, *, layers, drop_path=0.0):
         super().__init__()
@@ -44,15 +41,8 @@ def bottleneck_width(out_chs: int, expansion: float, groups: int) -> int:
     return max(groups, round(out_chs / expansion / groups) * groups)
 
 
-@BLOCKS.register("bottleneck")
 class Bottleneck(Block):
     """1x1 reduce -> kxk (stride, groups) -> 1x1 expand; `expansion` = out/mid (4 for ResNet, 2 for ResNeXt-32x4d)."""
-
-    residual = True
-
-    @classmethod
-    def validate(cls, spec):
-        require(spec.out_chs == 0 or spec.out_chs >= spec.groups, "groups", "must not exceed out_chs")
 
     def __init__(self, in_chs, out_chs, stride, spec, *, layers, drop_path=0.0):
         super().__init__()

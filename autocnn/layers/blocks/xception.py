@@ -5,12 +5,11 @@ from collections import OrderedDict
 
 from torch import nn
 
-from autocnn.layers.blocks.base import BLOCKS, Block, require
+from autocnn.layers.blocks.base import Block
 from autocnn.layers.blocks.resnet import projection
 from autocnn.layers.common import DropPath
 
 
-@BLOCKS.register("xception")
 class XceptionBlock(Block):
     """[act -> kxk conv -> norm] x n [-> maxpool 3x3/stride], added to the input or its 1x1 projection.
 
@@ -20,17 +19,6 @@ class XceptionBlock(Block):
     all of width `out_chs`. The shortcut is registered before the main path, as in timm, so reference
     weights map in order. Attention sits on the main path just before the addition.
     """
-
-    residual = True
-
-    @classmethod
-    def validate(cls, spec):
-        require(not spec.widths or spec.out_chs in (0, spec.widths[-1]), "out_chs",
-                f"must be 0 or the last of widths ({spec.widths[-1] if spec.widths else 0}), got {spec.out_chs}")
-
-    @classmethod
-    def out_channels(cls, in_chs, spec):
-        return spec.widths[-1] if spec.widths else (spec.out_chs or in_chs)
 
     def __init__(self, in_chs, out_chs, stride, spec, *, layers, drop_path=0.0):
         super().__init__()

@@ -9,6 +9,7 @@ import optuna
 import ray
 from ray import tune
 
+from autocnn.search.budget import Budget
 from autocnn.search.config import SearchConfig
 from autocnn.search.engine import SAMPLERS, TrialContext
 from autocnn.search.ray.callbacks import STALE_CHECKPOINTS, Heartbeat, SkipFinished
@@ -53,7 +54,7 @@ class RayBackend:
         changes = {"pruner": pruner_of(self.opts["scheduler"])} if overrides["scheduler"] or not resume else {}
         return config.replace(backend="ray", extra={**config.extra, "ray": self.opts}, **changes)
 
-    def open(self, study: optuna.Study, ctx: TrialContext, budget, progress, *, resume: bool) -> None:
+    def open(self, study: optuna.Study, ctx: TrialContext, budget: Budget, progress, *, resume: bool) -> None:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         # checkpoints every epoch with num_to_keep force experiment snapshots; they are small, keep them quiet
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

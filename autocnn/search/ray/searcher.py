@@ -23,6 +23,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from autocnn.artifacts import save_trial_weights
 from autocnn.search import records
+from autocnn.search.budget import Budget
 from autocnn.search.engine import TrialContext, sample_architecture
 from autocnn.search.ray.keys import (ATTRS, CHECKPOINT_DIR, EPOCH, FINAL, MAX_FAILURES, OBJECTIVES, SPEC, VAL,
                                      trial_dirname)
@@ -35,7 +36,7 @@ class Live:
     """What the driver's searcher and callbacks need and Tune must not pickle (the searcher is checkpointed)."""
 
     ctx: TrialContext
-    budget: Any  # autocnn.search.driver.Budget: deadline and stop requests
+    budget: Budget  # the driver's: deadline and stop requests
     progress: Any = None
     experiment: str | None = None  # path of the Tune experiment running now (checkpoints live under it)
     unfinished: int = 0  # Tune trials not finished at the last controller step (> 0 after fit: interrupted)

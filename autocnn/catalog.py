@@ -1,0 +1,195 @@
+"""Every kind a genotype may name, as plain data: no torch, so a genotype validates without it.
+
+Each block kind is one `BlockKind` entry in `BLOCKS` below: its name, the torch-free facts the
+genotype, the builder and the scaling rules need, and `impl`, the `module:Class` that builds it.
+`autocnn.layers` loads the implementations from these entries, so adding a block kind is one module
+under `autocnn/layers/blocks/` plus one entry here. Activations, norms, conv kinds and attention
+modules carry no facts beyond their names; their implementations register under these names in
+`autocnn.layers`, which refuses a name missing here.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from autocnn.registry import Registry
+from autocnn.scaling import make_divisible
+
+Problem = tuple[str, str]
+"""(field, message): one value a block kind cannot build, reported by the genotype as a GenotypeError."""
+
+
+def _names(kind: str, *names: str) -> Registry[str]:
+    registry: Registry[str] = Registry(kind)
+    for name in names:
+        registry.register(name, name)
+    return registry
+
+
+ACTIVATIONS = _names("activation", "relu", "relu6", "silu", "swish", "hardswish", "gelu", "tanh", "sigmoid")
+NORMS = _names("norm", "batch", "group", "none")
+CONVS = _names("conv kind", "standard", "depthwise", "separable", "separable_pw")
+ATTENTION = _names("attention", "none", "se", "se_fc", "cbam", "eca")
+POOLS = ("avg", "max", "flatten")  # head pooling
+
+
+def no_rules(spec) -> Iterator[Problem]:
+    return iter(())
+
+
+def stage_width(in_chs: int, spec) -> int:
+    """`out_chs`, or the input width when it is 0."""
+    return spec.out_chs or in_chs
+
+
+def input_width(in_chs: int, spec) -> int:
+    return in_chs
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlockKind:
+    """The torch-free facts of one block kind.
+
+    `supports_attention`: the block applies the stage's attention module. `residual`: an identity path
+    makes stochastic depth meaningful (it gets a share of `drop_path`) and compound scaling multiplies
+    its repeats. `has_width`: `out_chs`/`widths` are channel widths that compound scaling multiplies
+    (not for pools). `rules(spec)` yields a (field, message) for each value the kind cannot build;
+    `width(in_chs, spec)` is the block's output width.
+    """
+
+    name: str
+    impl: str
+    supports_attention: bool = True
+    residual: bool = False
+    has_width: bool = True
+    rules: Callable[..., Iterator[Problem]] = no_rules
+    width: Callable[[int, object], int] = stage_width
+
+    def problems(self, spec) -> Iterator[Problem]:
+        return self.rules(spec)
+
+    def out_channels(self, in_chs: int, spec) -> int:
+        return self.width(in_chs, spec)
+
+
+# -- rules and widths of the block kinds that need their own ---------------------------------------
+
+def bottleneck_rules(spec) -> Iterator[Problem]:
+    if not (spec.out_chs == 0 or spec.out_chs >= spec.groups):
+        yield "groups", "must not exceed out_chs"
+
+
+def dense_rules(spec) -> Iterator[Problem]:
+    if spec.out_chs < 1:
+        yield "out_chs", "is the growth rate of a dense stage and must be >= 1"
+    if spec.stride != 1:
+        yield "stride", "dense stages keep the resolution; downsample in a transition"
+
+
+def dense_width(in_chs: int, spec) -> int:
+    """A dense layer concatenates `out_chs` (the growth rate) new channels to its input."""
+    return in_chs + spec.out_chs
+
+
+def xception_rules(spec) -> Iterator[Problem]:
+    if spec.widths and spec.out_chs not in (0, spec.widths[-1]):
+        yield "out_chs", f"must be 0 or the last of widths ({spec.widths[-1]}), got {spec.out_chs}"
+
+
+def xception_width(in_chs: int, spec) -> int:
+    return spec.widths[-1] if spec.widths else (spec.out_chs or in_chs)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InceptionKind(BlockKind):
+    """An Inception module: parallel branches concatenated (see autocnn.layers.blocks.inception).
+
+    `width_names` names every conv's output width in torchvision's registration order; `reference`
+    holds torchvision's values for them and `reference_width` the module width (for reductions, the
+    width added) they belong to; `outputs` indexes the convs that end a branch. A grid `reduction`
+    also concatenates a max-pooled copy of its input, so it emits in_chs + its conv branches.
+    """
+
+    width_names: tuple[str, ...]
+    reference: tuple[int, ...]
+    reference_width: int
+    outputs: tuple[int, ...]
+    reduction: bool = False
+
+    def problems(self, spec) -> Iterator[Problem]:
+        n = len(self.width_names)
+        if spec.widths and len(spec.widths) != n:
+            yield "widths", (f"{spec.block} takes {n} widths ({', '.join(self.width_names)}) or none, "
+                             f"got {len(spec.widths)}")
+        if not self.reduction and spec.stride != 1:
+            yield "stride", (f"{spec.block} keeps the resolution; downsample with a maxpool stage or a "
+                             "reduction module (inception_v3_b, inception_v3_d)")
+        if spec.widths and spec.out_chs:
+            added = self.branch_total(spec.widths)
+            if spec.out_chs != added:
+                meaning = "the width its conv branches add" if self.reduction else "the sum of its branch outputs"
+                yield "out_chs", (f"is {meaning} for {spec.block}: {added} from widths {spec.widths}, "
+                                  f"got {spec.out_chs}; give 0 or the matching value")
+
+    def branch_total(self, widths: tuple[int, ...]) -> int:
+        return sum(widths[i] for i in self.outputs)
+
+    def widths_for(self, in_chs: int, spec) -> tuple[int, ...]:
+        """`spec.widths`, or the reference widths scaled to `out_chs` (the input width when 0)."""
+        if spec.widths:
+            return spec.widths
+        base = spec.out_chs or in_chs
+        return tuple(make_divisible(base * w / self.reference_width, 8) for w in self.reference)
+
+    def out_channels(self, in_chs: int, spec) -> int:
+        added = self.branch_total(self.widths_for(in_chs, spec))
+        return in_chs + added if self.reduction else added
+
+
+# -- the block kinds ------------------------------------------------------------------------------
+
+_LAYERS = "autocnn.layers.blocks."
+BLOCKS: Registry[BlockKind] = Registry("block")
+for _kind in (
+    BlockKind(name="conv", impl=_LAYERS + "plain:ConvBlock"),
+    BlockKind(name="maxpool", impl=_LAYERS + "plain:MaxPool", supports_attention=False, has_width=False,
+              width=input_width),
+    BlockKind(name="avgpool", impl=_LAYERS + "plain:AvgPool", supports_attention=False, has_width=False,
+              width=input_width),
+    BlockKind(name="norm_act", impl=_LAYERS + "plain:NormAct", supports_attention=False, has_width=False,
+              width=input_width),
+    BlockKind(name="basic", impl=_LAYERS + "resnet:BasicBlock", residual=True),
+    BlockKind(name="bottleneck", impl=_LAYERS + "resnet:Bottleneck", residual=True, rules=bottleneck_rules),
+    BlockKind(name="dense", impl=_LAYERS + "dense:DenseLayer", rules=dense_rules, width=dense_width),
+    BlockKind(name="transition", impl=_LAYERS + "dense:Transition"),
+    BlockKind(name="mbconv", impl=_LAYERS + "mbconv:MBConv", residual=True),
+    BlockKind(name="fused_mbconv", impl=_LAYERS + "mbconv:FusedMBConv", residual=True),
+    InceptionKind(name="inception_v1", impl=_LAYERS + "inception:InceptionV1",
+                  width_names=("c1x1", "c3x3red", "c3x3", "c5x5red", "c5x5", "pool_proj"),
+                  reference=(64, 96, 128, 16, 32, 32), reference_width=256, outputs=(0, 2, 4, 5)),  # inception3a
+    InceptionKind(name="inception_v3_a", impl=_LAYERS + "inception:InceptionA",
+                  width_names=("b1x1", "b5x5_1", "b5x5_2", "b3x3dbl_1", "b3x3dbl_2", "b3x3dbl_3", "pool_proj"),
+                  reference=(64, 48, 64, 64, 96, 96, 32), reference_width=256, outputs=(0, 2, 5, 6)),  # Mixed_5b
+    InceptionKind(name="inception_v3_b", impl=_LAYERS + "inception:InceptionB", reduction=True,
+                  width_names=("b3x3", "b3x3dbl_1", "b3x3dbl_2", "b3x3dbl_3"),
+                  reference=(384, 64, 96, 96), reference_width=480, outputs=(0, 3)),  # Mixed_6a adds 480 to its 288
+    InceptionKind(name="inception_v3_c", impl=_LAYERS + "inception:InceptionC",
+                  width_names=("b1x1", "b7x7_1", "b7x7_2", "b7x7_3", "b7x7dbl_1", "b7x7dbl_2", "b7x7dbl_3",
+                               "b7x7dbl_4", "b7x7dbl_5", "pool_proj"),
+                  reference=(192, 128, 128, 192, 128, 128, 128, 128, 192, 192), reference_width=768,
+                  outputs=(0, 3, 8, 9)),  # Mixed_6b
+    InceptionKind(name="inception_v3_d", impl=_LAYERS + "inception:InceptionD", reduction=True,
+                  width_names=("b3x3_1", "b3x3_2", "b7x7x3_1", "b7x7x3_2", "b7x7x3_3", "b7x7x3_4"),
+                  reference=(192, 320, 192, 192, 192, 192), reference_width=512,  # Mixed_7a adds 512 to its 768
+                  outputs=(1, 5)),
+    InceptionKind(name="inception_v3_e", impl=_LAYERS + "inception:InceptionE",
+                  width_names=("b1x1", "b3x3_1", "b3x3_2a", "b3x3_2b", "b3x3dbl_1", "b3x3dbl_2", "b3x3dbl_3a",
+                               "b3x3dbl_3b", "pool_proj"),
+                  reference=(320, 384, 384, 384, 448, 384, 384, 384, 192), reference_width=2048,
+                  outputs=(0, 2, 3, 6, 7, 8)),  # Mixed_7b
+    BlockKind(name="xception", impl=_LAYERS + "xception:XceptionBlock", residual=True, rules=xception_rules,
+              width=xception_width),
+):
+    BLOCKS.register(_kind.name, _kind)
+del _kind
