@@ -26,6 +26,10 @@ def __getattr__(name: str):
     return value
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 class _Root(types.ModuleType):
     """Keeps `autocnn.export` the function: importing the `autocnn.export` subpackage would otherwise
     bind the subpackage over it (the import system sets each submodule on its parent)."""

@@ -8,6 +8,7 @@ from typing import Any
 from autocnn.builder import Network, build_model
 from autocnn.genotype import Genotype, load_genotype
 from autocnn.presets import PRESETS, get_preset
+from autocnn.weights import load_reference_weights
 
 _HEAD_OVERRIDES = {"dropout", "multilabel", "pool", "hidden"}
 
@@ -34,7 +35,9 @@ def create_model(name_or_genotype: str | os.PathLike | Genotype, num_classes: in
 
     `overrides` replace genotype fields (`resolution`, `act`, `drop_path`, ...) or head fields
     (`dropout`, `multilabel`, ...). `weights` is a torchvision/timm state_dict (or safetensors) file
-    for the matching preset; `freeze` stops gradients for the first N blocks (stem layers first).
+    for the matching preset (RGB weights fit any `in_chans`: the stem is adapted as timm does);
+    `freeze` stops gradients for the first N blocks (stem layers first) and keeps their BatchNorm
+    layers in eval mode, through `model.train()` too.
     """
     g = resolve_genotype(name_or_genotype)
     head_changes = {k: overrides.pop(k) for k in list(overrides) if k in _HEAD_OVERRIDES}
@@ -51,12 +54,11 @@ def create_model(name_or_genotype: str | os.PathLike | Genotype, num_classes: in
         g = g.replace(**overrides)
     model = build_model(g)
     if weights is not None:
-        from autocnn.weights import load_reference_weights
-
         load_reference_weights(model, weights)
     if freeze:
-        for block in model.blocks[:freeze]:
-            block.requires_grad_(False)
+        from autocnn.weights import freeze_blocks
+
+        freeze_blocks(model, freeze)
     return model
 
 

@@ -2,14 +2,15 @@
 
 Each block kind is one `BlockKind` entry in `BLOCKS` below: its name, the torch-free facts the
 genotype, the builder and the scaling rules need, and `impl`, the `module:Class` that builds it.
-`autocnn.layers` loads the implementations from these entries, so adding a block kind is one module
-under `autocnn/layers/blocks/` plus one entry here. Activations, norms, conv kinds and attention
+`autocnn.layers` loads the implementations from these entries. Adding a block kind is therefore one
+new module under `autocnn/layers/blocks/` holding a `Block` subclass, plus its one entry here (with
+its `rules`/`width` functions beside it when the defaults do not fit); the registry-driven tests
+then build, train, export-trace and fact-check it. Activations, norms, conv kinds and attention
 modules carry no facts beyond their names; their implementations register under these names in
 `autocnn.layers`, which refuses a name missing here.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterator
 

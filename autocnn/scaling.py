@@ -19,17 +19,24 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return new_value
 
 
-def scale_stage(spec, width: float, depth: float, *, scale_depth: bool):
-    """A StageSpec scaled: widths of kinds that carry one (not pools, not norm_act) -> make_divisible(c*w); repeats -> ceil(n*d)."""
+def scale_widths(spec, width: float):
+    """The StageSpec `spec` with every channel width times `width`, through make_divisible; kinds that
+    carry no width (pools, norm_act) are returned unchanged."""
     changes = {}
     if spec.kind.has_width:
         if spec.out_chs:
             changes["out_chs"] = make_divisible(spec.out_chs * width)
         if spec.widths:
             changes["widths"] = tuple(make_divisible(w * width) for w in spec.widths)
+    return dataclasses.replace(spec, **changes) if changes else spec
+
+
+def scale_stage(spec, width: float, depth: float, *, scale_depth: bool):
+    """`scale_widths`, and with `scale_depth` the repeats -> ceil(n*d)."""
+    spec = scale_widths(spec, width)
     if scale_depth:
-        changes["repeats"] = int(math.ceil(spec.repeats * depth))
-    return dataclasses.replace(spec, **changes)
+        spec = dataclasses.replace(spec, repeats=int(math.ceil(spec.repeats * depth)))
+    return spec
 
 
 def compound_scale(g, width: float = 1.0, depth: float = 1.0, resolution: int | None = None, **changes):

@@ -1,6 +1,7 @@
 """Opening study storages so that crashes and concurrent workers lose nothing.
 
-SQLite gets a busy timeout (several writers otherwise hit "database is locked"); every RDB storage
+SQLite gets a busy timeout (several writers otherwise hit "database is locked") and a file that is
+busy when first opened is waited for, never reported as corrupt; every RDB storage
 gets Optuna's heartbeat so a trial left RUNNING by a killed process is failed and re-queued once
 its heartbeat goes stale.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import sqlite3
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -45,11 +47,26 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(url[len("sqlite:///"):])
 
 
+# Seconds a busy SQLite file is waited for: by the probe below and by every connection (busy timeout).
+SQLITE_BUSY_TIMEOUT = 60
+# The probe's transient failures and how long each is retried: a lock held by another process (a writer,
+# or a reader such as a dashboard polling the study), and a WAL locking race SQLite gave up on.
+# None of them says the file is damaged.
+_TRANSIENT_SECONDS = {sqlite3.SQLITE_BUSY: SQLITE_BUSY_TIMEOUT, sqlite3.SQLITE_LOCKED: SQLITE_BUSY_TIMEOUT,
+                      sqlite3.SQLITE_PROTOCOL: 5}
+_CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_VERIFIED: set[Path] = set()
+"""SQLite files whose probe passed in this process: reopening them (the Ray driver does, mid-run) skips it."""
+
+
 def _check_sqlite_file(path: Path, url: str, create: bool) -> None:
     if path.is_dir():
         raise StorageError(f"--storage {url} names a folder, not an SQLite file; "
                            f"pass e.g. --storage sqlite:///{path / 'autocnn.db'}")
     if path.exists():
+        resolved = path.resolve()
+        if resolved in _VERIFIED:
+            return
         try:
             with open(path, "rb") as fh:
                 header = fh.read(16)
@@ -58,17 +75,46 @@ def _check_sqlite_file(path: Path, url: str, create: bool) -> None:
         if header and header != b"SQLite format 3\x00":
             raise StorageError(f"{path} is not an SQLite database (corrupt or another file); "
                                "restore it from a backup or pass another --storage")
-        try:
-            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            con.execute("PRAGMA schema_version").fetchone()
-            con.close()
-        except sqlite3.DatabaseError:
-            raise StorageError(f"{path} is a corrupt SQLite database; restore it from a backup "
-                               "or pass another --storage") from None
+        _probe_sqlite(resolved, path)
+        _VERIFIED.add(resolved)
     elif not create:
         raise StorageError(f"no study storage at {path}; run 'autocnn search' first or pass --storage {url}")
     elif not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _probe_sqlite(resolved: Path, path: Path) -> None:
+    """Read the schema through a read-only connection; only SQLite's own corruption codes mean corrupt.
+
+    Busy and the other transient failures are retried (SQLite's busy handler waits inside each try)
+    until their patience runs out; then the error names the lock, not damage.
+    """
+    start, delay = time.monotonic(), 0.05
+    while True:
+        waited = time.monotonic() - start
+        try:
+            con = sqlite3.connect(f"{resolved.as_uri()}?mode=ro", uri=True,
+                                  timeout=max(0.1, SQLITE_BUSY_TIMEOUT - waited))
+            try:
+                con.execute("PRAGMA schema_version").fetchone()
+            finally:
+                con.close()
+            return
+        except sqlite3.DatabaseError as err:
+            code = (getattr(err, "sqlite_errorcode", None) or 0) & 0xFF
+            if code in _CORRUPT:
+                raise StorageError(f"{path} is a corrupt SQLite database; restore it from a backup "
+                                   "or pass another --storage") from None
+            if waited < _TRANSIENT_SECONDS.get(code, 0):
+                pass
+            elif code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise StorageError(f"{path} stayed locked by another process for {waited:.0f} s; retry once "
+                                   "that process is done, or pass another --storage") from None
+            else:
+                raise StorageError(f"cannot read {path} ({err}); check its permissions and free disk space, "
+                                   "or pass another --storage") from None
+        time.sleep(delay)
+        delay = min(2 * delay, 1.0)
 
 
 def open_storage(url: str | None = None, *, create: bool = True, heartbeat: bool = True) -> RDBStorage:
@@ -78,7 +124,7 @@ def open_storage(url: str | None = None, *, create: bool = True, heartbeat: bool
     engine_kwargs: dict = {}
     if sqlite_path is not None:
         _check_sqlite_file(sqlite_path, url, create)
-        engine_kwargs["connect_args"] = {"timeout": 60}
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
     elif url.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
         engine_kwargs["pool_pre_ping"] = True

@@ -209,23 +209,38 @@ def _read_images(paths: list[Path]) -> torch.Tensor:
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
+def _class_dirs(folder: Path) -> list[Path]:
+    """Sub-folders in name order; hidden ones (.ipynb_checkpoints, .cache) are never classes."""
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
 @DATASETS.register("imagefolder")
 def load_imagefolder(root: Path | None, seed: int, limit: int | None) -> DataSplits:
-    """DATA_ROOT/train/<class>/*.png (ImageFolder layout); val/ and test/ are optional and
-    carved out of train (stratified, 15% each) when absent."""
-    root = _require_root(root, "imagefolder", "train/<class>/<image> folders")
+    """torchvision's ImageFolder layout, DATA_ROOT/<class>/<image>, or DATA_ROOT/train/<class>/<image>
+    with optional val/ and test/ beside it. Splits that are absent are carved out of the training
+    images (fixed and stratified, 15% each), so a plain root is split 70/15/15 exactly as train/ alone."""
+    root = _require_root(root, "imagefolder", "<class>/<image> or train/<class>/<image> folders")
     train_dir = root / "train"
-    if not train_dir.is_dir():
-        raise DataError(f"--data-root {root} has no train/ folder (expected {train_dir}/<class>/<image>); "
-                        f"arrange the images in ImageFolder layout there")
-    classes = sorted(d.name for d in train_dir.iterdir() if d.is_dir())
+    if train_dir.is_dir():
+        class_root, split_dirs = train_dir, {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
+    else:
+        stray = next((s for s in ("val", "test") if (root / s).is_dir()), None)
+        if stray is not None:
+            raise DataError(f"--data-root {root} has {stray}/ but no train/ folder; add {train_dir}/<class>/<image> "
+                            f"beside it, or put every image in {root}/<class>/ to have them split")
+        class_root, split_dirs = root, {"train": root}
+    classes = [d.name for d in _class_dirs(class_root)]
     if not classes:
+        if class_root == root:
+            raise DataError(f"--data-root {root} has no train/ folder and no class folders (expected "
+                            f"{root}/<class>/<image> or {train_dir}/<class>/<image>); arrange the images in "
+                            f"ImageFolder layout there")
         raise DataError(f"{train_dir} has no class sub-folders; put each class's images in {train_dir}/<class>/")
     index = {c: i for i, c in enumerate(classes)}
 
     def scan(split_dir: Path) -> tuple[list[Path], list[int]]:
         paths, labels = [], []
-        for d in sorted(x for x in split_dir.iterdir() if x.is_dir()):
+        for d in _class_dirs(split_dir):
             if d.name not in index:
                 raise DataError(f"class folder {d} is not in {train_dir}; add {train_dir / d.name} or remove it")
             files = _image_files(d)
@@ -233,10 +248,10 @@ def load_imagefolder(root: Path | None, seed: int, limit: int | None) -> DataSpl
             labels += [index[d.name]] * len(files)
         return paths, labels
 
-    scanned = {s: scan(root / s) for s in ("train", "val", "test") if (root / s).is_dir()}
+    scanned = {s: scan(folder) for s, folder in split_dirs.items()}
     all_paths = [p for paths, _ in scanned.values() for p in paths]
     if not all_paths:
-        raise DataError(f"{train_dir} contains no images; add PNG/JPEG files under {train_dir}/<class>/")
+        raise DataError(f"{class_root} contains no images; add PNG/JPEG files under {class_root}/<class>/")
     images = _read_images(all_paths)
     pairs, start = {}, 0
     for s, (paths, labels) in scanned.items():

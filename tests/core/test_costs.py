@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from autocnn.builder import build_model
 from autocnn.costs import count_flops, count_params, genotype_costs
-from autocnn.presets import get_preset
+from autocnn.presets import PRESETS, get_preset
 from autocnn.spaces import load_space
 
 
@@ -20,10 +20,27 @@ def _reference_flops(genotype) -> int:
     return counter.get_total_flops()
 
 
-@pytest.mark.parametrize("name", ["lenet5", "resnet18", "mobilenet_v2", "densenet121", "googlenet",
-                                  "se_resnet50", "cbam_resnet50", "xception"])
+def _covering_presets() -> list[str]:
+    """Presets that together use every block, attention and conv kind any preset uses: each one that
+    brings a kind the earlier ones (in registry order, small classic networks first) did not."""
+    def kinds(g):
+        stages = g.stem + g.stages
+        return ({("block", s.block) for s in stages} | {("conv", s.conv) for s in stages}
+                | {("attention", s.attention) for s in stages} | {("attention", g.head.attention)})
+
+    chosen, seen = [], set()
+    for name in PRESETS.names():
+        new = kinds(get_preset(name)) - seen
+        if new:
+            chosen.append(name)
+            seen |= new
+    return chosen
+
+
+@pytest.mark.parametrize("name", _covering_presets())
 def test_flops_equal_torch_flop_counter_for_presets(name):
-    genotype = get_preset(name).replace(resolution=64 if name != "lenet5" else 32)
+    genotype = get_preset(name)
+    genotype = genotype.replace(resolution=max(32, genotype.resolution // 3))  # Inception-v3 needs >= 75 px
     assert count_flops(genotype) == _reference_flops(genotype) > 0
 
 

@@ -7,8 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autocnn import Genotype, GenotypeError, HeadSpec, StageSpec
-from autocnn.layers import ACTIVATIONS, ATTENTION, CONVS
+from autocnn import Genotype, GenotypeError, HeadSpec, StageSpec, catalog
 from autocnn.presets import PRESETS, get_preset
 
 
@@ -27,21 +26,34 @@ def test_compact_string_reads_like_timm():
     assert "mbconv-c24-r2-s2-e6.0-cv:depthwise-at:se-rr4.0" in s
 
 
-stage_strategy = st.builds(
-    StageSpec,
-    block=st.sampled_from(["conv", "basic", "bottleneck", "mbconv", "fused_mbconv", "transition"]),
+stage_fields = st.fixed_dictionaries(dict(
+    block=st.sampled_from(catalog.BLOCKS.names()),
     out_chs=st.integers(1, 4096), repeats=st.integers(1, 12), stride=st.integers(1, 2),
     kernel=st.sampled_from([1, 3, 5, 7]), expansion=st.floats(0.01, 10, allow_nan=False),
-    conv=st.sampled_from(CONVS.names()), dilation=st.integers(1, 3), groups=st.just(1),
-    attention=st.sampled_from(ATTENTION.names()), ratio=st.floats(0.5, 64),
-    act=st.none() | st.sampled_from(ACTIVATIONS.names()), padding=st.none() | st.integers(0, 3),
+    conv=st.sampled_from(catalog.CONVS.names()), dilation=st.integers(1, 3), groups=st.just(1),
+    attention=st.sampled_from(catalog.ATTENTION.names()), ratio=st.floats(0.5, 64),
+    act=st.none() | st.sampled_from(catalog.ACTIVATIONS.names()), padding=st.none() | st.integers(0, 3),
     widths=st.tuples() | st.tuples(st.integers(1, 64), st.integers(1, 64)), bias=st.booleans(),
-)
+))
+
+
+def _buildable(fields: dict) -> StageSpec:
+    """Every block kind: a value its kind refuses (a dense stride, an Inception width count) goes back
+    to the field's default, so the round trips see every kind without a list of safe ones."""
+    while True:
+        try:
+            return StageSpec(**fields)
+        except GenotypeError as err:
+            assert err.field in fields and err.field != "block", err
+            del fields[err.field]
+
+
+stage_strategy = stage_fields.map(_buildable)
 genotype_strategy = st.builds(
     Genotype,
     stages=st.lists(stage_strategy, min_size=1, max_size=4).map(tuple),
     stem=st.lists(stage_strategy, max_size=2).map(tuple),
-    head=st.builds(HeadSpec, pool=st.sampled_from(["avg", "max", "flatten"]), pool_size=st.integers(1, 7),
+    head=st.builds(HeadSpec, pool=st.sampled_from(catalog.POOLS), pool_size=st.integers(1, 7),
                    hidden=st.lists(st.integers(1, 512), max_size=2).map(tuple), dropout=st.floats(0, 0.9),
                    multilabel=st.booleans()),
     resolution=st.integers(8, 600), in_chans=st.integers(1, 4), num_classes=st.integers(1, 1000),
@@ -103,7 +115,6 @@ def test_genotype_and_package_import_without_torch():
             "from autocnn.presets import get_preset\n"
             "from autocnn.scaling import compound_scale\n"
             "compound_scale(get_preset('efficientnet_b0'), 1.1, 1.2)\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n"
-            "assert callable(autocnn.create_model) and 'torch' in sys.modules\n")
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -2,7 +2,7 @@
 other presets and blocks (test_presets.py, test_blocks.py)."""
 import pytest
 
-from autocnn import GenotypeError, StageSpec
+from autocnn import GenotypeError, StageSpec, catalog
 from autocnn.builder import build_model
 from autocnn.layers import BLOCKS
 from autocnn.presets import get_preset
@@ -24,13 +24,16 @@ def test_googlenet_derived_widths_follow_inception3a():
     assert BLOCKS.get("inception_v1").out_channels(192, spec) == 256
 
 
-@pytest.mark.parametrize("block, widths", [
-    ("inception_v1", (1, 2, 3)), ("inception_v3_a", (8,) * 6), ("inception_v3_c", (8,) * 9),
-    ("inception_v3_e", (8,) * 7), ("inception_v3_b", (8,) * 5), ("inception_v3_d", (8,) * 4),
-])
-def test_wrong_number_of_widths_is_rejected(block, widths):
-    with pytest.raises(GenotypeError, match="widths"):
-        StageSpec(block, widths=widths)
+INCEPTION = [name for name, kind in catalog.BLOCKS.items() if isinstance(kind, catalog.InceptionKind)]
+
+
+@pytest.mark.parametrize("block", INCEPTION)
+def test_wrong_number_of_widths_is_rejected(block):
+    n = len(catalog.BLOCKS.get(block).width_names)
+    for count in (1, n - 1, n + 1):
+        with pytest.raises(GenotypeError, match="widths"):
+            StageSpec(block, widths=(8,) * count)
+    assert StageSpec(block, widths=(8,) * n).widths == (8,) * n
 
 
 def test_inconsistent_specs_are_rejected():

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import csv
+import json
 import pickle
 import struct
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import torch
 from PIL import Image
@@ -69,11 +71,13 @@ def _png(path: Path, color, size=(12, 12)) -> None:
     Image.new("RGB", size, color).save(path)
 
 
-def write_imagefolder(root: Path, sizes=((12, 12),), n_train: int = 10, with_test: bool = True) -> None:
+def write_imagefolder(root: Path, sizes=((12, 12),), n_train: int = 10, with_test: bool = True,
+                      plain: bool = False) -> None:
+    """Solid-colour images per class under root/train/<class>/ (or root/<class>/ when `plain`)."""
     colors = {"cat": (255, 0, 0), "dog": (0, 255, 0), "eel": (0, 0, 255)}
     for c, color in colors.items():
         for i in range(n_train):
-            _png(root / "train" / c / f"{i}.png", color, sizes[i % len(sizes)])
+            _png((root if plain else root / "train") / c / f"{i}.png", color, sizes[i % len(sizes)])
         if with_test:
             for i in range(2):
                 _png(root / "test" / c / f"{i}.png", color, sizes[0])
@@ -230,6 +234,44 @@ def test_imagefolder_mixed_sizes_resized_to_default(tmp_path):
     d = load_dataset("imagefolder", tmp_path)
     assert d.native_resolution == 64 and d.train.images.shape[-2:] == (64, 64)
     assert len(d.train) + len(d.val) + len(d.test) == 30
+
+
+def test_imagefolder_plain_layout_is_split_like_a_lone_train_folder(tmp_path):
+    """torchvision's own layout, root/<class>/<image>: split 70/15/15, stratified, the same for every seed."""
+    write_imagefolder(tmp_path / "plain", plain=True, with_test=False)
+    (tmp_path / "plain" / ".ipynb_checkpoints").mkdir()  # hidden folders are not classes
+    write_imagefolder(tmp_path / "nested", with_test=False)
+    plain = load_dataset("imagefolder", tmp_path / "plain")
+    assert plain.class_names == ("cat", "dog", "eel") and plain.num_classes == 3
+    assert (len(plain.train), len(plain.val), len(plain.test)) == (21, 5, 4)
+    for split in (plain.train, plain.val, plain.test):
+        assert set(split.labels.tolist()) == {0, 1, 2}  # stratified: every class in every split
+    for other in (load_dataset("imagefolder", tmp_path / "nested"), load_dataset("imagefolder", tmp_path / "plain",
+                                                                                 seed=7)):
+        for name in ("train", "val", "test"):
+            a, b = getattr(plain, name), getattr(other, name)
+            assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels), name
+
+
+def test_imagefolder_test_folder_without_train_is_refused(tmp_path):
+    write_imagefolder(tmp_path, plain=True)  # cat/ dog/ eel/ and a test/ that would be taken for a class
+    with pytest.raises(DataError) as e:
+        load_dataset("imagefolder", tmp_path)
+    assert "has test/ but no train/ folder" in str(e.value) and str(tmp_path / "train") in str(e.value)
+
+
+def test_search_cli_accepts_a_plain_imagefolder_root(cli, tmp_path):
+    write_imagefolder(tmp_path / "imgs", plain=True, with_test=False)
+    space = Path(__file__).resolve().parents[1] / "search" / "tiny_space.yaml"
+    result = cli("search", "--space", str(space), "--dataset", "imagefolder", "--data-root", "imgs",
+                 "--trials", "1", "--epochs", "1", "--study", "plain", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (best,) = json.loads(result.stdout)["best"]
+    assert 0.0 <= best["values"][0] <= 1.0
+    study = optuna.load_study(study_name="plain", storage=cli.storage)
+    config = study.user_attrs["autocnn.config"]
+    assert (config["dataset"], config["data_root"]) == ("imagefolder", "imgs")
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
 
 
 def test_multilabel_folder_and_csv(tmp_path):

@@ -88,6 +88,12 @@ CASES = {
                                 ("notes.txt is a file", "folder"), _write("notes.txt", "hello\n")),
     "data-root-malformed": Case((*SEARCH, "--dataset", "imagefolder", "--data-root", "imgs", *STORE),
                                 ("no train/ folder", "ImageFolder layout"), _write("imgs/readme.txt", "no images\n")),
+    "imagefolder-test-without-train": Case((*SEARCH, "--dataset", "imagefolder", "--data-root", "imgs", *STORE),
+                                           ("has test/ but no train/ folder", "imgs/train/<class>/<image>"),
+                                           _write("imgs/test/cat/0.png", b"not decoded: refused before")),
+    "imagefolder-without-images": Case((*SEARCH, "--dataset", "imagefolder", "--data-root", "imgs", *STORE),
+                                       ("imgs contains no images", "imgs/<class>/"),
+                                       _write("imgs/cat/readme.txt", "no images\n")),
     # storage
     "unreachable-storage": Case((*SEARCH, "--storage", "postgresql+psycopg2://autocnn@127.0.0.1:{port}/db"),
                                 ("storage 'postgresql", "127.0.0.1:{port}")),

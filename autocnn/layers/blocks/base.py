@@ -8,7 +8,6 @@ from torch import nn
 
 from autocnn.catalog import BlockKind
 from autocnn.genotype import StageSpec
-from autocnn.layers.common import LayerFactory
 
 
 class Block(nn.Module):
@@ -40,4 +39,4 @@ def load_block(kind: BlockKind) -> type[Block]:
     return cls
 
 
-__all__ = ["Block", "LayerFactory", "load_block"]
+__all__ = ["Block", "load_block"]
