@@ -4,12 +4,13 @@ from __future__ import annotations
 import logging
 import time
 
+import optuna
 from ray.tune import Callback, Stopper
 from ray.tune.experiment import Trial
 
 from autocnn.search.ray.keys import OPTUNA_ID, SPEC
 from autocnn.search.ray.searcher import LIVE
-from autocnn.storage import HEARTBEAT_INTERVAL, open_storage
+from autocnn.storage import HEARTBEAT_INTERVAL, fail_stale_trials, open_storage
 
 
 class _StorageUser:
@@ -30,12 +31,22 @@ class _StorageUser:
 
 class Heartbeat(_StorageUser, Callback):
     """Records Optuna heartbeats for the live trials of this experiment (ask/tell runs no heartbeat),
-    and tells the driver how many trials were unfinished at the last step (Ctrl-C detection)."""
+    and tells the driver how many trials were unfinished at the last step (Ctrl-C detection).
+
+    Right after its first beats it fails the study's stale trials (the storage re-queues them): in a
+    restored experiment, the trials it continues were just beaten, so what is still stale is a trial the
+    killed driver had asked but never snapshotted. Failed now, its retry is what the searcher asks next,
+    rather than a WAITING trial left behind once the restored experiment meets the budget.
+    """
 
     def __init__(self, storage_url: str | None, study_name: str) -> None:
         super().__init__(storage_url)
         self.study_name = study_name
         self._last = 0.0
+        self._swept = False
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_last": 0.0, "_swept": False}  # a restored copy beats and sweeps first
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         live = LIVE.get(self.study_name)
@@ -50,6 +61,9 @@ class Heartbeat(_StorageUser, Callback):
             trial_id = (trial.config.get(SPEC) or {}).get("trial_id")
             if trial_id is not None and trial.status in (Trial.PENDING, Trial.RUNNING, Trial.PAUSED):
                 self.storage().record_heartbeat(trial_id)
+        if not self._swept:  # before this step's searcher asks for new trials (Tune calls callbacks first)
+            self._swept = True
+            fail_stale_trials(optuna.load_study(study_name=self.study_name, storage=self.storage()))
 
 
 class SkipFinished(_StorageUser, Stopper):
