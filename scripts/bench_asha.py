@@ -1,7 +1,7 @@
 """Benchmark: ASHA vs FIFO on the Ray backend, same trials — epochs consumed and best accuracy.
 
 Two searches of the same small space on digits run one after the other on a local Ray started for
-each (`run_ray_search`, 1 CPU per trial, so as many trials at once as the machine has cores). Both
+each (`run_search` on a `RayBackend`, 1 CPU per trial, so as many trials at once as the machine has cores). Both
 use the random sampler with the same seed, so trial k is the same architecture, trained with the
 same seed, in both: the only difference is the scheduler. FIFO trains every trial for the full
 budget; ASHA (grace 1 epoch, reduction factor 3: rungs at 1, 3, 9 epochs) stops the trials below the
@@ -30,13 +30,14 @@ def run(scheduler: str, folder: Path, trials: int, epochs: int) -> dict:
 
     from autocnn.search import records
     from autocnn.search.config import SearchConfig
-    from autocnn.search.ray_backend import run_ray_search
+    from autocnn.search.driver import run_search
+    from autocnn.search.ray import RayBackend
 
     config = SearchConfig(space=str(folder / "space.yaml"), dataset="digits", trials=trials, epochs=epochs,
                           sampler="random", pruner="none", seed=0, study=scheduler,
                           storage=f"sqlite:///{folder / 'studies.db'}")
     started = time.perf_counter()
-    study = run_ray_search(config, scheduler=scheduler, cpus_per_trial=1)
+    study = run_search(config, backend=RayBackend(scheduler=scheduler, cpus_per_trial=1))
     seconds = time.perf_counter() - started
     trials_ = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
                if records.REJECTED not in t.user_attrs]

@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import torch
 
     from autocnn.search.config import SearchConfig
-    from autocnn.search.engine import drive, create_study, TrialContext
+    from autocnn.search.driver import drive
+    from autocnn.search.engine import create_study, TrialContext
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trials, epochs, limit = benchlib.by_mode(args.mode, smoke=(4, 1, 100), quick=(100, 1, 300), full=(100, 3, None))

@@ -218,10 +218,10 @@ class AutocnnSide:
     label = "autocnn"
 
     def __init__(self, url: str, seed: int, name: str) -> None:
-        from autocnn.search import engine
+        from autocnn.search import driver, engine
         from autocnn.search.config import SearchConfig
 
-        self.engine = engine
+        self.engine, self.driver = engine, driver
         config = SearchConfig(trials=1, storage=url, study=name, seed=seed)  # the digits defaults otherwise
         self.study, config = engine.create_study(config)
         self.ctx = engine.TrialContext.create(config)
@@ -245,7 +245,7 @@ class AutocnnSide:
             for fn, key in OWN_PIECES.items():
                 stack.enter_context(mock.patch.object(engine, fn, self.meter.timed(getattr(engine, fn), key)))
             stack.enter_context(mock.patch.object(gc, "collect", self.meter.timed(gc.collect, "own.gc after trial")))
-            self.clock.run_chunk(lambda: engine.drive(self.study, self.ctx))
+            self.clock.run_chunk(lambda: self.driver.drive(self.study, self.ctx))
 
     def dims(self) -> float:
         trials = self.study.get_trials(deepcopy=False)

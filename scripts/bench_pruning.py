@@ -39,7 +39,8 @@ def run(pruner: str, folder: Path, trials: int, epochs: int, limit: int | None, 
 
     from autocnn.search import records
     from autocnn.search.config import SearchConfig
-    from autocnn.search.engine import counts_toward_budget, run_search
+    from autocnn.search.budget import counts_toward_budget
+    from autocnn.search.driver import run_search
 
     config = SearchConfig(space=str(folder / "space.yaml"), dataset="digits", trials=trials, epochs=epochs,
                           sampler="random", pruner=pruner, seed=0, study=pruner, limit=limit, device="cpu",

@@ -17,7 +17,7 @@ import benchlib
 
 def run(sampler: str, seed: int, trials: int, epochs: int, space: str, limit: int | None, max_flops: float) -> dict:
     from autocnn.search.config import SearchConfig
-    from autocnn.search.engine import run_search
+    from autocnn.search.driver import run_search
 
     with tempfile.TemporaryDirectory() as tmp:
         config = SearchConfig(space=space, dataset="digits", trials=trials, epochs=epochs, sampler=sampler,

@@ -1,6 +1,14 @@
 """Shared fixtures. Tests run on CPU with a fixed thread count so timings and results are stable."""
 
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,3 +57,69 @@ def assert_user_error(result, *fragments: str) -> None:
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for servers a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real Ray head on 127.0.0.1 with 4 CPUs and 2 logical GPUs (Ray hands out GPU ids on a CPU-only
+    machine), started once per test session by `ray start --head --block` in its own process group,
+    every port picked free so parallel sessions never clash; yields its address for `--address`.
+
+    A driver a test kills (`autocnn search --backend ray --address ...`) leaves the cluster running and
+    Ray reaps its trial actors, as on a real cluster whose head outlives a crashed driver.
+    """
+    pytest.importorskip("ray")
+    with pytest.MonkeyPatch.context() as env:
+        # Ray 2.5x turns token authentication on for `ray start` once ~/.ray/auth_token exists (a local
+        # ray.init() writes one) but not for `ray status`: a test cluster on 127.0.0.1 runs without it,
+        # for the head and for every client started from this process.
+        env.setenv("RAY_AUTH_MODE", "disabled")
+        yield from _ray_head()
+
+
+def _ray_head():
+    ray = str(Path(sys.executable).with_name("ray"))
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths live under it
+    port = free_port()
+    ports = [x for flag in ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+                            "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port")
+             for x in (flag, str(free_port()))]
+    log = open(Path(temp) / "head.log", "w")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen([ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                             "--num-cpus", "4", "--num-gpus", "2", "--include-dashboard=false",
+                             "--disable-usage-stats", "--temp-dir", temp, *ports],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while (status := subprocess.run([ray, "status", "--address", address], capture_output=True, text=True)).returncode:
+        if head.poll() is not None or time.monotonic() > deadline:
+            _stop_ray_head(head)
+            pytest.fail(f"the Ray head did not start:\n{(Path(temp) / 'head.log').read_text()[-2000:]}\n"
+                        f"ray status: {status.stderr[-1500:]}")
+        time.sleep(0.5)
+    try:
+        yield address
+    finally:
+        _stop_ray_head(head)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_ray_head(head: subprocess.Popen) -> None:
+    head.terminate()  # `ray start --block` stops the processes it started
+    try:
+        head.wait(30)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(head.pid, signal.SIGKILL)  # anything left in the head's own session
+    except ProcessLookupError:
+        pass

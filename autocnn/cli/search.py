@@ -59,7 +59,7 @@ class RichProgress:
         self.epochs = 0
 
     def start(self, study, config: SearchConfig) -> None:
-        from autocnn.search.engine import finished_trials
+        from autocnn.search.budget import finished_trials
 
         self.epochs = config.epochs
         self.maximize = config.directions[0] == "maximize"
@@ -84,7 +84,7 @@ class RichProgress:
             self.interrupt.check()
 
     def on_trial_end(self, study, trial) -> None:
-        from autocnn.search.engine import finished_trials
+        from autocnn.search.budget import finished_trials
 
         row = records.summary(trial)
         if trial.state == TrialState.COMPLETE:
@@ -125,7 +125,8 @@ def _split(value: str | None) -> tuple[str, ...]:
 @click.option("--max-flops", type=float, default=None, help="Skip candidates above this many FLOPs per image.")
 @click.option("--max-latency-ms", type=float, default=None, help="Skip candidates slower than this (CPU, batch 1).")
 @click.option("--sampler", default="tpe", show_default=True, help="tpe, random, cmaes, gp or nsga2.")
-@click.option("--pruner", default="median", show_default=True, help="median, hyperband, sha or none.")
+@click.option("--pruner", default=None,
+              help="median (default), hyperband, sha or none; on Ray the Tune scheduler of the same rule.")
 @click.option("--objectives", default="accuracy", show_default=True,
               help="accuracy, or accuracy plus params/flops/latency for a Pareto search.")
 @click.option("--study", default=None, help="Study name (default: SPACE-DATASET-TIMESTAMP).")
@@ -149,7 +150,7 @@ def _split(value: str | None) -> tuple[str, ...]:
 @click.option("--json", "as_json", is_flag=True, help="Print the best trial as JSON at the end.")
 def search(resume: bool, as_json: bool, trials, timeout, max_params, max_flops, max_latency_ms, **options) -> None:
     """Search a space of architectures, training every candidate on real data."""
-    from autocnn.search.engine import resume_search, run_search
+    from autocnn.search.driver import backend_for, resume_search, run_search
 
     console = Console(stderr=True)
     interrupt = GracefulInterrupt(console)
@@ -157,30 +158,25 @@ def search(resume: bool, as_json: bool, trials, timeout, max_params, max_flops, 
     progress = RichProgress(console, interrupt)
     ray_options = {key: options.pop(key) for key in RAY_OPTIONS}
     ray_options["storage_path"] = ray_options.pop("ray_storage")
-    if options["backend"] != "ray" and any(v is not None for v in ray_options.values()):
+    pruner = options.pop("pruner")
+    if options["backend"] == "ray":  # an explicit --pruner picks Ray's scheduler of the same rule
+        ray_options["pruner"] = pruner
+    elif any(v is not None for v in ray_options.values()):
         given = next(k for k, v in ray_options.items() if v is not None).replace("storage_path", "ray_storage")
         raise ConfigError(f"--{given.replace('_', '-')} needs --backend ray")
     try:
-        if resume and options["backend"] == "ray":
-            from autocnn.search.ray_backend import resume_ray_search
-
-            study = resume_ray_search(options["study"], options["storage"], trials=trials, timeout=timeout,
-                                      progress=progress, **ray_options)
-        elif resume:
+        backend = backend_for(options["backend"], **ray_options)
+        if resume:
             study = resume_search(options["study"], options["storage"], trials=trials, timeout=timeout,
-                                  progress=progress)
+                                  progress=progress, backend=backend)
         else:
             options["objectives"] = _split(options["objectives"])
             options["enqueue"] = _split(options["enqueue"])
             limits = {"max_params": max_params, "max_flops": max_flops, "max_latency_ms": max_latency_ms}
             config = SearchConfig(trials=trials if trials is not None else 10, timeout=timeout,
+                                  pruner=pruner or "median",
                                   constraints={k: v for k, v in limits.items() if v is not None}, **options)
-            if config.backend == "ray":
-                from autocnn.search.ray_backend import run_ray_search
-
-                study = run_ray_search(config, progress=progress, **ray_options)
-            else:
-                study = run_search(config, progress=progress)
+            study = run_search(config, progress=progress, backend=backend)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: the running trial was marked failed; "
                       "continue with 'autocnn search --resume --study NAME'")
@@ -205,7 +201,7 @@ def search(resume: bool, as_json: bool, trials, timeout, max_params, max_flops, 
 def train_command(model_name: str, **options) -> None:
     """Train one architecture with the search's recipe and record it as a one-trial study."""
     from autocnn.api import resolve_genotype
-    from autocnn.search.engine import run_search
+    from autocnn.search.driver import run_search
     from autocnn.search.fixed import FixedSpace
 
     genotype = resolve_genotype(model_name)

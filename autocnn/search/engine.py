@@ -1,25 +1,23 @@
-"""The local search engine: an Optuna study whose trials are sampled, priced, trained and recorded.
+"""The search's pieces every backend shares: registries, studies, and the steps of one trial.
 
-`evaluate_trial` samples, prices, trains and records one trial; `run_search` drives it with
-`study.optimize` in this process. Its pieces (`sample_architecture`, `price_candidate`,
-`epoch_recorder`, `fit_candidate`) are shared with the Ray backend (`autocnn.search.ray_backend`),
-which samples in its driver and prices and trains in its workers, so both record trials alike.
+`evaluate_trial` samples, prices, trains and records one trial (what the local backend,
+`autocnn.search.local`, runs per trial); its pieces (`sample_architecture`, `price_candidate`,
+`epoch_recorder`, `fit_candidate`) are shared with the Ray backend (`autocnn.search.ray`), which
+samples in its driver and prices and trains in its workers, so both record trials alike. The search
+loop itself (budget, rounds, resume, failure rules) is `autocnn.search.driver`.
 """
 from __future__ import annotations
 
 import dataclasses
-import gc
 import math
 import time
 import warnings
-from functools import partial
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
 import optuna
 import torch
-from optuna.trial import TrialState
 
 from autocnn.artifacts import save_trial_weights
 from autocnn.costs import count_flops, count_params, materialize, measure_costs, meta_model
@@ -27,10 +25,10 @@ from autocnn.data import DataSplits, load_dataset
 from autocnn.errors import AutocnnError
 from autocnn.registry import Registry
 from autocnn.search import records
+from autocnn.search.budget import MAX_REJECTIONS
 from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
-from autocnn.search.control import (STOP_ATTR, counts_toward_budget, latest_study, release_worker_lease,
-                                    stop_requested, take_worker_lease)
-from autocnn.storage import fail_stale_trials, open_storage
+from autocnn.search.control import latest_study
+from autocnn.storage import open_storage
 from autocnn.training import DivergedError, EpochReport, TrainConfig, train
 
 SAMPLERS: Registry[Callable[..., optuna.samplers.BaseSampler]] = Registry("sampler")
@@ -50,9 +48,13 @@ PRUNERS.register("hyperband", lambda: optuna.pruners.HyperbandPruner(min_resourc
 PRUNERS.register("sha", lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=3))
 PRUNERS.register("none", lambda: optuna.pruners.NopPruner())
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # metric names, heartbeat retries and GPSampler are "experimental" in Optuna but stable in use
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+# What fails one trial alone (diverged, a block's forward raising, out of memory) on every backend;
+# any other exception is a bug or a user error and ends the search.
+TRIAL_ERRORS = (DivergedError, RuntimeError, MemoryError)
 
 
 class StudyError(AutocnnError):
@@ -125,57 +127,6 @@ def attach_sampler(study: optuna.Study, config: SearchConfig) -> optuna.Study:
     study.sampler = SAMPLERS.get(config.sampler)(config.seed + len(study.trials), config.multi_objective)
     study.pruner = PRUNERS.get(config.pruner)() if not config.multi_objective else optuna.pruners.NopPruner()
     return study
-
-
-def finished_trials(study: optuna.Study) -> int:
-    return sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False, states=FINISHED))
-
-
-def _budget_use(study: optuna.Study, below: int | None = None) -> tuple[int, int]:
-    """(trials that count toward the budget, RUNNING trials [created before trial id `below`])."""
-    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-    running = sum(t.state == TrialState.RUNNING and (below is None or t._trial_id < below) for t in trials)
-    return sum(counts_toward_budget(t) for t in trials), running
-
-
-def wait_for_slot(study: optuna.Study, trials: int, *, below: int | None = None, deadline: float | None = None,
-                  poll: float = 1.0) -> bool:
-    """Whether another trial may start: waits while the trials other workers run would already meet the
-    budget (so concurrent workers end at exactly `trials`); False once it is met, stopped or past `deadline`.
-
-    A running trial of a dead worker frees its slot when its heartbeat goes stale (then it is retried).
-    """
-    while True:
-        finished, running = _budget_use(study, below)
-        if finished >= trials or stop_requested(study):
-            return False
-        if finished + running < trials:
-            return True
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
-        time.sleep(poll)
-        fail_stale_trials(study)
-
-
-class BudgetCallback:
-    """Stops the study at `trials` finished trials, or when the constraints reject every candidate;
-    with other workers on the study, waits until a trial may start without overshooting the budget."""
-
-    def __init__(self, trials: int, max_rejections: int = 100, deadline: float | None = None) -> None:
-        self.trials = trials
-        self.max_rejections = max_rejections
-        self.deadline = deadline
-        self.rejections_in_a_row = 0
-
-    def __call__(self, study: optuna.Study, trial) -> None:
-        rejected = records.REJECTED in trial.user_attrs
-        self.rejections_in_a_row = self.rejections_in_a_row + 1 if rejected else 0
-        if self.impossible or not wait_for_slot(study, self.trials, deadline=self.deadline):
-            study.stop()
-
-    @property
-    def impossible(self) -> bool:
-        return self.rejections_in_a_row >= self.max_rejections
 
 
 @dataclass
@@ -281,7 +232,7 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
     return values
 
 
-# The pieces of `evaluate_trial`, shared with the Ray backend (autocnn.search.ray_backend), which
+# The pieces of `evaluate_trial`, shared with the Ray backend (autocnn.search.ray.worker), which
 # samples in its driver and prices and trains in its workers: both backends record the same way.
 
 def sample_architecture(trial, ctx: TrialContext):
@@ -360,7 +311,7 @@ def prepare_context(config: SearchConfig) -> TrialContext:
     """Check everything a run needs before any storage is touched: options, space, dataset, constraints."""
     _check_choices(config)
     ctx = TrialContext.create(config)
-    check_feasible(ctx, BudgetCallback(config.trials).max_rejections)
+    check_feasible(ctx, MAX_REJECTIONS)
     return ctx
 
 
@@ -393,99 +344,6 @@ def check_feasible(ctx: TrialContext, attempts: int) -> None:
                          "loosen 'require' in the space file")
     raise StudyError(f"the constraints {limits} rejected all {attempts} sampled candidates; "
                      "relax --max-params/--max-flops or the space's constraints")
-
-
-def run_search(config: SearchConfig, *, progress=None) -> optuna.Study:
-    """Create a study for `config` and run it to its budget."""
-    ctx = prepare_context(config)  # a bad space, dataset or constraint creates no storage and no study
-    study, ctx.config = create_study(config)
-    enqueue_presets(study, ctx)
-    return drive(study, ctx, progress)
-
-
-def resume_search(name: str | None, storage_url: str | None, *, trials: int | None = None,
-                  timeout: float | None = None, progress=None) -> optuna.Study:
-    """Continue a stopped or crashed study to its (possibly raised) budget; no finished trial reruns."""
-    study, config = reopen_study(name, storage_url, trials=trials, timeout=timeout)
-    fail_stale_trials(study)
-    return drive(study, TrialContext.create(config), progress)
-
-
-def drive(study: optuna.Study, ctx: TrialContext, progress=None) -> optuna.Study:
-    """Optimise until `config.trials` trials have finished (complete or pruned).
-
-    Failed trials (diverged, out of memory, killed workers) do not count: the heartbeat callback
-    retries stale ones and new samples replace the rest.
-    """
-    config = ctx.config
-    deadline = time.monotonic() + config.timeout if config.timeout else None
-    study.set_user_attr(STOP_ATTR, False)
-    lease = take_worker_lease(study)
-    budget = BudgetCallback(config.trials, deadline=deadline)
-    callbacks = [_collect_garbage, budget, _stop_when_requested]
-    if progress is not None:
-        progress.start(study, config)
-        callbacks.append(progress.on_trial_end)
-    failures = 0
-    # A full collection after every trial (Optuna's gc_after_trial) scans every live object: torch,
-    # the data and Optuna's cache of finished trials, so it grew to ~100 ms per trial by trial 1,000.
-    # Freezing the survivors of each collection keeps it to the objects of the trial just run.
-    gc.collect()
-    gc.freeze()
-    try:
-        while finished_trials(study) < config.trials and not stop_requested(study):
-            remaining_time = None if deadline is None else deadline - time.monotonic()
-            if (remaining_time is not None and remaining_time <= 0) or not wait_for_slot(study, config.trials,
-                                                                                         deadline=deadline):
-                break
-            before = finished_trials(study)
-            study.optimize(
-                lambda t: _claim_slot(t, config.trials, deadline) and evaluate_trial(
-                    t, ctx, on_epoch=partial(progress.on_epoch, t.number) if progress else None),
-                n_trials=config.trials - before, timeout=remaining_time, callbacks=callbacks,
-                catch=(DivergedError, RuntimeError, MemoryError), gc_after_trial=False,  # see _collect_garbage
-            )
-            if budget.impossible:
-                raise StudyError(f"the constraints {ctx.constraints} rejected {budget.max_rejections} sampled "
-                                 "candidates in a row; relax --max-params/--max-flops/--max-latency-ms or the space's")
-            if finished_trials(study) > before:
-                failures = 0
-            elif not budget.rejections_in_a_row:  # the round ended in failed trials, not rejections
-                failures += 1
-            if failures >= 3:
-                raise StudyError(f"every recent trial of study {study.study_name!r} failed; see 'autocnn best "
-                                 f"--study {study.study_name}' for the reasons and check the space and data")
-    finally:
-        gc.unfreeze()
-        release_worker_lease(study, lease)
-        if progress is not None:
-            progress.stop(study)
-    return study
-
-
-def _collect_garbage(study: optuna.Study, trial) -> None:
-    """gc_after_trial at a cost that does not grow with the study: collect what the trial left in
-    reference cycles (a pruned trial's traceback holds its model), then freeze the survivors."""
-    gc.collect()
-    gc.freeze()
-
-
-def _claim_slot(trial, trials: int, deadline: float | None) -> bool:
-    """True when `trial` is within the budget; trials created before it by other workers come first.
-
-    Two workers that both saw a free slot may create a trial each: the later one waits for the earlier
-    ones and is pruned untrained (recorded as rejected, costing no budget) if they meet the budget.
-    """
-    if wait_for_slot(trial.study, trials, below=trial._trial_id, deadline=deadline):
-        return True
-    trial.set_user_attr(records.REJECTED, f"not needed: the budget of {trials} trials was met by other workers "
-                                          "(or the search was stopped)")
-    raise optuna.TrialPruned("not needed")
-
-
-def _stop_when_requested(study: optuna.Study, trial) -> None:
-    if stop_requested(study):
-        study.stop()
 
 
 def enqueue_presets(study: optuna.Study, ctx: TrialContext) -> list[str]:

@@ -11,7 +11,7 @@
 from .config import TrainConfig, resolve_device
 from .metrics import average_precision, mean_average_precision, micro_f1
 from .optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES
-from .trainer import DivergedError, EpochReport, TrainResult, evaluate, train
+from .trainer import DivergedError, EpochReport, TrainResult, TrainState, evaluate, train
 
 __all__ = [
     "DEFAULT_LR",
@@ -21,6 +21,7 @@ __all__ = [
     "EpochReport",
     "TrainConfig",
     "TrainResult",
+    "TrainState",
     "average_precision",
     "evaluate",
     "mean_average_precision",

@@ -3,6 +3,11 @@
 The step loop avoids host syncs: the loss is summed on the device and read (and checked for
 NaN/inf) once per epoch. `on_epoch` is where a search prunes or stops a run; whatever it raises
 leaves `train` unchanged, so this package never needs to know about Optuna or Ray.
+
+Checkpoint and resume are the trainer's: every `EpochReport` can snapshot the run (`report.state()`,
+a `TrainState`), and `train(..., resume=state)` continues it where it stood, with the optimizer's
+moments and the learning-rate schedule carried on (a backend that checkpoints trials, e.g. Ray Tune,
+only stores and hands back the snapshot).
 """
 from __future__ import annotations
 
@@ -29,12 +34,35 @@ class DivergedError(RuntimeError):
     """The training loss became NaN or infinite; a search records the trial as failed."""
 
 
+@dataclass(frozen=True)
+class TrainState:
+    """Where a run stands after `epoch` epochs: with the planned `TrainConfig`, enough to continue it.
+
+    `model` and `optimizer` are state dicts (on the CPU); `curve` is the validation curve so far.
+    """
+
+    epoch: int
+    model: dict
+    optimizer: dict
+    curve: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "model": self.model, "optimizer": self.optimizer, "curve": list(self.curve)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainState":
+        return cls(epoch=int(data["epoch"]), model=data["model"], optimizer=data["optimizer"],
+                   curve=tuple(data["curve"]))
+
+
 @dataclass
 class EpochReport:
     epoch: int
     val_metric: float
     train_loss: float
     seconds: float
+    state: Callable[[], TrainState] | None = field(default=None, repr=False, compare=False)
+    """Snapshot of the run after this epoch (a checkpoint), taken only when called."""
 
 
 @dataclass
@@ -47,6 +75,29 @@ class TrainResult:
     train_loss: float
     metric_name: str
     extra: dict[str, float] = field(default_factory=dict)
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a checkpointed optimizer state (moments, step counts) but keep this run's hyperparameters:
+    learning rate and weight decay come from the config (PBT may have changed them); the schedule's
+    base rate (`initial_lr`) is set again from them by the scheduler."""
+    keep = [{k: g[k] for k in ("lr", "weight_decay")} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, values in zip(optimizer.param_groups, keep):
+        group.update(values)
+        group.pop("initial_lr", None)
+
+
+def _cpu(value):
+    """A copy of a state dict with every tensor on the CPU: a checkpoint must load without the run's
+    device, and must not change as the run goes on (a state dict's tensors are the live ones)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cpu(v) for v in value]
+    return value
 
 
 def metric_name(multilabel: bool) -> str:
@@ -140,11 +191,18 @@ def train(
     resolution: int | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     evaluate_test: bool = True,
+    resume: TrainState | None = None,
 ) -> TrainResult:
     """Train `model` in place on `data.train`, validating after every epoch.
 
     `resolution` resizes batches on the fly (None keeps the native size). Raises `DivergedError`
     when the epoch's mean loss is not finite; exceptions from `on_epoch` propagate unchanged.
+
+    `resume` continues a run planned with `config` from a `TrainState` (`EpochReport.state()`):
+    the weights and optimizer state are loaded, epochs `resume.epoch + 1 ... config.epochs` run on the
+    same learning-rate schedule, and the result's curve includes the epochs before. The optimizer's
+    hyperparameters (learning rate, weight decay) are `config`'s, so a run may resume with new ones
+    (PBT). The shuffling seed moves on with the epoch, so a resumed run does not replay epoch 1's order.
     """
     started = time.perf_counter()
     device = config.resolved_device()
@@ -152,12 +210,18 @@ def train(
     amp_dtype = _amp_dtype(config.amp if config.amp is not None else cuda, device)
     channels_last = config.channels_last if config.channels_last is not None else cuda
     name = metric_name(data.multilabel)
+    done = resume.epoch if resume is not None else 0
+    if not 0 <= done < config.epochs:
+        raise ValueError(f"cannot resume after epoch {done} a run of {config.epochs} epochs")
+    seed = config.seed + 7919 * done
 
-    with _seeded(config.seed, deterministic=not cuda):
+    with _seeded(seed, deterministic=not cuda):
+        if resume is not None:
+            model.load_state_dict(resume.model)
         model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         train_batches = DeviceBatches(
             data.train, config.batch_size, device=device, shuffle=True,
-            generator=torch.Generator().manual_seed(config.seed), augment=data.augment,
+            generator=torch.Generator().manual_seed(seed), augment=data.augment,
             resolution=resolution, drop_last=len(data.train) > config.batch_size, channels_last=channels_last,
         )
         eval_kwargs = dict(device=device, resolution=resolution, channels_last=channels_last)
@@ -166,17 +230,25 @@ def train(
 
         optimizer = OPTIMIZERS.get(config.optimizer)(
             param_groups(model, config.weight_decay), config.resolved_lr, device)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES.get(config.schedule)(
-            config.epochs * steps, round(config.warmup_epochs * steps)))
+        if resume is not None:
+            _load_optimizer(optimizer, resume.optimizer)
+        factor = SCHEDULES.get(config.schedule)(config.epochs * steps, round(config.warmup_epochs * steps))
+        skipped = done * steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(step + skipped))
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         criterion: nn.Module = (nn.BCEWithLogitsLoss() if data.multilabel
                                 else nn.CrossEntropyLoss(label_smoothing=config.label_smoothing))
         params = [p for g in optimizer.param_groups for p in g["params"]]
 
-        curve: list[float] = []
+        curve: list[float] = list(resume.curve) if resume is not None else []
         train_loss = float("nan")
         val: dict[str, float] = {}
-        for epoch in range(1, config.epochs + 1):
+
+        def snapshot(epoch: int, curve: tuple[float, ...]) -> Callable[[], TrainState]:
+            return lambda: TrainState(epoch=epoch, model=_cpu(model.state_dict()),
+                                      optimizer=_cpu(optimizer.state_dict()), curve=curve)
+
+        for epoch in range(done + 1, config.epochs + 1):
             epoch_start = time.perf_counter()
             model.train()
             loss_sum = torch.zeros((), device=device)
@@ -199,7 +271,8 @@ def train(
             val = _evaluate(model, val_batches, data.multilabel, amp_dtype)
             curve.append(val[name])
             if on_epoch is not None:
-                on_epoch(EpochReport(epoch, val[name], train_loss, time.perf_counter() - epoch_start))
+                on_epoch(EpochReport(epoch, val[name], train_loss, time.perf_counter() - epoch_start,
+                                     state=snapshot(epoch, tuple(curve))))
 
         extra = {f"val_{k}": v for k, v in val.items() if k != name}
         test_metric = None

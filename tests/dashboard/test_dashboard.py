@@ -25,7 +25,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autocnn.search.engine import counts_toward_budget
+from autocnn.search.control import counts_toward_budget
 from conftest import assert_user_error, run_cli
 
 CHROMIUM = Path("/usr/bin/chromium")

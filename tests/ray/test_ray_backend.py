@@ -1,14 +1,12 @@
-"""`autocnn search --backend ray` on a real Ray cluster: a head node on 127.0.0.1 with 4 CPUs and 2 logical
-GPUs (Ray hands out GPU ids on a CPU-only machine), shared by every test of this module."""
+"""`autocnn search --backend ray` on a real Ray cluster: the session's head node on 127.0.0.1 with 4 CPUs and
+2 logical GPUs (`ray_cluster` in tests/conftest.py). What both backends must do alike is
+tests/search/test_backend_conformance.py; this file holds what only Ray has."""
 import collections
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +20,6 @@ from autocnn.cli import cli
 from autocnn.search import records
 from conftest import assert_user_error, run_cli
 
-RAY = str(Path(sys.executable).with_name("ray"))
 SPACE = """\
 name: tiny_ray
 description: a two-stage conv stack over 12-pixel digits, with a searched width and attention
@@ -44,59 +41,10 @@ genotype:
 RAY_ONLY_ATTRS = {"gpu_ids"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """`ray start --head --block` in its own session; every port picked free so parallel clusters never clash."""
-    with pytest.MonkeyPatch.context() as env:
-        # Ray 2.5x turns token authentication on for `ray start` once ~/.ray/auth_token exists (a local
-        # ray.init() writes one) but not for `ray status`: a test cluster on 127.0.0.1 runs without it,
-        # for the head and for every client started from this process.
-        env.setenv("RAY_AUTH_MODE", "disabled")
-        yield from _head_node()
-
-
-def _head_node():
-    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths live under it
-    port = _free_port()
-    ports = {flag: str(_free_port()) for flag in ("--node-manager-port", "--object-manager-port",
-                                                  "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-                                                  "--metrics-export-port", "--runtime-env-agent-port")}
-    args = [RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
-            "--num-cpus", "4", "--num-gpus", "2", "--include-dashboard=false", "--disable-usage-stats",
-            "--temp-dir", temp, *[x for kv in ports.items() for x in kv]]
-    log = open(Path(temp) / "head.log", "w")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    head = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while (status := subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True)).returncode:
-        if head.poll() is not None or time.monotonic() > deadline:
-            _stop(head)
-            pytest.fail(f"the Ray head did not start:\n{(Path(temp) / 'head.log').read_text()[-2000:]}\n"
-                        f"ray status: {status.stderr[-1500:]}")
-        time.sleep(0.5)
-    yield address
-    _stop(head)
-    log.close()
-    shutil.rmtree(temp, ignore_errors=True)
-
-
-def _stop(head: subprocess.Popen) -> None:
-    head.terminate()  # `ray start --block` stops the processes it started
-    try:
-        head.wait(30)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(head.pid, signal.SIGKILL)  # anything left in the head's own session
-    except ProcessLookupError:
-        pass
+@pytest.fixture
+def cluster(ray_cluster):
+    """The session's Ray head (tests/conftest.py)."""
+    return ray_cluster
 
 
 @pytest.fixture(scope="module")
@@ -121,19 +69,17 @@ def _ok(result):
     return result
 
 
-def test_ray_study_matches_local_records_and_packs_four_trials_on_two_gpus(cluster, space, tmp_path):
-    _ok(_search(tmp_path, space, "--trials", "2", "--epochs", "2", "--study", "local"))
+def test_ray_study_packs_four_trials_on_two_gpus(cluster, space, tmp_path):
+    """(That Ray records every trial as the local backend does is tests/search/test_backend_conformance.py.)"""
     ray_run = _ok(_search(tmp_path, space, "--trials", "4", "--epochs", "2", "--study", "ray", "--backend", "ray",
                           "--address", cluster, "--gpus-per-trial", "0.5", "--max-concurrent", "4", "--json"))
     assert json.loads(ray_run.stdout)["study"] == "ray"  # Ray's own output stays off stdout
 
-    local, ray = _study(tmp_path, "local"), _study(tmp_path, "ray")
+    ray = _study(tmp_path, "ray")
     trials = ray.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
-    local_keys = {frozenset(t.user_attrs) for t in local.trials}
-    assert len(local_keys) == 1
     for t in trials:
-        assert set(t.user_attrs) == set(next(iter(local_keys))) | RAY_ONLY_ATTRS, t.number
+        assert RAY_ONLY_ATTRS <= set(t.user_attrs), t.number
         assert set(t.params) == {"width", "attention"}  # sampled through OptunaSearch on the study
         assert list(t.intermediate_values.values()) == t.user_attrs[records.VAL_CURVE]
         assert t.values[0] == max(t.user_attrs[records.VAL_CURVE])
@@ -161,25 +107,7 @@ def test_worker_killed_mid_trial_is_retried_from_its_checkpoint(cluster, space, 
     assert trial.user_attrs[records.WEIGHTS_PATH]
 
 
-def test_asha_stopped_trials_are_pruned_and_either_backend_continues_the_study(cluster, space, tmp_path):
-    _ok(_search(tmp_path, space, "--trials", "6", "--epochs", "2", "--study", "asha", "--backend", "ray",
-                "--address", cluster, "--scheduler", "asha", "--max-concurrent", "2"))
-    study = _study(tmp_path, "asha")
-    before = {t.number: (t.state, t.datetime_complete) for t in study.trials}
-    assert len(before) == 6
-    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
-    assert pruned, "ASHA (grace 1 epoch, reduction 3) should have stopped some of 6 trials after epoch 1"
-    for t in study.trials:
-        curve = t.user_attrs[records.VAL_CURVE]
-        if t.state == TrialState.PRUNED:  # stopped by the scheduler: its last value, like Optuna's pruners
-            assert len(curve) < 2 and t.values == [curve[-1]]
-        else:
-            assert t.state == TrialState.COMPLETE and len(curve) == 2
-
-    _ok(_search(tmp_path, space, "--resume", "--study", "asha", "--trials", "7"))  # the local backend continues it
-    study = _study(tmp_path, "asha")
-    assert len(study.trials) == 7 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
-    assert {t.number: (t.state, t.datetime_complete) for t in study.trials[:6]} == before  # none ran twice
+# Scheduler-stopped trials are PRUNED and the local backend continues the study: the conformance suite.
 
 
 def test_resume_restores_the_interrupted_ray_experiment(cluster, space, tmp_path):
@@ -230,7 +158,12 @@ def test_ray_options_are_checked_before_anything_starts(space, tmp_path):
                           (["--backend", "ray", "--gpus-per-trial", "1.5"], "--gpus-per-trial must be a fraction"),
                           (["--backend", "ray", "--max-concurrent", "0"], "--max-concurrent must be >= 1"),
                           (["--backend", "ray", "--objectives", "accuracy,params", "--scheduler", "asha"],
-                           "needs --scheduler fifo")):
+                           "needs --scheduler fifo"),
+                          (["--backend", "ray", "--pruner", "sha", "--scheduler", "median"],
+                           "--pruner sha runs --scheduler asha on Ray, not --scheduler median"),
+                          (["--backend", "ray", "--pruner", "nope"], "unknown pruner 'nope' for --pruner"),
+                          (["--backend", "ray", "--objectives", "accuracy,params", "--pruner", "median"],
+                           "needs --scheduler fifo (--pruner none)")):
         result = CliRunner().invoke(cli, ["search", "--space", space, "--storage", storage, *args])
         assert result.exit_code == 2 and message in result.output, (args, result.output)
     assert not (tmp_path / "studies.db").exists()  # nothing was created
@@ -238,8 +171,22 @@ def test_ray_options_are_checked_before_anything_starts(space, tmp_path):
 
 def test_every_scheduler_builds_for_the_search_config():
     from autocnn.search.config import SearchConfig
-    from autocnn.search.ray_backend import SCHEDULERS
+    from autocnn.search.ray import SCHEDULERS
 
     assert SCHEDULERS.names() == ["fifo", "asha", "hyperband", "median", "pbt"]
     for name in SCHEDULERS:
         assert SCHEDULERS.get(name)(SearchConfig(epochs=4)) is not None
+
+
+def test_every_pruner_runs_a_registered_scheduler_on_ray():
+    """`--pruner` works on both backends: each local pruner names the Tune scheduler of its rule, and a
+    study keeps the pruner of its scheduler (so the local backend continues it alike)."""
+    from autocnn.search.engine import PRUNERS
+    from autocnn.search.ray import PRUNER_SCHEDULERS, SCHEDULERS
+    from autocnn.search.ray.schedulers import pruner_of
+
+    assert set(PRUNER_SCHEDULERS) == set(PRUNERS.names())
+    for pruner in PRUNERS:
+        assert PRUNER_SCHEDULERS[pruner] in SCHEDULERS
+        assert pruner_of(PRUNER_SCHEDULERS[pruner]) == pruner
+    assert pruner_of("pbt") == "none"

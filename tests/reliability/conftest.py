@@ -12,7 +12,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -138,12 +137,6 @@ def _install_postgresql() -> None:
             pytest.fail(f"'{' '.join(cmd)}' failed; install PostgreSQL by hand:\n{done.stderr[-2000:]}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def postgres_url():
     """A throwaway PostgreSQL cluster on 127.0.0.1 (free port, socket in a temp dir), one database.
@@ -172,7 +165,7 @@ def postgres_url():
             pytest.fail("running as root needs the 'postgres' system user (created by the postgresql package)")
         os.chown(root, owner.pw_uid, owner.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()  # noqa: F821 - from the root conftest (above)
 
     def pg(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120, cwd=root)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -20,18 +19,12 @@ from typing import Callable
 
 import pytest
 
-from conftest import FAST, TINY_SPACE, assert_user_error, autocnn_exe, cli_env, run_cli, snapshot
+from conftest import FAST, TINY_SPACE, assert_user_error, autocnn_exe, cli_env, free_port, run_cli, snapshot
 
 TINY = Path(TINY_SPACE).read_text()
 STORE = ("--storage", "sqlite:///{tmp}/s.db")  # a storage that does not exist yet: it must stay that way
 STUDY = ("--storage", "sqlite:///{tmp}/study.db")  # a copy of a real one-trial study (`template`)
 SEARCH = ("search", "--space", TINY_SPACE, "--limit", "100", "--epochs", "1")
-
-
-def _free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])  # closed again: nothing listens there
 
 
 def _write(name: str, text: str | bytes) -> Callable[[Path], None]:
@@ -159,7 +152,7 @@ def template(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(name, tmp_path, request):
     case = CASES[name]
-    port = _free_port()
+    port = free_port()  # closed again: nothing listens there
     fill = {"tmp": str(tmp_path), "port": port}
     if case.study:
         shutil.copyfile(request.getfixturevalue("template"), tmp_path / "study.db")

@@ -164,56 +164,7 @@ def test_kill_while_results_are_written(tmp_path):
     crash.resume_to_the_end()
 
 
-# -- the Ray backend ---------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    """`ray start --head --block` on 127.0.0.1 (2 CPUs), in its own session; every port picked free.
-
-    The driver (`autocnn search --backend ray --address ...`) is what gets killed: Ray then reaps its
-    trial actors, as it would on a real cluster whose head outlives a crashed driver process.
-    """
-    pytest.importorskip("ray")
-    import socket
-    import subprocess
-    import sys
-    import tempfile
-
-    def free_port() -> str:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return str(sock.getsockname()[1])
-
-    ray = str(Path(sys.executable).with_name("ray"))
-    temp = tempfile.mkdtemp(prefix="rr", dir="/tmp")  # short: Ray's socket paths live under it
-    port = free_port()
-    ports = [x for flag in ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-                            "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port")
-             for x in (flag, free_port())]
-    log = open(Path(temp) / "head.log", "w")
-    head = subprocess.Popen([ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", port,
-                             "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats",
-                             "--temp-dir", temp, *ports], stdout=log, stderr=subprocess.STDOUT,
-                            env={**ENV, "RAY_USAGE_STATS_ENABLED": "0"}, start_new_session=True)
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while subprocess.run([ray, "status", "--address", address], capture_output=True, env=ENV).returncode != 0:
-        if head.poll() is not None or time.monotonic() > deadline:
-            os.killpg(head.pid, signal.SIGKILL)
-            pytest.fail("the Ray head did not start:\n" + (Path(temp) / "head.log").read_text()[-3000:])
-        time.sleep(0.5)
-    yield address
-    head.terminate()
-    try:
-        head.wait(30)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(head.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    log.close()
-
+# -- the Ray backend (on the session's `ray_cluster`, tests/conftest.py) -----------------------------------
 
 @pytest.mark.slow
 def test_ray_driver_killed_at_each_moment_resumes_to_the_budget(ray_cluster, tmp_path):

@@ -169,3 +169,58 @@ def test_config_default_lr_per_optimizer():
     assert TrainConfig().resolved_lr == 0.05
     assert TrainConfig(optimizer="adamw").resolved_lr == 2e-3
     assert TrainConfig(optimizer="adamw", lr=0.1).resolved_lr == 0.1
+
+
+def test_resumed_run_continues_the_optimizer_and_the_schedule(digits):
+    """A run snapshotted after epoch 2 and resumed in a new model ends where an uninterrupted run's
+    optimizer and schedule stand: same step counts, same learning rate, the curve carried over."""
+    config = TrainConfig(epochs=4, optimizer="adamw", warmup_epochs=1.0, **FAST)
+    snapshots = {}
+
+    def keep(report):
+        snapshots[report.epoch] = report.state()
+
+    straight = train(tiny_cnn(), digits, config, on_epoch=keep, evaluate_test=False)
+    at_two = snapshots[2]
+    assert at_two.epoch == 2 and list(at_two.curve) == straight.val_curve[:2]
+
+    resumed_reports = []
+    model = tiny_cnn()
+    resumed = train(model, digits, config, resume=at_two, evaluate_test=False,
+                    on_epoch=lambda r: resumed_reports.append((r.epoch, r.state())))
+    assert [epoch for epoch, _ in resumed_reports] == [3, 4]
+    assert resumed.val_curve[:2] == straight.val_curve[:2] and len(resumed.val_curve) == 4
+    assert resumed.epochs_run == 4 and resumed.best_val == max(resumed.val_curve)
+    end, straight_end = resumed_reports[-1][1].optimizer, snapshots[4].optimizer
+    steps = [s["step"] for s in straight_end["state"].values()]
+    assert [s["step"] for s in end["state"].values()] == steps and steps[0] == 4 * (len(digits.train) // 32)
+    for group, expected in zip(end["param_groups"], straight_end["param_groups"]):
+        assert group["lr"] == pytest.approx(expected["lr"], rel=1e-9)
+        assert group["initial_lr"] == expected["initial_lr"] == config.resolved_lr
+    # it kept learning from the loaded weights (a fresh model reaches 0.15 after one epoch), as far as the
+    # uninterrupted run (only the shuffling order of epochs 3-4 differs)
+    assert resumed.val_curve[2] > resumed.val_curve[1] and resumed.val_curve[-1] == pytest.approx(
+        straight.val_curve[-1], abs=0.05)
+
+
+def test_resumed_run_takes_new_hyperparameters(digits):
+    """PBT resumes a trial with a new learning rate and weight decay: those win over the checkpoint's."""
+    config = TrainConfig(epochs=2, optimizer="sgd", **FAST)
+    states = []
+    train(tiny_cnn(), digits, config, on_epoch=lambda r: states.append(r.state()), evaluate_test=False)
+    changed = TrainConfig(epochs=2, optimizer="sgd", lr=0.01, weight_decay=1e-3, schedule="constant", **FAST)
+    after = []
+    train(tiny_cnn(), digits, changed, resume=states[0], evaluate_test=False, on_epoch=lambda r: after.append(r.state()))
+    groups = after[-1].optimizer["param_groups"]
+    assert [g["lr"] for g in groups] == [0.01, 0.01] and groups[0]["weight_decay"] == 1e-3
+    assert groups[1]["weight_decay"] == 0.0  # norm scales and biases stay undecayed
+    momentum = next(iter(after[-1].optimizer["state"].values()))["momentum_buffer"]
+    assert momentum.abs().sum() > 0  # the momentum buffers were loaded, then updated
+
+
+def test_resume_after_the_last_epoch_is_refused(digits):
+    config = TrainConfig(epochs=1, **FAST)
+    states = []
+    train(tiny_cnn(), digits, config, on_epoch=lambda r: states.append(r.state()), evaluate_test=False)
+    with pytest.raises(ValueError, match="cannot resume after epoch 1 a run of 1 epochs"):
+        train(tiny_cnn(), digits, config, resume=states[0])

@@ -1,0 +1,124 @@
+"""The one search driver: budget, rounds, run and resume, stop and failure rules, for every backend.
+
+A `Backend` only decides how trials are launched and where they run (`LocalBackend`: Optuna's
+`study.optimize` in this process; `RayBackend`: a Ray Tune experiment per round). The driver runs
+rounds until the study holds `config.trials` trials that count toward the budget
+(`autocnn.search.budget`), the `--timeout` passes or a stop is requested, and ends the search with a
+`StudyError` when the constraints rejected `MAX_REJECTIONS` candidates in a row or
+`MAX_FAILED_ROUNDS` rounds in a row ended in failed trials only.
+"""
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import optuna
+
+from autocnn.search.budget import MAX_REJECTIONS, Budget, finished_trials, rejections_in_a_row
+from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
+from autocnn.search.control import STOP_ATTR, release_worker_lease, take_worker_lease
+from autocnn.search.engine import StudyError, TrialContext, create_study, enqueue_presets, prepare_context, reopen_study
+from autocnn.search.local import LocalBackend
+from autocnn.storage import fail_stale_trials
+
+MAX_FAILED_ROUNDS = 3  # rounds in a row that ended in failed trials only, before the search gives up
+
+
+class Backend(Protocol):
+    """How trials are launched and where they run; the driver owns everything else."""
+
+    name: str
+
+    def configure(self, config: SearchConfig, *, resume: bool) -> SearchConfig:
+        """Check the backend's options before any study is touched; returns the configuration to store."""
+
+    def open(self, study: optuna.Study, ctx: TrialContext, budget: Budget, progress, *, resume: bool) -> None:
+        """Get ready to run trials of `study` (connect, restore what a killed run left in flight)."""
+
+    def run(self, study: optuna.Study, n_trials: int) -> None:
+        """Run at most `n_trials` new trials (fewer once the budget is met, stopped or past the deadline)."""
+
+    def close(self, study: optuna.Study) -> None:
+        """Release what `open` took; called however the run ends."""
+
+
+def backend_for(name: str, **options) -> Backend:
+    """The backend called `name` ("local" or "ray"), with its options (`RayBackend`'s keywords)."""
+    if name == "ray":
+        from autocnn.search.ray import RayBackend  # an optional extra: imported only when asked for
+
+        return RayBackend(**options)
+    if name != "local":
+        raise ConfigError(f"unknown backend {name!r}; choose from local, ray")
+    given = [key for key, value in options.items() if value is not None]
+    if given:
+        raise ConfigError(f"--{given[0].replace('_', '-')} needs --backend ray")
+    return LocalBackend()
+
+
+def run_search(config: SearchConfig, *, progress=None, backend: Backend | None = None) -> optuna.Study:
+    """Create a study for `config` and run it to its budget (on `backend`, default `config.backend`'s)."""
+    backend = backend or backend_for(config.backend)
+    config = backend.configure(config, resume=False)
+    ctx = prepare_context(config)  # a bad space, dataset or constraint creates no storage and no study
+    study, ctx.config = create_study(config)
+    enqueue_presets(study, ctx)
+    return drive(study, ctx, backend, progress)
+
+
+def resume_search(name: str | None, storage_url: str | None, *, trials: int | None = None,
+                  timeout: float | None = None, progress=None, backend: Backend | None = None) -> optuna.Study:
+    """Continue a stopped or crashed study (default: the latest) to its (possibly raised) budget.
+
+    No finished trial reruns; either backend continues a study started by either. Options a backend
+    is not given are taken from the study.
+    """
+    study, config = reopen_study(name, storage_url, trials=trials, timeout=timeout)
+    backend = backend or LocalBackend()
+    stored = config
+    config = backend.configure(config, resume=True)
+    if config != stored:
+        study.set_user_attr(CONFIG_ATTR, config.to_dict())
+    return drive(study, TrialContext.create(config), backend, progress, resume=True)
+
+
+def drive(study: optuna.Study, ctx: TrialContext, backend: Backend | None = None, progress=None, *,
+          resume: bool = False) -> optuna.Study:
+    """Run rounds of trials on `backend` until `config.trials` trials count toward the budget.
+
+    Failed trials (diverged, out of memory, killed workers) do not count: stale ones are failed and
+    retried, new samples replace the rest.
+    """
+    backend = backend or LocalBackend()
+    config = ctx.config
+    budget = Budget(study, config.trials, time.monotonic() + config.timeout if config.timeout else None)
+    study.set_user_attr(STOP_ATTR, False)
+    lease = take_worker_lease(study)
+    if progress is not None:
+        progress.start(study, config)
+    failures = 0
+    try:
+        backend.open(study, ctx, budget, progress, resume=resume)
+        fail_stale_trials(study)  # trials of a killed run that nothing continues: failed, then retried
+        while not budget.expired and budget.wait_for_slot():
+            before = finished_trials(study)
+            backend.run(study, config.trials - before)
+            rejected = rejections_in_a_row(study)
+            if rejected >= MAX_REJECTIONS:
+                raise StudyError(f"the constraints {ctx.constraints} rejected {rejected} sampled candidates in a "
+                                 "row; relax --max-params/--max-flops/--max-latency-ms or the space's")
+            if finished_trials(study) > before:
+                failures = 0
+            elif not rejected:  # the round ended in failed trials, not rejections
+                failures += 1
+            if failures >= MAX_FAILED_ROUNDS:
+                raise StudyError(f"every recent trial of study {study.study_name!r} failed; see 'autocnn best "
+                                 f"--study {study.study_name}' for the reasons and check the space and data")
+    finally:
+        try:
+            backend.close(study)
+        finally:
+            release_worker_lease(study, lease)
+            if progress is not None:
+                progress.stop(study)
+    return study

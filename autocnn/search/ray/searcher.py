@@ -1,0 +1,155 @@
+"""The driver side of a Ray trial: Ray's `OptunaSearch` on the study, sampling and recording as the local backend.
+
+`OptunaSearch.suggest` asks the study for a trial and `DefineByRun` samples the genotype on it with
+`engine.sample_architecture`, returning it (with the Optuna trial id) as constants of the Tune trial's
+config. `AutocnnSearch.on_trial_result` / `on_trial_complete` write what the worker reported and tell
+the trial's final state: Optuna's `OptunaSearch` tells a trial a scheduler stopped as COMPLETE with its
+last value; here the worker's last report carries `FINAL` ("complete", "failed" or "pruned" for a
+rejected candidate), and a trial that ends without it was stopped by the scheduler and is told PRUNED,
+so Optuna gives it its last intermediate value, as for a trial the local pruner stopped.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune import Checkpoint
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from autocnn.artifacts import save_trial_weights
+from autocnn.search import records
+from autocnn.search.budget import Budget
+from autocnn.search.engine import TrialContext, sample_architecture
+from autocnn.search.ray.keys import (ATTRS, CHECKPOINT_DIR, EPOCH, FINAL, MAX_FAILURES, OBJECTIVES, SPEC, VAL,
+                                     trial_dirname)
+from autocnn.search.ray.worker import load_state
+from autocnn.training import EpochReport
+
+
+@dataclass
+class Live:
+    """What the driver's searcher and callbacks need and Tune must not pickle (the searcher is checkpointed)."""
+
+    ctx: TrialContext
+    budget: Budget  # the driver's: deadline and stop requests
+    progress: Any = None
+    experiment: str | None = None  # path of the Tune experiment running now (checkpoints live under it)
+    unfinished: int = 0  # Tune trials not finished at the last controller step (> 0 after fit: interrupted)
+
+
+LIVE: dict[str, Live] = {}  # study name -> the run in this process (Tuner.restore rebuilds the searcher)
+
+
+class DefineByRun:
+    """OptunaSearch's define-by-run space: samples and records the genotype on the Optuna trial."""
+
+    def __init__(self, study_name: str, tunable: dict[str, float]) -> None:
+        self.study_name = study_name
+        self.tunable = tunable  # PBT's starting hyperparameters (empty otherwise)
+
+    def __call__(self, trial) -> dict:
+        ctx = LIVE[self.study_name].ctx
+        spec: dict[str, Any] = {"trial_id": trial._trial_id, "number": trial.number}
+        try:
+            spec["genotype"] = sample_architecture(trial, ctx).to_dict()
+        except optuna.TrialPruned as err:  # a `require` of the space failed: the trial is pruned untrained
+            spec["pruned"] = str(err)
+        return {SPEC: spec, **self.tunable}
+
+
+class AutocnnSearch(OptunaSearch):
+    """OptunaSearch that records what workers report and tells the right final state (see module doc)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._finals: dict[str, dict] = {}  # Tune trial id -> its last report, once it has made it
+        super().__init__(*args, **kwargs)
+
+    def suggest(self, trial_id: str):
+        live = LIVE.get(self._study_name)
+        if live is not None and (live.budget.expired or live.budget.stopped()):
+            return Searcher.FINISHED  # --timeout or a stop request: start no new trial, let running ones finish
+        config = super().suggest(trial_id)
+        self._ot_study._storage.record_heartbeat(self._ot_trials[trial_id]._trial_id)
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._record(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        self._completed_trials.add(trial_id)
+        ot_trial = self._ot_trials[trial_id]
+        storage = self._ot_study._storage
+        if storage.get_trial(ot_trial._trial_id).state.is_finished():
+            return  # a restored experiment re-ran a trial the study already holds (stopped by SkipFinished)
+        if result:
+            self._record(trial_id, result)
+        if not (result or {}).get(FINAL):  # HyperBand stops a trial it paused after its last report
+            result = self._finals.get(trial_id, result)
+        final = (result or {}).get(FINAL)
+        try:
+            if error or final == "failed":
+                if error:
+                    ot_trial.set_user_attr(records.FAIL_REASON, f"the Ray worker failed {MAX_FAILURES + 1} times; "
+                                                                "see the trial's error.txt in the Ray experiment")
+                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            elif final == "complete":
+                weights = self._save_weights(trial_id, ot_trial.number, result.get(CHECKPOINT_DIR))
+                if weights:
+                    ot_trial.set_user_attr(records.WEIGHTS_PATH, weights)
+                self._ot_study.tell(ot_trial, [float(v) for v in json.loads(result[OBJECTIVES])])
+            else:  # stopped by the scheduler, or rejected untrained ("pruned")
+                self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError) as err:
+            optuna.logging.get_logger("autocnn").warning(f"could not tell trial {ot_trial.number}: {err}")
+        live = LIVE.get(self._study_name)
+        if live is not None and live.progress is not None:
+            live.progress.on_trial_end(self._ot_study, storage.get_trial(ot_trial._trial_id))
+
+    def _save_weights(self, trial_id: str, number: int, checkpoint_dir: str | None) -> str | None:
+        """Copy the trained weights from the trial's final Tune checkpoint to the study's artifacts
+        (`autocnn.artifacts`, where the local backend puts them), in this process like every record."""
+        live = LIVE.get(self._study_name)
+        if live is None or live.experiment is None or not checkpoint_dir:
+            return None
+        checkpoint = Checkpoint(f"{live.experiment}/{trial_dirname(trial_id)}/{checkpoint_dir}")
+        state = load_state(checkpoint)
+        return save_trial_weights(_StateDict(state["model"]), live.ctx.config.storage, self._study_name, number)
+
+    def _record(self, trial_id: str, result: dict) -> None:
+        """Write the attributes a worker reported and, single-objective, the epoch's intermediate value."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None or ATTRS not in result:
+            return
+        storage = self._ot_study._storage
+        frozen = storage.get_trial(ot_trial._trial_id)
+        if frozen.state.is_finished():
+            return
+        for key, value in json.loads(result[ATTRS]).items():
+            ot_trial.set_user_attr(key, value)
+        if result.get(FINAL):
+            self._finals[trial_id] = {k: result[k] for k in (FINAL, OBJECTIVES, CHECKPOINT_DIR) if k in result}
+        epoch, value, final = int(result.get(EPOCH, 0)), float(result.get(VAL, math.nan)), result.get(FINAL)
+        if (len(self._ot_study.directions) == 1 and epoch >= 1 and final in (None, "complete")
+                and math.isfinite(value) and epoch not in frozen.intermediate_values):
+            ot_trial.report(value, epoch)
+        live = LIVE.get(self._study_name)
+        if live is not None and live.progress is not None and epoch >= 1 and final is None:
+            live.progress.on_epoch(ot_trial.number, EpochReport(epoch, value, float(result.get("train_loss", 0.0)),
+                                                                 0.0))
+
+
+class _StateDict:
+    """Trained weights where `save_trial_weights` expects a module (it only calls `state_dict()`)."""
+
+    def __init__(self, state: dict) -> None:
+        self._state = state
+
+    def state_dict(self) -> dict:
+        return self._state

@@ -1,0 +1,159 @@
+"""The worker side of a Ray trial: price, train (resuming from Tune's checkpoint), report every epoch.
+
+Record calls land on a `Recorder`, whose attributes travel to the driver with every `tune.report`
+(JSON, so Tune does not flatten them); only the driver writes to the study. Checkpoints are the
+trainer's own snapshots (`autocnn.training.TrainState`) plus what the trial adds (costs, wall time,
+PBT's hyperparameter history), so a retried or paused trial continues where it stood.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+import torch
+from ray import tune
+from ray.tune import Checkpoint
+
+from autocnn.search import records
+from autocnn.search.config import SearchConfig
+from autocnn.search.engine import (TRIAL_ERRORS, TrialContext, epoch_recorder, fit_candidate, price_candidate,
+                                   record_failure, train_config_for)
+from autocnn.search.ray.keys import (ATTRS, EPOCH, FAULT_ENV, FINAL, GPU_IDS, HPARAMS, OBJECTIVES, OPTUNA_ID, SPEC,
+                                     TUNABLE, VAL)
+from autocnn.training import EpochReport, TrainState, train
+
+
+class Recorder:
+    """Trial-like sink for `records.*` calls in a worker: attributes go to the driver with the next report."""
+
+    def __init__(self, number: int, trial_id: int) -> None:
+        self.number = number
+        self.trial_id = trial_id
+        self.user_attrs: dict[str, Any] = {}
+        self._pending: dict[str, Any] = {}
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.user_attrs[key] = value
+        self._pending[key] = value
+
+    def report(self, metrics: dict, checkpoint: Checkpoint | None = None) -> None:
+        pending, self._pending = self._pending, {}
+        tune.report({**metrics, ATTRS: json.dumps(pending), OPTUNA_ID: self.trial_id}, checkpoint=checkpoint)
+
+
+def load_state(checkpoint: Checkpoint | None) -> dict | None:
+    """What a trial's checkpoint holds (see `trainable`), or None without one."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=False)
+
+
+def _report(rec: Recorder, metrics: dict, state: dict) -> None:
+    """One report with a checkpoint of `state`."""
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save(state, Path(folder) / "state.pt")
+        rec.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+
+
+def _report_final(rec: Recorder, metrics: dict, weights: dict) -> None:
+    """The last report of a trained trial, with a checkpoint of its weights (the driver saves them)."""
+    _report(rec, metrics, {"final": metrics, "attrs": dict(rec.user_attrs), "model": weights})
+
+
+def _report_failed(rec: Recorder, err: BaseException) -> None:
+    """The last report of a trial that failed (diverged, a forward that raised, out of memory)."""
+    record_failure(rec, err)
+    curve = rec.user_attrs.get(records.VAL_CURVE) or [0.0]
+    rec.report({VAL: curve[-1], EPOCH: len(curve), FINAL: "failed"})
+
+
+def _maybe_die(number: int, epoch: int) -> None:
+    """Test hook (`AUTOCNN_RAY_FAULT=TRIAL:EPOCH:MARKER`): the worker process dies once, mid-trial."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    trial, at_epoch, marker = spec.split(":", 2)
+    if int(trial) == number and int(at_epoch) == epoch and not os.path.exists(marker):
+        Path(marker).write_text(f"{os.getpid()}\n")
+        os._exit(17)
+
+
+def trainable_for(ctx: TrialContext, opts: dict):
+    """The Tune trainable of a run: `trainable` with the data and the run's constants, and its resources."""
+    run = {"config": ctx.config.to_dict(), "constraints": ctx.constraints,
+           "threads": max(1, int(opts["cpus_per_trial"]))}
+    resources = {"cpu": opts["cpus_per_trial"], "gpu": opts["gpus_per_trial"]}
+    return tune.with_resources(tune.with_parameters(trainable, data=ctx.data, run=run), resources)
+
+
+def trainable(tune_config: dict, *, data, run: dict) -> None:
+    """One trial in a Ray worker: price, train (resuming from Tune's checkpoint), report every epoch."""
+    from autocnn.builder import build_model
+    from autocnn.genotype import Genotype
+
+    spec = tune_config[SPEC]
+    config = SearchConfig.from_dict(run["config"])
+    rec = Recorder(spec["number"], spec["trial_id"])
+    rec.set_user_attr(GPU_IDS, [int(i) if str(i).isdigit() else str(i) for i in ray.get_gpu_ids()])
+    torch.set_num_threads(max(1, int(run["threads"])))
+    if "pruned" in spec:
+        rec.report({VAL: 0.0, EPOCH: 0, FINAL: "pruned"})
+        return
+    genotype = Genotype.from_dict(spec["genotype"])
+    train_config = train_config_for(config, spec["number"])
+    torch.manual_seed(train_config.seed)  # the same initial weights whichever worker (or reused actor) runs it
+    state = load_state(tune.get_checkpoint())
+    if state is not None and "final" in state:  # restored after its last report: say it again
+        for key, value in state["attrs"].items():
+            rec.set_user_attr(key, value)
+        _report_final(rec, state["final"], state["model"])
+        return
+    try:
+        if state is None:
+            model, costs = price_candidate(rec, genotype, run["constraints"])
+            resume = None
+        else:
+            model, costs, resume = build_model(genotype), state["costs"], TrainState.from_dict(state)
+    except optuna.TrialPruned:
+        rec.report({VAL: 0.0, EPOCH: 0, FINAL: "pruned"})
+        return
+    except TRIAL_ERRORS as err:  # the candidate fails alone, recorded as the local backend records it
+        _report_failed(rec, err)
+        return
+    tuned = {k: float(tune_config[k]) for k in TUNABLE if k in tune_config}
+    if tuned:
+        train_config = dataclasses.replace(train_config, **tuned)
+        history = (state or {}).get("hparams", []) + [{"from_epoch": (state or {}).get("epoch", 0) + 1, **tuned}]
+        rec.set_user_attr(HPARAMS, history)
+    elapsed = state["elapsed"] if state else 0.0
+    started = time.perf_counter()
+    record_epoch = epoch_recorder(rec, list(resume.curve) if resume else [])
+
+    def on_epoch(report: EpochReport) -> None:
+        record_epoch(report)
+        rec.set_user_attr(records.WALL_TIME, elapsed + time.perf_counter() - started)
+        if report.epoch >= config.epochs:
+            return  # the final report, after the test evaluation, carries the last epoch
+        _report(rec, {VAL: report.val_metric, EPOCH: report.epoch, "train_loss": report.train_loss},
+                 {**report.state().to_dict(), "costs": costs, "elapsed": elapsed + time.perf_counter() - started,
+                  "hparams": rec.user_attrs.get(HPARAMS, [])})
+        _maybe_die(spec["number"], report.epoch)
+
+    try:
+        values = fit_candidate(rec, config, data, genotype, model, costs, train_config=train_config,
+                               on_epoch=on_epoch, run=partial(train, resume=resume), elapsed=elapsed)
+    except TRIAL_ERRORS as err:
+        _report_failed(rec, err)
+        return
+    curve = rec.user_attrs[records.VAL_CURVE]
+    _report_final(rec, {VAL: curve[-1], EPOCH: len(curve), FINAL: "complete", OBJECTIVES: json.dumps(values)},
+                  {k: v.cpu() for k, v in model.state_dict().items()})
