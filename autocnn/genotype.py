@@ -292,6 +292,20 @@ def _validate_genotype(g: Genotype) -> None:
                 _fail(f"{prefix}[{i}]", "expected a StageSpec")
     if not isinstance(g.head, HeadSpec):
         _fail("head", "expected a HeadSpec")
+    _validate_conv_kinds(g)
+
+
+def _validate_conv_kinds(g: Genotype) -> None:
+    """Walk the widths block by block, as the builder does: whether a conv kind fits a block (a
+    depthwise conv needs out a multiple of in) depends on the width the previous stage leaves."""
+    chs = g.in_chans
+    for prefix, specs in (("stem", g.stem), ("stages", g.stages)):
+        for i, spec in enumerate(specs):
+            kind = spec.kind
+            for r in range(spec.repeats):
+                for name, message in kind.conv_problems(chs, spec.stride if r == 0 else 1, spec):
+                    _fail(f"{prefix}[{i}].{name}", message)
+                chs = kind.out_channels(chs, spec)
 
 
 # -- dict / JSON / YAML ----------------------------------------------------------------------------
