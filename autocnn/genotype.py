@@ -8,6 +8,7 @@ the torch-free `autocnn.catalog`. It imports no search library and no torch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -187,7 +188,10 @@ class Genotype:
 
 # -- validation -------------------------------------------------------------------------------------
 
+@functools.cache
 def _field_types(cls) -> dict[str, Any]:
+    """Resolved annotations, once per class: every StageSpec checks its types on construction, and a
+    search space builds thousands (read-only: callers never change the dict)."""
     return typing.get_type_hints(cls)
 
 
