@@ -48,7 +48,8 @@ def one_conv(in_chs: int, out_chs: int, stride: int, spec) -> ConvWidths:
 
 
 def no_conv(in_chs: int, out_chs: int, stride: int, spec) -> ConvWidths:
-    """Pools, norm-act and the 1x1 transition: nothing the stage's conv kind applies to."""
+    """Pools, norm-act, the 1x1 transition and ghost (its kxk convs are depthwise by design): nothing the
+    stage's conv kind applies to."""
     return ()
 
 
@@ -267,6 +268,7 @@ for _kind in (
     BlockKind(name="mbconv", impl=_LAYERS + "mbconv:MBConv", residual=True, convs=mbconv_convs),
     BlockKind(name="fused_mbconv", impl=_LAYERS + "mbconv:FusedMBConv", residual=True, rules=fused_mbconv_rules,
               convs=fused_mbconv_convs),
+    BlockKind(name="ghost", impl=_LAYERS + "ghost:GhostBottleneck", residual=True, convs=no_conv),
     InceptionKind(name="inception_v1", impl=_LAYERS + "inception:InceptionV1",
                   width_names=("c1x1", "c3x3red", "c3x3", "c5x5red", "c5x5", "pool_proj"),
                   reference=(64, 96, 128, 16, 32, 32), reference_width=256, outputs=(0, 2, 4, 5),

@@ -85,15 +85,17 @@ def _conv_cases(name: str) -> list[tuple[int, StageSpec]]:
 
 
 @pytest.mark.parametrize("name", catalog.BLOCKS.names())
-def test_declared_spatial_convs_are_the_built_blocks_kxk_convs(name):
-    """`convs` is what `depthwise` is checked against: it must list exactly the convs built of the conv kind."""
+def test_declared_spatial_convs_are_the_convs_built_of_the_stage_kind(name):
+    """`convs` is what `depthwise` is checked against: built with conv kind `separable`, exactly the listed
+    convs become depthwise-pointwise pairs, with the listed widths (a block's own fixed convs stay as they are)."""
     kind, cls = catalog.BLOCKS.get(name), BLOCKS.get(name)
     for in_chs, spec in _conv_cases(name):
         for stride in sorted({spec.stride, 1}):  # a stage's later blocks run at stride 1
-            layers = LayerFactory(act="relu", norm="batch", eps=1e-5, conv="standard", attention="cbam", ratio=4.0)
+            layers = LayerFactory(act="relu", norm="batch", eps=1e-5, conv="separable", attention="cbam", ratio=4.0)
             with torch.device("meta"):
                 block = cls(in_chs, cls.out_channels(in_chs, spec), stride, spec, layers=layers)
-            built = [(c.in_channels, c.out_channels) for c in _kxk_convs(block)]
+            built = [(m.dw.in_channels, m.pw.out_channels) for m in block.modules()
+                     if isinstance(m, torch.nn.Sequential) and [n for n, _ in m.named_children()] == ["dw", "pw"]]
             assert built == list(kind.spatial_convs(in_chs, stride, spec)), (in_chs, stride, spec)
 
 
