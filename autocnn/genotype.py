@@ -50,7 +50,9 @@ class StageSpec:
     DenseNet's bn_size; for `dense` stages `out_chs` is the growth rate. `ratio` is the attention
     reduction divisor r (hidden = channels / r; SE paper r = 16). `widths` lists explicit internal
     widths (Inception branch widths, Xception separable-conv widths) where the canonical ones do not fit.
-    `act` and `norm` default to the genotype's; `out_chs` 0 keeps the input width.
+    `act` and `norm` default to the genotype's; `out_chs` 0 keeps the input width. `conv` is the kind
+    of the block's spatial convs (`autocnn.catalog.BlockKind.convs`); `depthwise` only where each of
+    them maps its input width to a multiple of it, and never in `fused_mbconv`.
     """
 
     block: str
