@@ -7,10 +7,10 @@ genotype.
 import sys
 import types
 
+from autocnn._version import __version__
 from autocnn.genotype import Genotype, GenotypeError, HeadSpec, StageSpec
 
 __all__ = ["Genotype", "GenotypeError", "HeadSpec", "StageSpec", "create_model", "export", "list_models"]
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):

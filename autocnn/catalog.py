@@ -166,6 +166,7 @@ for _kind in (
     BlockKind(name="transition", impl=_LAYERS + "dense:Transition"),
     BlockKind(name="mbconv", impl=_LAYERS + "mbconv:MBConv", residual=True),
     BlockKind(name="fused_mbconv", impl=_LAYERS + "mbconv:FusedMBConv", residual=True),
+    BlockKind(name="ghost", impl=_LAYERS + "ghost:GhostBottleneck", residual=True),
     InceptionKind(name="inception_v1", impl=_LAYERS + "inception:InceptionV1",
                   width_names=("c1x1", "c3x3red", "c3x3", "c5x5red", "c5x5", "pool_proj"),
                   reference=(64, 96, 128, 16, 32, 32), reference_width=256, outputs=(0, 2, 4, 5)),  # inception3a

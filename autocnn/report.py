@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from autocnn.search import records  # noqa: E402
-from autocnn.search.engine import load_study, stored_config  # noqa: E402
+from autocnn.search import control, records  # noqa: E402
+from autocnn.storage import open_storage  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -51,8 +51,8 @@ def _cost_scatter(complete, out: Path) -> list[Path]:
     return paths
 
 
-def _pareto(study, complete, out: Path) -> Path:
-    front = {t.number for t in study.best_trials}
+def _pareto(study, view, complete, out: Path) -> Path:
+    front = {t.number for t in view.pareto}
     fig, ax = plt.subplots(figsize=(6, 4))
     for on_front in (False, True):
         pts = [t for t in complete if (t.number in front) == on_front]
@@ -91,42 +91,39 @@ def _importances(study, out: Path) -> Path | None:
 
 
 def _stage_rows(trial) -> list[list[str]]:
-    g = records.genotype_of(trial)
-    rows = []
-    for prefix, specs in (("stem", g.stem), ("", g.stages)):
-        for i, s in enumerate(specs):
-            rows.append([f"{prefix}{i}", s.block, str(s.repeats), str(s.out_chs or "same"), str(s.stride),
-                         str(s.kernel), f"{s.expansion:g}", s.conv, s.attention,
-                         f"{s.ratio:g}" if s.attention != "none" else ""])
-    return rows
+    return [[f"{'stem' if r['section'] == 'stem' else ''}{r['index']}", r["block"], str(r["repeats"]),
+             str(r["out_chs"] or "same"), str(r["stride"]), str(r["kernel"]), f"{r['expansion']:g}", r["conv"],
+             r["attention"], f"{r['ratio']:g}" if r["ratio"] is not None else ""]
+            for r in control.stage_rows(records.genotype_of(trial)) if r["section"] != "head"]
 
 
 def write_report(study_name: str, storage: str | None, out_dir: str | os.PathLike) -> Path:
     """Write the figures and `index.html` into `out_dir`; returns the HTML path."""
-    study = load_study(study_name, storage, heartbeat=False)
-    config = stored_config(study)
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    if not complete:
-        from autocnn.search.engine import StudyError
+    from autocnn.search.engine import StudyError
 
+    backend = open_storage(storage, create=False, heartbeat=False)
+    view = control.inspect(backend, study_name)
+    if view.config is None:
+        raise StudyError(f"study {study_name!r} was not created by autocnn (no stored configuration)")
+    study = optuna.load_study(study_name=study_name, storage=backend)
+    complete = [t for t in view.trials if t.state == TrialState.COMPLETE]
+    if not complete:
         raise StudyError(f"study {study_name!r} has no complete trial to report on; run or resume it first")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = [_history(study, complete, out), *_cost_scatter(complete, out), _curves(study, complete, out)]
     if len(study.directions) > 1:
-        figures.append(_pareto(study, complete, out))
-        best = study.best_trials[0]
-    else:
-        best = study.best_trial
+        figures.append(_pareto(study, view, complete, out))
     importance = _importances(study, out)
     if importance:
         figures.append(importance)
     page = out / "index.html"
-    page.write_text(_html(study, config, best, figures), encoding="utf-8")
+    page.write_text(_html(study, view, figures), encoding="utf-8")
     return page
 
 
-def _html(study, config, best, figures) -> str:
+def _html(study, view, figures) -> str:
+    config, best = view.config, view.best
     head = ["#", "block", "repeats", "out", "stride", "kernel", "expansion", "conv", "attention", "ratio"]
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in _stage_rows(best))
     imgs = "".join(
@@ -138,8 +135,9 @@ def _html(study, config, best, figures) -> str:
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}</style></head><body>
 <h1>Study {html.escape(study.study_name)}</h1>
 <p>space {html.escape(config.space.split(':')[0])} · dataset {html.escape(config.dataset)} ·
-{len(study.trials)} trials · objectives {html.escape(', '.join(config.objectives))}</p>
-<h2>Best architecture (trial {best.number})</h2>
+{len(view.trials)} trials · objectives {html.escape(', '.join(config.objectives))} ·
+state <span id="state">{view.state}</span></p>
+<h2>Best architecture (trial <span id="best-trial">{best.number}</span>)</h2>
 <p>validation {summary['values'][0]:.4f} · test {summary['test_metric'] if summary['test_metric'] is not None else '-'}
 · params {summary['params']:,} · FLOPs {summary['flops']:,}</p>
 <p><code>{html.escape(summary['arch'] or '')}</code></p>

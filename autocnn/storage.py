@@ -4,10 +4,14 @@ SQLite gets a busy timeout (several writers otherwise hit "database is locked") 
 busy when first opened is waited for, never reported as corrupt; every RDB storage
 gets Optuna's heartbeat so a trial left RUNNING by a killed process is failed and re-queued once
 its heartbeat goes stale.
+
+This is the one module that reaches into Optuna's private storage internals (`optuna.storages._rdb`,
+`Study._storage`); each use names the public API that is missing.
 """
 from __future__ import annotations
 
 import copy
+import json
 import os
 import sqlite3
 import time
@@ -16,7 +20,8 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb import models  # private: the table models behind the queries below
 from optuna.trial import TrialState
 
 from autocnn.errors import AutocnnError
@@ -172,14 +177,14 @@ def fail_orphaned_trials(study: optuna.Study) -> None:
     Optuna never considers stale. Such a trial started more than the grace period ago is failed and
     handed to the storage's retry callback like a stale one.
     """
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)  # load_study wraps the RDBStorage in a cache
-    if not isinstance(backend, RDBStorage) or backend.heartbeat_interval is None:
+    storage = study_storage(study)
+    backend = _rdb(storage)
+    if backend is None or backend.heartbeat_interval is None:
         return
-    from optuna.storages._rdb import models
-
     grace = backend.grace_period or 2 * backend.heartbeat_interval
     started_before = datetime.now() - timedelta(seconds=grace)  # FrozenTrial.datetime_start is local time
+    # No public API lists the RUNNING trials without a heartbeat row (RDBStorage._get_stale_trial_ids
+    # skips them): one query on the trial and heartbeat tables.
     with backend.engine.connect() as con:
         no_heartbeat = con.execute(
             sqlalchemy.select(models.TrialModel.trial_id)
@@ -203,3 +208,78 @@ def fail_orphaned_trials(study: optuna.Study) -> None:
 
 def study_names(storage: RDBStorage) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+
+
+def study_storage(study: optuna.Study) -> BaseStorage:
+    """The storage a loaded study reads through. `Study` has no public accessor for it (`_storage`)."""
+    return study._storage
+
+
+def _rdb(storage) -> RDBStorage | None:
+    """The RDBStorage under `storage`: `optuna.load_study` wraps it in a private `_CachedStorage`
+    (`_backend`) and Optuna has no public way to unwrap it."""
+    backend = getattr(storage, "_backend", storage)
+    return backend if isinstance(backend, RDBStorage) else None
+
+
+def running_trial_heartbeats(storage, study_id: int) -> tuple[set[int], set[int]]:
+    """(stale, never beat): numbers of the study's RUNNING trials whose last heartbeat is older than the
+    grace period, and of those with no heartbeat row at all (empty sets for a non-RDB storage).
+
+    Read-only, so `autocnn studies` and the dashboard can judge a crashed worker without failing its
+    trials. The grace period is the storage's, or GRACE_PERIOD for a storage opened without heartbeat,
+    so every reader agrees. Optuna's public API has only `fail_stale_trials`, which writes;
+    `RDBStorage._get_stale_trial_ids` needs a heartbeat-enabled storage and skips trials without a row.
+    """
+    backend = _rdb(storage)
+    if backend is None:
+        return set(), set()
+    grace = backend.grace_period or (2 * backend.heartbeat_interval if backend.heartbeat_interval else GRACE_PERIOD)
+    trial, beat = models.TrialModel, models.TrialHeartbeatModel
+    with backend.engine.connect() as con:
+        now = con.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar()  # the clock heartbeats are written with
+        rows = con.execute(
+            sqlalchemy.select(trial.number, beat.heartbeat)
+            .outerjoin(beat, beat.trial_id == trial.trial_id)
+            .where(trial.study_id == study_id, trial.state == TrialState.RUNNING)
+        ).all()
+    now = now.replace(tzinfo=None)  # PostgreSQL answers timezone-aware, the column is naive
+    stale = {number for number, at in rows if at is not None and at < now - timedelta(seconds=grace)}
+    return stale, {number for number, at in rows if at is None}
+
+
+def _attr_table():
+    return models.StudyUserAttributeModel.__table__
+
+
+def read_study_attr_json(storage, study_id: int, key: str) -> str | None:
+    """A study user attribute's JSON text exactly as stored (None when unset), the `expected` of
+    `swap_study_attr`. Optuna's `get_study_user_attrs` decodes it, which loses the exact text."""
+    backend = _rdb(storage)
+    t = _attr_table()
+    with backend.engine.connect() as con:
+        found = con.execute(sqlalchemy.select(t.c.value_json).where(t.c.study_id == study_id, t.c.key == key)).first()
+    return None if found is None else found[0]
+
+
+def swap_study_attr(storage, study_id: int, key: str, expected_json: str | None, new) -> bool:
+    """Atomically set a study user attribute to `new` if it still reads `expected_json`; True when this call won.
+
+    Optuna's `set_study_user_attr` overwrites unconditionally; there is no public compare-and-set.
+    A missing row is created with INSERT (the (study_id, key) unique constraint lets one inserter
+    win); an existing one is changed with UPDATE ... WHERE value_json = expected (one row or none).
+    Values are JSON-encoded as Optuna encodes user attrs, so `study.user_attrs` reads them back.
+    """
+    backend = _rdb(storage)
+    t = _attr_table()
+    value = json.dumps(new)
+    try:
+        with backend.engine.begin() as con:
+            if expected_json is None:
+                con.execute(sqlalchemy.insert(t).values(study_id=study_id, key=key, value_json=value))
+                return True
+            done = con.execute(sqlalchemy.update(t).where(t.c.study_id == study_id, t.c.key == key,
+                                                          t.c.value_json == expected_json).values(value_json=value))
+            return done.rowcount == 1
+    except sqlalchemy.exc.IntegrityError:
+        return False

@@ -41,7 +41,7 @@ def cli() -> None:
     """Neural-architecture search for convolutional image classifiers."""
 
 
-from autocnn.cli import models, search  # noqa: E402,F401  (command registration)
+from autocnn.cli import models, search, studies  # noqa: E402,F401  (command registration)
 from autocnn.cli import dashboard  # noqa: E402,F401  (command registration)
 from autocnn.cli import export  # noqa: E402,F401  (command registration)
 

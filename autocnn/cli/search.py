@@ -1,7 +1,6 @@
-"""`autocnn search`, `train`, `studies` and `best`."""
+"""`autocnn search` and `train`."""
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import time
@@ -11,12 +10,11 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from autocnn.cli import cli
+from autocnn.cli.studies import print_best as _print_best
 from autocnn.search import records
 from autocnn.search.config import ConfigError, SearchConfig
-from autocnn.storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -213,71 +211,3 @@ def train_command(model_name: str, **options) -> None:
     console = Console(stderr=True)
     run = run_search(config, progress=RichProgress(console))
     _print_best(run, False)
-
-
-def _print_best(study, as_json: bool) -> None:
-    console = Console()
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        console.print(f"study {study.study_name}: no complete trial yet")
-        return
-    best = study.best_trials if len(study.directions) > 1 else [study.best_trial]
-    rows = [records.summary(t) for t in best]
-    if as_json:
-        click.echo(json.dumps({"study": study.study_name, "best": rows}, indent=2))
-        return
-    title = "Pareto front" if len(best) > 1 or len(study.directions) > 1 else "best trial"
-    table = Table(title=f"{study.study_name}: {title}")
-    for col in ("trial", "val", "test", "params", "MFLOPs", "latency ms"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(str(r["number"]), f"{r['values'][0]:.4f}",
-                      f"{r['test_metric']:.4f}" if r["test_metric"] is not None else "-",
-                      f"{r['params']:,}", f"{r['flops'] / 1e6:.1f}", f"{r['latency_ms']:.2f}")
-    console.print(table)
-    for r in rows:
-        console.print(f"trial {r['number']} architecture: {r['arch']}", soft_wrap=True)
-
-
-@cli.command()
-@click.option("--storage", default=None)
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def studies(storage: str | None, fmt: str) -> None:
-    """Every study in the storage: state, trials finished / requested, best value."""
-    from autocnn.search.control import study_overview
-
-    rows = study_overview(open_storage(storage, create=False, heartbeat=False))
-    if fmt == "json":
-        click.echo(json.dumps(rows, indent=2, default=str))
-        return
-    table = Table(title="studies")
-    for col in ("name", "state", "trials", "best", "space", "dataset", "last activity"):
-        table.add_column(col)
-    for r in rows:
-        best = f"{r['best']:.4f}" if isinstance(r["best"], float) else str(r["best"] or "-")
-        table.add_row(r["name"], r["state"], f"{r['finished']}/{r['requested'] or '?'}", best,
-                      str(r["space"]), str(r["dataset"]), str(r["last_activity"] or "-"))
-    Console().print(table)
-
-
-@cli.command()
-@click.option("--study", required=True)
-@click.option("--storage", default=None)
-@click.option("--json", "as_json", is_flag=True)
-def best(study: str, storage: str | None, as_json: bool) -> None:
-    """The best trial, or the Pareto front of a multi-objective study, with genotype and metrics."""
-    from autocnn.search.engine import load_study
-
-    _print_best(load_study(study, storage, heartbeat=False), as_json)
-
-
-@cli.command()
-@click.option("--study", required=True)
-@click.option("--storage", default=None)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
-def report(study: str, storage: str | None, out_dir: str) -> None:
-    """Figures (history, Pareto front, importances, cost scatter, learning curves) and an HTML page."""
-    from autocnn.report import write_report
-
-    page = write_report(study, storage, out_dir)
-    click.echo(f"wrote {page}")

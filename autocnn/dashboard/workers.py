@@ -1,7 +1,7 @@
 """Search workers started and stopped by the dashboard.
 
 One worker per study: Resume takes the study's worker lease (`autocnn.worker`) with an atomic
-compare-and-swap on its row in the storage, under a lock held in this process, and only the winner
+compare-and-swap (`control.claim_lease`), under a lock held in this process, and only the winner
 spawns `python -m autocnn search --resume --study NAME --storage URL` (list arguments, no shell,
 its own session, log in the study's artifact folder). The worker's `engine.drive` rewrites the lease
 with its own pid and clears it on exit. A lease counts as held while its process is alive, so a
@@ -20,47 +20,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-import sqlalchemy
-from optuna.storages._rdb import models
+import optuna
 
-from autocnn.dashboard.state import HOST, DashboardError, StudyView, inspect, pid_alive
-from autocnn.search.control import STOP_ATTR, WORKER_ATTR
+from autocnn.dashboard.state import DashboardError, StudyView, inspect
+from autocnn.search import control
 
 MAX_TRIALS = 1_000_000
 STARTING_TIMEOUT_S = 900  # a worker that has not reached its first trial by then is not waited for
-
-
-def _lease_table():
-    return models.StudyUserAttributeModel.__table__
-
-
-def read_lease_raw(storage, study_id: int) -> str | None:
-    """The lease row's JSON text exactly as stored (None when there is no row)."""
-    t = _lease_table()
-    with storage.engine.connect() as con:
-        found = con.execute(sqlalchemy.select(t.c.value_json).where(t.c.study_id == study_id, t.c.key == WORKER_ATTR)).first()
-    return None if found is None else found[0]
-
-
-def swap_lease(storage, study_id: int, expected_raw: str | None, new: dict | None) -> bool:
-    """Atomically replace the lease if it still reads `expected_raw`; True when this call won.
-
-    A missing row is created with INSERT (the (study_id, key) unique constraint lets one inserter
-    win); an existing one is changed with UPDATE ... WHERE value_json = expected (one row or none).
-    Values are JSON-encoded as Optuna encodes user attrs, so `study.user_attrs` reads them back.
-    """
-    t = _lease_table()
-    value = json.dumps(new)
-    try:
-        with storage.engine.begin() as con:
-            if expected_raw is None:
-                con.execute(sqlalchemy.insert(t).values(study_id=study_id, key=WORKER_ATTR, value_json=value))
-                return True
-            done = con.execute(sqlalchemy.update(t).where(t.c.study_id == study_id, t.c.key == WORKER_ATTR,
-                                                          t.c.value_json == expected_raw).values(value_json=value))
-            return done.rowcount == 1
-    except sqlalchemy.exc.IntegrityError:
-        return False
 
 
 def worker_command(name: str, storage_url: str, trials: int | None, backend: str = "local") -> list[str]:
@@ -112,7 +78,7 @@ class Workers:
         with self._lock:
             study_id = self._study_id(name)
             # read before judging liveness: the swap below then fails if anyone changed the lease since
-            expected = read_lease_raw(self.storage, study_id)
+            expected = control.read_lease(self.storage, study_id)
             view = self.inspect(name)
             if view.config is None:
                 raise DashboardError(409, f"study {name!r} was not created by autocnn; it has no configuration to resume")
@@ -124,18 +90,17 @@ class Workers:
             if view.finished >= budget:
                 raise DashboardError(409, f"study {name!r} is finished ({view.finished}/{view.requested} trials); "
                                           "raise the budget to continue it")
-            claim = {"pid": os.getpid(), "host": HOST, "since": datetime.now().isoformat(timespec="seconds"),
-                     "phase": "starting", "claim": uuid.uuid4().hex, "owner": "dashboard"}
-            if not swap_lease(self.storage, view.study_id, expected, claim):
+            claim = control.new_lease("starting", claim=uuid.uuid4().hex, owner="dashboard")
+            if not control.claim_lease(self.storage, view.study_id, expected, claim):
                 raise DashboardError(409, f"another process is starting a worker for study {name!r}")
             try:
                 raised = trials if trials is not None and trials > (view.requested or 0) else None
                 proc = self._spawn(worker_command(name, self.storage_url, raised, view.config.backend), name)
             except OSError as err:
-                swap_lease(self.storage, view.study_id, json.dumps(claim), None)
+                control.claim_lease(self.storage, view.study_id, claim, None)
                 raise DashboardError(500, f"could not start a worker for {name!r}: {err.strerror or err}") from None
             lease = {**claim, "pid": proc.pid, "since": datetime.now().isoformat(timespec="seconds")}
-            swap_lease(self.storage, view.study_id, json.dumps(claim), lease)  # loses only to the worker's own lease
+            control.claim_lease(self.storage, view.study_id, claim, lease)  # loses only to the worker's own lease
             self._procs[name] = proc
             return {"started": True, "worker": lease, "requested": budget,
                     "log": str(self.artifact_dir(name) / "worker.log")}
@@ -162,21 +127,22 @@ class Workers:
             view = self.inspect(name)
             if view.config is None:
                 raise DashboardError(409, f"study {name!r} was not created by autocnn; its workers cannot be asked to stop")
-            self.storage.set_study_user_attr(view.study_id, STOP_ATTR, True)
+            control.request_stop(optuna.load_study(study_name=name, storage=self.storage))
             if (view.lease or {}).get("phase") == "starting":
-                threading.Thread(target=self._stop_when_started, args=(view.study_id,), daemon=True,
+                threading.Thread(target=self._stop_when_started, args=(name, view.study_id), daemon=True,
                                  name=f"autocnn-stop-{name}").start()
         return {"stop_requested": True, "was_running": view.state == "running"}
 
-    def _stop_when_started(self, study_id: int) -> None:
+    def _stop_when_started(self, name: str, study_id: int) -> None:
         deadline = time.monotonic() + STARTING_TIMEOUT_S
         while time.monotonic() < deadline:
-            raw = read_lease_raw(self.storage, study_id)
+            raw = control.read_lease(self.storage, study_id)
             current = json.loads(raw) if raw else None
             if not isinstance(current, dict) or current.get("phase") != "starting":
                 if current is not None:  # the worker has reset the stop flag and holds the lease: ask again
-                    self.storage.set_study_user_attr(study_id, STOP_ATTR, True)
+                    control.request_stop(optuna.load_study(study_name=name, storage=self.storage))
                 return
-            if current.get("host") == HOST and not pid_alive(current.get("pid"), current.get("since")):
+            if current.get("host") == control.HOST and not control.pid_alive(current.get("pid"),
+                                                                              current.get("since")):
                 return
             time.sleep(0.2)

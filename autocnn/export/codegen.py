@@ -1,9 +1,13 @@
-"""Generate a standalone `model.py` for one genotype: torch-only code in dependency order.
+"""Generate a standalone `model.py` for one genotype from autocnn's own source.
 
-The file holds the genotype as literals (`GENOTYPE`), the layer, attention and block classes this
-network uses (from `autocnn.export.templates`, nothing else) and a small builder that walks the
-genotype exactly as `autocnn.builder` does, so the module tree, parameter names and their order are
-autocnn's own: a state_dict moves between the two unchanged.
+The file holds the genotype as literals (`GENOTYPE`), then the code that builds it, taken from the
+real definitions by `autocnn.export.source`: the loader in `autocnn.export.standalone` and everything
+it reaches (the builder's `Network`, the layer factory, the genotype and catalog dataclasses as
+read-only records, and of every registry the members whose names the genotype or the collected code
+holds: the norms, conv kinds, activations, attention modules and block kinds it uses, with their
+helpers). The module tree, parameter names and their order are therefore autocnn's own: a
+state_dict moves between the two unchanged, and a block kind added to `autocnn.layers` exports with
+no change here.
 
 >>> from autocnn.presets import get_preset
 >>> source = generate_source(get_preset("lenet5"), name="lenet5")
@@ -13,254 +17,19 @@ autocnn's own: a state_dict moves between the two unchanged.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
-from autocnn.errors import AutocnnError
-from autocnn.export import templates
-from autocnn.genotype import Genotype, StageSpec
+from autocnn.export import source as collect
+from autocnn.export import standalone
+from autocnn.export.errors import CodegenError
+from autocnn.genotype import Genotype
 
 WIDTH = 100  # literals longer than this are split over lines
-
-
-class CodegenError(AutocnnError):
-    """A genotype with a layer kind that has no export template."""
-
-
-# -- the parts every generated file has -------------------------------------------------------------
-
-_LAYERS = templates._src('''
-def same_padding(kernel, dilation=1):
-    if isinstance(kernel, tuple):
-        return tuple(((k - 1) // 2) * dilation for k in kernel)
-    return ((kernel - 1) // 2) * dilation
-
-
-class ConvNormAct(nn.Sequential):
-    """conv -> norm -> act, with stable child names (`conv`, `bn`, `act`)."""
-
-    def __init__(self, conv, norm, act):
-        super().__init__(OrderedDict(conv=conv, bn=norm, act=act))
-
-
-class Layers:
-    """What a block needs to make its layers: one stage's choices of activation, norm, conv and attention."""
-
-    def __init__(self, *, act, norm, eps, conv, attention, ratio, dilation=1, bias=False):
-        self._act = ACTIVATIONS[act]
-        self._norm = NORMS[norm]
-        self._conv = CONVS[conv]
-        self._attention = ATTENTION[attention]
-        self.eps, self.ratio, self.dilation, self.bias = eps, ratio, dilation, bias
-
-    def act(self):
-        return self._act()
-
-    def norm(self, channels):
-        return self._norm(channels, self.eps)
-
-    def conv(self, in_chs, out_chs, kernel=3, stride=1, *, padding=None, groups=1, kind=None, bias=None):
-        """A conv of the stage's conv kind (or of `kind`, for convs whose kind is fixed, like 1x1)."""
-        factory = CONVS[kind] if kind else self._conv
-        dilation = self.dilation if kernel != 1 else 1
-        if padding is None:
-            padding = same_padding(kernel, dilation)
-        return factory(in_chs, out_chs, kernel, stride, padding, dilation, groups,
-                       self.bias if bias is None else bias)
-
-    def cna(self, in_chs, out_chs, kernel=3, stride=1, *, padding=None, groups=1, kind=None, act=True):
-        return ConvNormAct(self.conv(in_chs, out_chs, kernel, stride, padding=padding, groups=groups, kind=kind),
-                           self.norm(out_chs), self.act() if act else nn.Identity())
-
-    def attention(self, channels, rd_channels=None):
-        return self._attention(channels, ratio=self.ratio, act_layer=self._act, rd_channels=rd_channels)
-''')
-
-_BLOCK_BASE = templates._src('''
-Stage = namedtuple("Stage", ["block", *STAGE_DEFAULTS], defaults=list(STAGE_DEFAULTS.values()))
-
-
-class Block(nn.Module):
-    """One unit of a stage: `(in_chs, out_chs, stride, spec, *, layers, drop_path)`.
-
-    `residual` blocks get their share of the stochastic-depth rate `GENOTYPE["drop_path"]`.
-    """
-
-    residual = False
-
-    @classmethod
-    def out_channels(cls, in_chs, spec):
-        return spec.out_chs or in_chs
-''')
-
-_NETWORK = templates._src('''
-def stage_layers(genotype, spec):
-    return Layers(act=spec.act or genotype["act"], norm=spec.norm or genotype["norm"], eps=genotype["norm_eps"],
-                  conv=spec.conv, attention=spec.attention, ratio=spec.ratio, dilation=spec.dilation,
-                  bias=spec.bias)
-
-
-def build_stages(genotype, specs, in_chs, drop_state):
-    """One nn.Sequential of blocks per stage; `drop_state` = [residual blocks seen, residual total]."""
-    stages, chs = [], in_chs
-    for spec in specs:
-        block_cls = BLOCKS[spec.block]
-        layers = stage_layers(genotype, spec)
-        blocks = []
-        for i in range(spec.repeats):
-            out = block_cls.out_channels(chs, spec)
-            drop = 0.0
-            if drop_state is not None and block_cls.residual and drop_state[1]:
-                drop = genotype["drop_path"] * drop_state[0] / drop_state[1]
-                drop_state[0] += 1
-            blocks.append(block_cls(chs, out, spec.stride if i == 0 else 1, spec, layers=layers, drop_path=drop))
-            chs = out
-        stages.append(nn.Sequential(*blocks))
-    return stages, chs
-
-
-def build_features(genotype):
-    stem_specs = [Stage(**spec) for spec in genotype["stem"]]
-    body_specs = [Stage(**spec) for spec in genotype["stages"]]
-    residual = sum(s.repeats for s in body_specs if BLOCKS[s.block].residual)
-    stem, chs = build_stages(genotype, stem_specs, genotype["in_chans"], None)
-    body, chs = build_stages(genotype, body_specs, chs, [0, residual])
-    return nn.Sequential(*stem), nn.Sequential(*body), chs
-
-
-def feature_shape(genotype):
-    """(C, H, W) of the last feature map at the input resolution, computed on the meta device."""
-    with torch.device("meta"):
-        stem, body, _ = build_features(genotype)
-        x = torch.empty(1, genotype["in_chans"], genotype["resolution"], genotype["resolution"])
-        return tuple(body(stem(x)).shape[1:])
-
-
-class Head(nn.Module):
-    """[attention] -> pool -> flatten -> hidden MLP -> dropout -> classifier (logits)."""
-
-    def __init__(self, in_chs, spec, num_classes, act, in_features):
-        super().__init__()
-        act_factory = ACTIVATIONS[spec["hidden_act"] or act]
-        self.attn = ATTENTION[spec["attention"]](in_chs, ratio=spec["ratio"], act_layer=act_factory)
-        pools = {"avg": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d}
-        self.pool = pools[spec["pool"]](spec["pool_size"]) if spec["pool"] in pools else nn.Identity()
-        self.flatten = nn.Flatten(1)
-        hidden, features = [], in_features
-        for width in spec["hidden"]:
-            hidden += [nn.Linear(features, width), act_factory(), nn.Dropout(spec["dropout"])]
-            features = width
-        self.hidden = nn.Sequential(*hidden)
-        self.dropout = nn.Dropout(spec["dropout"]) if not spec["hidden"] else nn.Identity()
-        self.fc = nn.Linear(features, num_classes)
-
-    def forward(self, x):
-        x = self.flatten(self.pool(self.attn(x)))
-        return self.fc(self.dropout(self.hidden(x)))
-
-
-class Network(nn.Module):
-    """`stem` -> `stages` -> `head`; each stage is an nn.Sequential of blocks."""
-
-    def __init__(self, genotype=GENOTYPE):
-        super().__init__()
-        self.genotype = genotype
-        self.stem, self.stages, self.num_features = build_features(genotype)
-        head = genotype["head"]
-        if head["pool"] == "flatten":
-            c, h, w = feature_shape(genotype)
-            in_features = c * h * w
-        else:
-            in_features = self.num_features * head["pool_size"] ** 2
-        self.head = Head(self.num_features, head, genotype["num_classes"], genotype["act"], in_features)
-
-    def forward_features(self, x):
-        return self.stages(self.stem(x))
-
-    def forward(self, x):
-        """Logits, N x num_classes, for normalised images N x C x H x W (see `preprocess`)."""
-        return self.head(self.forward_features(x))
-
-    @torch.no_grad()
-    def predict(self, x):
-        """Class probabilities: softmax, or independent sigmoids for a multi-label head."""
-        logits = self(x)
-        return logits.sigmoid() if self.genotype["head"]["multilabel"] else logits.softmax(-1)
-''')
-
-_LOADING = templates._src('''
-_SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
-def read_safetensors(path):
-    """A .safetensors file as a state_dict, read with torch alone (8-byte header size, JSON header, data)."""
-    with open(path, "rb") as fh:
-        size = int.from_bytes(fh.read(8), "little")
-        header = json.loads(fh.read(size))
-        data = bytearray(fh.read())
-    header.pop("__metadata__", None)
-    state = OrderedDict()
-    for name, info in header.items():
-        start, end = info["data_offsets"]
-        dtype = _SAFETENSORS_DTYPES[info["dtype"]]
-        if end > start:
-            tensor = torch.frombuffer(data, dtype=dtype, count=(end - start) // dtype.itemsize, offset=start)
-        else:
-            tensor = torch.empty(0, dtype=dtype)
-        state[name] = tensor.reshape(info["shape"]).clone()
-    return state
-
-
-def find_file(path):
-    """`path` as given if it exists (or is absolute), else the file of that name beside this model.py."""
-    path = os.fspath(path)
-    if os.path.isabs(path) or os.path.exists(path) or "__file__" not in globals():
-        return path
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), path)
-
-
-def read_weights(path):
-    """The state_dict in a .safetensors (or torch.save'd) file."""
-    path = find_file(path)
-    if str(path).endswith(".safetensors"):
-        return read_safetensors(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def build(weights=WEIGHTS, device="cpu"):
-    """The network with `weights` loaded (default: the weights file beside this one; None: untrained).
-
-    Call `.eval()` for inference: dropout and batch-norm statistics change in training mode.
-    """
-    if weights is None:
-        return Network().to(device)
-    state = read_weights(weights)
-    with torch.device("meta"):  # no random initialisation of tensors about to be replaced
-        model = Network()
-    model.load_state_dict(state, assign=True)  # every key must match
-    return model.to(device)
-
-
-def preprocess(images):
-    """uint8 images (0-255) or float images in [0, 1], C x H x W or N x C x H x W -> the network's input:
-    normalised with MEAN / STD and resized (bilinear) to RESOLUTION x RESOLUTION, as in training."""
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    if x.ndim == 3:
-        x = x.unsqueeze(0)
-    if MEAN is not None:
-        mean = torch.tensor(MEAN, device=x.device).view(1, -1, 1, 1)
-        x = (x - mean) / torch.tensor(STD, device=x.device).view(1, -1, 1, 1)
-    if tuple(x.shape[-2:]) != (RESOLUTION, RESOLUTION):
-        x = F.interpolate(x, size=(RESOLUTION, RESOLUTION), mode="bilinear", align_corners=False, antialias=False)
-    return x
-''')
 
 
 # -- literals ---------------------------------------------------------------------------------------
@@ -323,54 +92,47 @@ def _docstring_safe(text: str) -> str:
 
 # -- what a genotype uses ---------------------------------------------------------------------------
 
-def _specs(g: Genotype) -> tuple[StageSpec, ...]:
-    return g.stem + g.stages
+def _strings(value: Any) -> set[str]:
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        return set().union(set(), *map(_strings, value.values()))
+    if isinstance(value, (list, tuple)):
+        return set().union(set(), *map(_strings, value))
+    return set()
 
 
-def used_kinds(g: Genotype) -> dict[str, list[str]]:
-    """The registry names this genotype needs, in registry order: blocks, attention, convs, activations, norms."""
-    from autocnn.layers import ACTIVATIONS, ATTENTION, BLOCKS, CONVS, NORMS
-
-    specs = _specs(g)
-    wanted = {
-        "blocks": {s.block for s in specs},
-        "attention": {s.attention for s in specs} | {g.head.attention},
-        "convs": {s.conv for s in specs} | {"standard"},  # 1x1 convs are standard in every block kind
-        "activations": {s.act or g.act for s in specs} | {g.head.hidden_act or g.act},
-        "norms": {s.norm or g.norm for s in specs},
-    }
-    registries = {"blocks": BLOCKS, "attention": ATTENTION, "convs": CONVS, "activations": ACTIVATIONS,
-                  "norms": NORMS}
-    return {key: [n for n in registries[key].names() if n in wanted[key]] for key in registries}
+def _collect(overrides: dict[str, str], strings: set[str]) -> collect.Collector:
+    """Everything `standalone` reaches, keeping the registry members named in `strings` or in the
+    collected code itself."""
+    return collect.gather(lambda c: c.add_module(standalone.__name__), strings, overrides=overrides,
+                          override_module=standalone.__name__, reader=(standalone.__name__, "as_record"))
 
 
-def missing_templates() -> dict[str, list[str]]:
-    """Registered names with no export template (empty lists when every kind can be exported)."""
-    from autocnn.layers import ACTIVATIONS, ATTENTION, BLOCKS, CONVS, NORMS
-
-    pairs = {"blocks": (BLOCKS, templates.BLOCKS), "attention": (ATTENTION, templates.ATTENTION),
-             "convs": (CONVS, templates.CONVS), "activations": (ACTIVATIONS, templates.ACTIVATIONS),
-             "norms": (NORMS, templates.NORMS)}
-    return {key: [n for n in registry.names() if n not in table] for key, (registry, table) in pairs.items()}
+#: the layer registries, by the keys `unexportable_kinds` reports them under
+LAYER_REGISTRIES = {"blocks": "BLOCKS", "attention": "ATTENTION", "convs": "CONVS", "activations": "ACTIVATIONS",
+                    "norms": "NORMS"}
 
 
-def _check_templates(used: dict[str, list[str]]) -> None:
-    tables = {"blocks": templates.BLOCKS, "attention": templates.ATTENTION, "convs": templates.CONVS,
-              "activations": templates.ACTIVATIONS, "norms": templates.NORMS}
-    for key, names in used.items():
-        for name in names:
-            if name not in tables[key]:
-                kind = {"blocks": "block", "convs": "conv", "activations": "activation", "norms": "norm"}.get(key, key)
-                raise CodegenError(f"the {kind} kind {name!r} has no export template; add one to "
-                                   "autocnn/export/templates.py (or export a genotype without it)")
+def unexportable_kinds() -> dict[str, list[str]]:
+    """Registered layer kinds whose source cannot be written into a model.py, each with the reason
+    (empty lists when every kind exports): every member is collected on its own, as an export would."""
+    out: dict[str, list[str]] = {}
+    for key, attr in LAYER_REGISTRIES.items():
+        ref = collect.resolve("autocnn.layers", attr)
+        out[key] = []
+        for name in getattr(importlib.import_module("autocnn.layers"), attr).names():
+            try:
+                collect.gather(lambda c: c.add(ref), {name})
+            except CodegenError as exc:
+                out[key].append(f"{name}: {exc}")
+    return out
+
+
+missing_templates = unexportable_kinds  # its name from before model.py was generated from the source
 
 
 # -- assembly ---------------------------------------------------------------------------------------
-
-def _table(name: str, entries: Iterable[tuple[str, str]]) -> str:
-    rows = "".join(f"    {_flat(key)}: {value},\n" for key, value in entries)
-    return f"{name} = {{\n{rows}}}\n"
-
 
 def _section(title: str) -> str:
     return f"# -- {title} " + "-" * max(3, WIDTH - len(title) - 6) + "\n"
@@ -402,78 +164,84 @@ def _header(g: Genotype, name: str, about: Sequence[str]) -> str:
     return '"""' + "\n".join(lines) + '\n"""\n'
 
 
+def _rank(unit: collect.Unit) -> int:
+    """Constants first, then the network code, and the loader last."""
+    if unit.module == standalone.__name__:
+        return 2 if unit.definition or unit.name.startswith("_") else 0
+    return 1
+
+
+def _imports(units: list[collect.Unit]) -> str:
+    """The import lines: standard library, then torch; plain imports before from-imports."""
+    plain: dict[bool, set[str]] = {False: set(), True: set()}
+    froms: dict[str, set[str]] = {}
+    for unit in units:
+        words = unit.text.split()
+        if words[0] == "import":
+            plain[words[1].split(".")[0] in collect.STANDALONE_ROOTS].add(unit.text)
+        else:
+            froms.setdefault(words[1], set()).add(" ".join(words[3:]))
+    groups = []
+    for third_party in (False, True):
+        lines = sorted(plain[third_party])
+        lines += [f"from {m} import {', '.join(sorted(names))}" for m, names in sorted(froms.items())
+                  if (m.split(".")[0] in collect.STANDALONE_ROOTS) == third_party]
+        if lines:
+            groups.append("\n".join(lines))
+    return "\n\n".join(groups) + "\n"
+
+
 def generate_source(g: Genotype, *, name: str, mean: Sequence[float] | None = None,
                     std: Sequence[float] | None = None, class_names: Sequence[str] | None = None,
                     about: Sequence[str] = ()) -> str:
     """The text of a standalone model.py for `g`. `about` adds provenance lines to the docstring."""
-    used = used_kinds(g)
-    _check_templates(used)
     if (mean is None) != (std is None):
         raise ValueError("give both mean and std, or neither")
-
-    # layers: activations, norms, convs, attention, then the factory that binds them per stage
-    parts = [_table("ACTIVATIONS", ((n, templates.ACTIVATIONS[n]) for n in used["activations"]))]
-    for n in used["norms"]:
-        parts.append(templates.NORMS[n][1])
-    parts.append(_table("NORMS", ((n, templates.NORMS[n][0]) for n in used["norms"])))
-    for n in used["convs"]:
-        parts.append(templates.CONVS[n][1])
-    parts.append(_table("CONVS", ((n, templates.CONVS[n][0]) for n in used["convs"])))
-    attention = [templates.ATTENTION[n] for n in used["attention"]]
-    block_templates = [templates.BLOCKS[n] for n in used["blocks"]]
-    needed = {req for _, t in attention + block_templates for req in t.requires}
-    if "reduced_channels" in needed:
-        parts.append(templates.SNIPPETS["reduced_channels"])
-    for _, t in attention:
-        parts.append(t.source)
-    parts.append(_table("ATTENTION", ((n, templates.ATTENTION[n][0]) for n in used["attention"])))
-    parts.append(_LAYERS)
-    layers = "\n\n".join(parts)
-
-    # blocks: the base class, the shared snippets they need, then every block kind used
-    parts = [_BLOCK_BASE]
-    parts += [src for key, src in templates.SNIPPETS.items() if key in needed and key != "reduced_channels"]
-    parts += [t.source for _, t in block_templates]
-    parts.append(_table("BLOCKS", ((n, templates.BLOCKS[n][0]) for n in used["blocks"])))
-    blocks = "\n\n".join(parts)
-
-    stage_defaults = {f.name: f.default for f in dataclasses.fields(StageSpec) if f.name != "block"}
     plain = g.to_dict()
     genotype_dict = {"stem": plain.pop("stem"), "stages": plain.pop("stages"), **plain}  # forward order
-    constants = "\n".join([
-        "# The architecture, as autocnn's genotype: stem and body stages (block kind plus the values that",
-        "# differ from STAGE_DEFAULTS), head, input and global defaults.",
-        f"GENOTYPE = {literal(genotype_dict)}",
-        f"STAGE_DEFAULTS = {literal(stage_defaults)}",
-        "",
-        f"IN_CHANS = {g.in_chans}",
-        f"RESOLUTION = {g.resolution}",
-        f"NUM_CLASSES = {g.num_classes}",
-        f"MEAN = {literal(tuple(float(v) for v in mean)) if mean is not None else None}  "
-        "# per-channel, of images scaled to [0, 1]",
-        f"STD = {literal(tuple(float(v) for v in std)) if std is not None else None}",
-        f"CLASS_NAMES = {literal(list(map(str, class_names))) if class_names is not None else None}",
-        'WEIGHTS = "weights.safetensors"  # looked up in the working directory, then beside this file',
-    ]) + "\n"
-
-    body = "\n\n".join([
-        constants,
-        _section("layers") + "\n" + layers,
-        _section("blocks") + "\n" + blocks,
-        _section("network") + "\n" + _NETWORK,
-        _section("loading") + "\n" + _LOADING,
-    ])
-    imports = ["import json"] + (["import math"] if "math." in body else []) + ["import os",
-               "from collections import OrderedDict, namedtuple", "", "import torch",
-               "import torch.nn.functional as F", "from torch import nn"]
-    source = _header(g, name, about) + "\n" + "\n".join(imports) + "\n\n" + body
-    source = _tidy(source)
-    compile(source, "model.py", "exec")  # a template mistake fails here, not in the user's hands
+    overrides = {
+        "GENOTYPE": literal(genotype_dict),
+        "IN_CHANS": literal(g.in_chans),
+        "RESOLUTION": literal(g.resolution),
+        "NUM_CLASSES": literal(g.num_classes),
+        "MEAN": literal(tuple(float(v) for v in mean)) if mean is not None else "None",
+        "STD": literal(tuple(float(v) for v in std)) if std is not None else "None",
+        "CLASS_NAMES": literal(list(map(str, class_names))) if class_names is not None else "None",
+    }
+    collector = _collect(overrides, _strings(dataclasses.asdict(g)))
+    units = collect.ordered(collector, _rank)
+    parts, section, simple = [], None, False
+    for unit in units:
+        title = section if unit.kind == "registry" else _section_title(unit)
+        if title != section and title:
+            parts.append(_section(title))
+        one_line = len([line for line in unit.text.splitlines() if not line.startswith("#")]) == 1
+        if simple and one_line and title == section:
+            parts[-1] += unit.text  # one-line constants stay together
+        else:
+            parts.append(unit.text)
+        section, simple = title, one_line
+    body = "\n\n".join(parts)
+    imports = _imports([u for u in collector.units.values() if u.kind == "import"])
+    source = _tidy(_header(g, name, about) + "\n" + imports + "\n\n" + body)
+    try:
+        compile(source, "model.py", "exec")
+    except SyntaxError as exc:  # a rewrite the collector got wrong: fail here, not in the user's hands
+        raise CodegenError(f"the generated model.py does not compile ({exc}); this is an autocnn bug") from exc
     return source
 
 
+def _section_title(unit: collect.Unit) -> str | None:
+    rank = _rank(unit)
+    if rank == 0:
+        return None
+    if rank == 2:
+        return "loading"
+    return "from " + unit.module
+
+
 def _tidy(source: str) -> str:
-    """Two blank lines between top-level definitions, none trailing."""
+    """Two blank lines between top-level definitions, none trailing, none opening a body."""
     out: list[str] = []
     blank = 0
     for line in source.splitlines():
@@ -484,7 +252,7 @@ def _tidy(source: str) -> str:
         if out:
             if top_def and not out[-1].startswith(("@", "# -- ")):
                 out += [""] * 2
-            else:
+            elif not out[-1].lstrip().startswith(("def ", "class ")) or not out[-1].endswith(":"):
                 out += [""] * min(blank, 1 if line.startswith(" ") else 2)
         out.append(line)
         blank = 0
@@ -499,4 +267,4 @@ def load_module(path: str | Path, name: str = "model") -> ModuleType:
     return module
 
 
-__all__ = ["CodegenError", "generate_source", "literal", "load_module", "missing_templates", "used_kinds"]
+__all__ = ["CodegenError", "generate_source", "literal", "load_module", "missing_templates", "unexportable_kinds"]

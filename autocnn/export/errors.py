@@ -6,3 +6,7 @@ from autocnn.errors import AutocnnError
 
 class ExportError(AutocnnError):
     """An export that cannot be done as asked; nothing was written."""
+
+
+class CodegenError(AutocnnError):
+    """Code autocnn cannot write into a standalone model.py (the message names the definition)."""

@@ -51,7 +51,7 @@ def select_trials(study, trial: Any) -> list:
     """The FrozenTrials `trial` names in `study`; ExportError for unknown, incomplete or missing ones."""
     from optuna.trial import TrialState
 
-    from autocnn.search import records
+    from autocnn.search import control, records
 
     spec = _parse_trial(trial)
     trials = study.get_trials(deepcopy=False)
@@ -72,12 +72,9 @@ def select_trials(study, trial: Any) -> list:
         raise ExportError(f"study {name!r} has no complete trial to export yet; wait for one to finish "
                           "or resume it with 'autocnn search --resume'")
     elif spec == "pareto":
-        chosen = sorted(study.best_trials, key=lambda t: t.number)
-    elif len(study.directions) == 1:
-        chosen = [study.best_trial]
-    else:  # best of a multi-objective study: the front member best on the first (quality) objective
-        maximize = study.directions[0].name == "MAXIMIZE"
-        chosen = [sorted(study.best_trials, key=lambda t: ((-1 if maximize else 1) * t.values[0], t.number))[0]]
+        chosen = control.pareto_front(complete, study.directions)
+    else:  # the study's best trial by the one rule of autocnn.search.control (also for multi-objective)
+        chosen = [control.best_trial(complete, study.directions)]
     for t in chosen:
         if records.GENOTYPE not in t.user_attrs:
             raise ExportError(f"trial {t.number} of study {name!r} recorded no architecture; it was not run by "

@@ -1,7 +1,7 @@
 """Write an exported model folder, atomically, and prove it reproduces the model before keeping it.
 
-A folder holds `model.py` (torch-only code, `autocnn.export.codegen`), `weights.safetensors`,
-`model.pt2` (`torch.export`, dynamic batch), `model.onnx` (dynamo exporter, dynamic batch),
+A folder holds `model.py` (torch-only code generated from autocnn's own source, `autocnn.export.codegen`),
+`weights.safetensors`, `model.pt2` (`torch.export`, dynamic batch), `model.onnx` (dynamo exporter, dynamic batch),
 `config.json` and a `README.md` model card. Every format is loaded back and compared with the
 in-process model at a batch size other than the one exported (model.py and .pt2 within 1e-5, ONNX
 within 1e-4); a failed check raises, and the temporary folder is removed: nothing half-written is
@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from autocnn._version import __version__
 from autocnn.builder import Network, build_model
 from autocnn.export.codegen import generate_source, load_module
 from autocnn.export.errors import ExportError
@@ -247,15 +248,9 @@ def _about(meta: dict, genotype: Genotype) -> list[str]:
     if metrics:
         lines.append("Figures: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                              for k, v in metrics.items()) + ".")
-    lines.append(f"Exported {datetime.now(timezone.utc):%Y-%m-%d} with autocnn {_version()} and torch "
+    lines.append(f"Exported {datetime.now(timezone.utc):%Y-%m-%d} with autocnn {__version__} and torch "
                  f"{torch.__version__.split('+')[0]}; see config.json and README.md.")
     return lines
-
-
-def _version() -> str:
-    from autocnn import __version__
-
-    return __version__
 
 
 def _sha256(path: Path) -> str:
@@ -408,7 +403,7 @@ def write_model_folder(folder: Path, model: Network, meta: Mapping[str, Any] | N
     (folder / "model.py").write_text(source, encoding="utf-8")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "weights.safetensors"),
-              metadata={"format": "pt", "arch": g.to_string(), "exporter": f"autocnn {_version()}"})
+              metadata={"format": "pt", "arch": g.to_string(), "exporter": f"autocnn {__version__}"})
 
     generator = torch.Generator().manual_seed(0)
     shape = (g.in_chans, g.resolution, g.resolution)
@@ -471,7 +466,7 @@ def write_model_folder(folder: Path, model: Network, meta: Mapping[str, Any] | N
         "onnx": onnx_info,
         "weights_sha256": _sha256(folder / "weights.safetensors"),
         "checks": {"batch": CHECK_BATCH, "max_abs_diff": checks},
-        "autocnn_version": _version(),
+        "autocnn_version": __version__,
         "torch_version": torch.__version__,
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -27,6 +27,7 @@ from autocnn.registry import Registry
 from autocnn.search import records
 from autocnn.search.budget import MAX_REJECTIONS
 from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
+from autocnn.search.control import latest_study
 from autocnn.storage import open_storage
 from autocnn.training import DivergedError, EpochReport, TrainConfig, train
 
@@ -111,7 +112,7 @@ def reopen_study(name: str | None, storage_url: str | None, *, trials: int | Non
     Only the budget may change on resume: a larger `trials` or a new `timeout`.
     """
     if name is None:
-        name = _latest_study(open_storage(storage_url, create=False))
+        name = latest_study(open_storage(storage_url, create=False))
     study = load_study(name, storage_url)
     config = stored_config(study).replace(storage=storage_url)
     if trials is not None and trials < 1:
@@ -119,15 +120,6 @@ def reopen_study(name: str | None, storage_url: str | None, *, trials: int | Non
     config = config.replace(trials=max(config.trials, trials or 0), timeout=timeout or config.timeout)
     study.set_user_attr(CONFIG_ATTR, config.to_dict())
     return attach_sampler(study, config), config
-
-
-def _latest_study(storage) -> str:
-    summaries = [s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
-                 if CONFIG_ATTR in s.user_attrs]
-    if not summaries:
-        raise StudyError("there is no study to resume in this storage; start one with 'autocnn search'")
-    summaries.sort(key=lambda s: s.datetime_start or datetime.min)
-    return summaries[-1].study_name
 
 
 def attach_sampler(study: optuna.Study, config: SearchConfig) -> optuna.Study:

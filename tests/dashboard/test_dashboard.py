@@ -92,11 +92,11 @@ def worker_pids(storage_url: str, study: str) -> list[int]:
 class Server:
     """`autocnn dashboard --port 0` in a subprocess; the URL is read from its first output line."""
 
-    def __init__(self, storage_url: str, folder: Path, *extra: str) -> None:
+    def __init__(self, storage_url: str, folder: Path, *extra: str, env: dict | None = None) -> None:
         self.log = folder / f"dashboard-{time.monotonic_ns()}.log"
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen([autocnn_exe(), "dashboard", "--storage", storage_url, "--port", "0", *extra],
-                                         stdout=out, stderr=subprocess.STDOUT, env=ENV, cwd=folder)
+                                         stdout=out, stderr=subprocess.STDOUT, env=env or ENV, cwd=folder)
         line = wait_for(lambda: self._url_line(), 90, what="the dashboard to listen")
         self.url = line.split(" on ", 1)[1].split()[0]
 
