@@ -111,6 +111,19 @@ def _split(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
 
 
+def _named_weights(pairs: tuple[str, ...]) -> dict[str, str]:
+    """`--weights NAME=FILE` options as {preset: absolute path} (a resumed run may start elsewhere)."""
+    import os
+
+    named = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ConfigError(f"--weights {pair!r} is not NAME=FILE; e.g. --enqueue resnet18 --weights resnet18=r18.pth")
+        named[name.strip()] = os.path.abspath(path.strip())
+    return named
+
+
 @cli.command()
 @click.option("--space", default="efficientnet_compound", show_default=True, help="Built-in space name or YAML path.")
 @click.option("--dataset", default="digits", show_default=True)
@@ -135,7 +148,12 @@ def _split(value: str | None) -> tuple[str, ...]:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--resolution", type=int, default=None, help="Input resolution (default: the space's).")
 @click.option("--limit", type=int, default=None, help="Use at most this many training images.")
-@click.option("--enqueue", default=None, help="Comma-separated presets to try first, e.g. resnet18,efficientnet_b0.")
+@click.option("--enqueue", default=None, help="Comma-separated presets to try first, e.g. resnet18,efficientnet_b0; "
+              "one the space cannot express trains as a fixed architecture.")
+@click.option("--weights", "weights", multiple=True, metavar="NAME=FILE",
+              help="Start enqueued preset NAME from a state_dict file (fine-tuning); repeat per preset.")
+@click.option("--freeze", type=int, default=0, show_default=True,
+              help="Freeze the first N blocks of trials started from --weights.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: this process; ray: trials in parallel on Ray Tune (pip install 'autocnn[ray]').")
 @click.option("--address", default=None,
@@ -159,6 +177,7 @@ def search(resume: bool, as_json: bool, trials, timeout, max_params, max_flops, 
     ray_options = {key: options.pop(key) for key in RAY_OPTIONS}
     ray_options["storage_path"] = ray_options.pop("ray_storage")
     pruner = options.pop("pruner")
+    options["weights"] = _named_weights(options["weights"])
     if options["backend"] == "ray":  # an explicit --pruner picks Ray's scheduler of the same rule
         ray_options["pruner"] = pruner
     elif any(v is not None for v in ray_options.values()):
@@ -171,6 +190,9 @@ def search(resume: bool, as_json: bool, trials, timeout, max_params, max_flops, 
                                   progress=progress, backend=backend)
         else:
             options["objectives"] = _split(options["objectives"])
+            if len(options["objectives"]) > 1 and pruner not in (None, "none"):
+                raise ConfigError(f"--pruner {pruner} judges one objective; a Pareto search "
+                                  f"({options['objectives'][0]},...) trains every trial fully: drop --pruner")
             options["enqueue"] = _split(options["enqueue"])
             limits = {"max_params": max_params, "max_flops": max_flops, "max_latency_ms": max_latency_ms}
             config = SearchConfig(trials=trials if trials is not None else 10, timeout=timeout,
@@ -198,7 +220,9 @@ def search(resume: bool, as_json: bool, trials, timeout, max_params, max_flops, 
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--limit", type=int, default=None)
-def train_command(model_name: str, **options) -> None:
+@click.option("--weights", type=click.Path(), default=None, help="Start from this state_dict file (fine-tuning).")
+@click.option("--freeze", type=int, default=0, show_default=True, help="Freeze the first N blocks (with --weights).")
+def train_command(model_name: str, weights: str | None, **options) -> None:
     """Train one architecture with the search's recipe and record it as a one-trial study."""
     from autocnn.api import resolve_genotype
     from autocnn.search.driver import run_search
@@ -206,8 +230,12 @@ def train_command(model_name: str, **options) -> None:
 
     genotype = resolve_genotype(model_name)
     study = options.pop("study") or f"train-{model_name.rsplit('/', 1)[-1]}-{options['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    import os
+
+    from autocnn.search.config import ALL_TRIALS
+
     config = SearchConfig(space=FixedSpace.spec_for(genotype), trials=1, pruner="none", sampler="random",
-                          study=study, **options)
+                          study=study, weights={ALL_TRIALS: os.path.abspath(weights)} if weights else {}, **options)
     console = Console(stderr=True)
     run = run_search(config, progress=RichProgress(console))
     _print_best(run, False)

@@ -11,6 +11,7 @@ MAXIMIZE = {"accuracy", "map", "f1"}
 MINIMIZE = {"params", "flops", "latency"}
 CONFIG_ATTR = "autocnn.config"
 CONSTRAINTS = ("max_params", "max_flops", "max_latency_ms")
+ALL_TRIALS = "*"  # a `weights` key: every trial starts from the file (`autocnn train`, one fixed architecture)
 
 
 class ConfigError(AutocnnError):
@@ -40,6 +41,8 @@ class SearchConfig:
     resolution: int | None = None
     limit: int | None = None
     enqueue: tuple[str, ...] = ()
+    weights: dict[str, str] = field(default_factory=dict)  # enqueued preset (or ALL_TRIALS) -> state_dict file
+    freeze: int = 0  # blocks frozen in trials that start from weights
     constraints: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -65,6 +68,14 @@ class SearchConfig:
                 raise ConfigError(f"unknown constraint {key!r}; choose from {', '.join(CONSTRAINTS)}")
             if not value > 0:
                 raise ConfigError(f"--{key.replace('_', '-')} must be > 0, got {value}; no architecture could satisfy it")
+        if self.freeze < 0:
+            raise ConfigError(f"--freeze must be >= 0 blocks, got {self.freeze}")
+        if self.freeze and not self.weights:
+            raise ConfigError("--freeze needs --weights: only blocks loaded from reference weights are frozen")
+        stray = [name for name in self.weights if name != ALL_TRIALS and name not in self.enqueue]
+        if stray:
+            raise ConfigError(f"--weights {stray[0]}=FILE names a preset that is not enqueued; "
+                              f"add --enqueue {stray[0]}")
         if self.objectives[0] not in MAXIMIZE:
             raise ConfigError(f"the first objective must be a quality metric ({', '.join(sorted(MAXIMIZE))}), "
                               f"got {self.objectives[0]!r}")

@@ -13,13 +13,14 @@ import time
 from typing import Protocol
 
 import optuna
+from optuna.trial import TrialState
 
 from autocnn.search.budget import MAX_REJECTIONS, Budget, finished_trials, rejections_in_a_row
 from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
 from autocnn.search.control import GIVE_UP_FAILURES, STOP_ATTR, release_worker_lease, take_worker_lease
 from autocnn.search.engine import StudyError, TrialContext, create_study, enqueue_presets, prepare_context, reopen_study
 from autocnn.search.local import LocalBackend
-from autocnn.storage import fail_stale_trials
+from autocnn.storage import fail_stale_trials, study_storage
 
 MAX_FAILED_ROUNDS = GIVE_UP_FAILURES  # rounds in a row that ended in failed trials only (control reads it too)
 
@@ -62,8 +63,21 @@ def run_search(config: SearchConfig, *, progress=None, backend: Backend | None =
     config = backend.configure(config, resume=False)
     ctx = prepare_context(config)  # a bad space, dataset or constraint creates no storage and no study
     study, ctx.config = create_study(config)
-    enqueue_presets(study, ctx)
-    return drive(study, ctx, backend, progress)
+    try:
+        enqueue_presets(study, ctx)
+        return drive(study, ctx, backend, progress)
+    except BaseException:
+        delete_if_unstarted(study)
+        raise
+
+
+def delete_if_unstarted(study: optuna.Study) -> None:
+    """Delete a study whose run failed before its first trial started: an empty study only blocks its name."""
+    try:
+        if all(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
+            optuna.delete_study(study_name=study.study_name, storage=study_storage(study))
+    except Exception:  # noqa: BLE001 - the run's own error is the one to report
+        pass
 
 
 def resume_search(name: str | None, storage_url: str | None, *, trials: int | None = None,

@@ -26,7 +26,7 @@ from autocnn.errors import AutocnnError
 from autocnn.registry import Registry
 from autocnn.search import records
 from autocnn.search.budget import MAX_REJECTIONS
-from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
+from autocnn.search.config import ALL_TRIALS, CONFIG_ATTR, ConfigError, SearchConfig
 from autocnn.search.control import latest_study
 from autocnn.storage import open_storage
 from autocnn.training import DivergedError, EpochReport, TrainConfig, train
@@ -40,6 +40,8 @@ SAMPLERS.register("random", lambda seed, multi: optuna.samplers.RandomSampler(se
 SAMPLERS.register("cmaes", lambda seed, multi: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False))
 SAMPLERS.register("gp", lambda seed, multi: optuna.samplers.GPSampler(seed=seed))
 SAMPLERS.register("nsga2", lambda seed, multi: optuna.samplers.NSGAIISampler(seed=seed, population_size=8))
+# Optuna's CmaEsSampler raises on a study with several directions (GPSampler handles them since Optuna 4.2)
+SINGLE_OBJECTIVE_SAMPLERS = frozenset({"cmaes"})
 
 # Small candidates often sit near chance for the first epochs (warm-up, BatchNorm statistics), so
 # no trial is judged before epoch 4.
@@ -65,6 +67,10 @@ def _check_choices(config: SearchConfig) -> None:
     for registry, value, flag in ((SAMPLERS, config.sampler, "--sampler"), (PRUNERS, config.pruner, "--pruner")):
         if value not in registry:
             raise ConfigError(f"unknown {registry.kind} {value!r} for {flag}; choose from {', '.join(registry.names())}")
+    if config.multi_objective and config.sampler in SINGLE_OBJECTIVE_SAMPLERS:
+        multi = ", ".join(n for n in SAMPLERS.names() if n not in SINGLE_OBJECTIVE_SAMPLERS)
+        raise ConfigError(f"--sampler {config.sampler} optimises one objective, not {','.join(config.objectives)}; "
+                          f"use --sampler {multi} or a single objective")
 
 
 def default_study_name(config: SearchConfig) -> str:
@@ -156,8 +162,11 @@ class TrialContext:
         return {**(getattr(self.space, "constraints", None) or {}), **self.config.constraints}
 
     def sample(self, trial):
-        g = self.space.sample(trial, resolution=self.config.resolution, num_classes=self.data.num_classes,
-                              in_chans=self.data.in_chans)
+        space = self.space
+        if trial.user_attrs.get(records.OUTSIDE_SPACE):  # an enqueued preset the space cannot express
+            space = preset_space(trial.user_attrs[records.ENQUEUED])
+        g = space.sample(trial, resolution=self.config.resolution, num_classes=self.data.num_classes,
+                         in_chans=self.data.in_chans)
         if self.data.multilabel != g.head.multilabel:
             g = g.replace(head=dataclasses.replace(g.head, multilabel=self.data.multilabel))
         return g
@@ -211,6 +220,9 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
     genotype = sample_architecture(trial, ctx)
     torch.manual_seed(config.seed + trial.number)  # initial weights: a function of the trial, not of earlier trials
     model, costs = price_candidate(trial, genotype, ctx.constraints)
+    start = trial.user_attrs.get(records.START_WEIGHTS)
+    if start:
+        start_from_weights(model, start, config.freeze)
     if not train:
         return objective_values(config, 0.0, costs)
     record_epoch = epoch_recorder(trial)
@@ -236,10 +248,27 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
 # samples in its driver and prices and trains in its workers: both backends record the same way.
 
 def sample_architecture(trial, ctx: TrialContext):
-    """Sample a genotype on `trial` and record it (genotype, arch string, arch id)."""
+    """Sample a genotype on `trial` and record it (genotype, arch string, arch id, the weights it starts from)."""
     genotype = ctx.sample(trial)
     records.record_architecture(trial, genotype)
+    start = start_weights_for(ctx.config, trial.user_attrs.get(records.ENQUEUED))
+    if start:
+        trial.set_user_attr(records.START_WEIGHTS, start)
     return genotype
+
+
+def start_weights_for(config: SearchConfig, preset: str | None) -> str | None:
+    """The weights file a trial starts from: its enqueued preset's, else the run's for every trial (`train`)."""
+    return config.weights.get(preset or "", config.weights.get(ALL_TRIALS))
+
+
+def start_from_weights(model, path: str, freeze: int) -> None:
+    """Fine-tuning: load reference weights into a priced candidate and freeze its first `freeze` blocks."""
+    from autocnn.weights import freeze_blocks, load_reference_weights
+
+    load_reference_weights(model, path)
+    if freeze:
+        freeze_blocks(model, freeze)
 
 
 def price_candidate(trial, genotype, constraints: dict):
@@ -308,11 +337,48 @@ def fit_candidate(trial, config: SearchConfig, data: DataSplits, genotype, model
 
 
 def prepare_context(config: SearchConfig) -> TrialContext:
-    """Check everything a run needs before any storage is touched: options, space, dataset, constraints."""
+    """Check everything a run needs before any storage is touched: options, space, dataset, constraints,
+    enqueued presets and the weights they start from."""
     _check_choices(config)
+    _check_enqueue(config)
     ctx = TrialContext.create(config)
     check_feasible(ctx, MAX_REJECTIONS)
+    _check_weights(ctx)
     return ctx
+
+
+def preset_space(name: str):
+    """A one-point space of preset `name`: how an enqueued preset outside the searched space is sampled."""
+    from autocnn.presets import get_preset
+    from autocnn.search.fixed import FixedSpace
+
+    return FixedSpace(get_preset(name))
+
+
+def _check_enqueue(config: SearchConfig) -> None:
+    from autocnn.presets import PRESETS
+
+    unknown = [name for name in config.enqueue if name not in PRESETS]
+    if unknown:
+        raise ConfigError(f"unknown preset {unknown[0]!r} for --enqueue; choose from 'autocnn models'")
+    from autocnn.search.fixed import PREFIX
+
+    if ALL_TRIALS in config.weights and not config.space.startswith(PREFIX):
+        raise ConfigError("--weights FILE without a preset name fits one fixed architecture ('autocnn train'); "
+                          "in a search use --enqueue NAME --weights NAME=FILE")
+    if config.weights and config.backend == "ray":
+        raise ConfigError("--weights fine-tunes on --backend local only; drop --backend ray")
+
+
+def _check_weights(ctx: TrialContext) -> None:
+    """Every weights file must load into the architecture it starts (shapes checked on the meta device)."""
+    from autocnn.weights import map_state_dict, read_state_dict
+
+    for name, path in ctx.config.weights.items():
+        space = ctx.space if name == ALL_TRIALS else preset_space(name)
+        genotype = space.sample(None, resolution=ctx.config.resolution, num_classes=ctx.data.num_classes,
+                                in_chans=ctx.data.in_chans)
+        map_state_dict(meta_model(genotype), read_state_dict(path), origin=f"weights {path}")
 
 
 def check_feasible(ctx: TrialContext, attempts: int) -> None:
@@ -347,12 +413,10 @@ def check_feasible(ctx: TrialContext, attempts: int) -> None:
 
 
 def enqueue_presets(study: optuna.Study, ctx: TrialContext) -> list[str]:
-    """Warm-start with preset architectures that the space can express (`--enqueue`)."""
-    queued = []
+    """Warm-start with preset architectures (`--enqueue`): as the space's parameters where it can express
+    the preset, else as a fixed architecture recorded as outside the space (no parameters to learn from)."""
     for name in ctx.config.enqueue:
         params = ctx.space.fixed_params(name)
-        if params is None:
-            continue
-        study.enqueue_trial(params, user_attrs={records.ENQUEUED: name})
-        queued.append(name)
-    return queued
+        attrs = {records.ENQUEUED: name} if params is not None else {records.ENQUEUED: name, records.OUTSIDE_SPACE: True}
+        study.enqueue_trial(params or {}, user_attrs=attrs)
+    return list(ctx.config.enqueue)

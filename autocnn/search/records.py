@@ -22,6 +22,8 @@ METRIC = "metric"
 REJECTED = "rejected"
 FAIL_REASON = "fail_reason"
 ENQUEUED = "enqueued_preset"
+OUTSIDE_SPACE = "outside_space"  # an enqueued preset the space cannot express, trained as a fixed architecture
+START_WEIGHTS = "start_weights"  # the reference weights file a fine-tuned trial started from
 WEIGHTS_PATH = "weights_path"  # trained weights, relative to the artifact root (autocnn.artifacts)
 
 
