@@ -1,16 +1,14 @@
 """autocnn.training: learning, determinism, callbacks, divergence, multi-label metrics."""
 from __future__ import annotations
 
-import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
 from autocnn.data import load_dataset
+from conftest import write_multilabel
 from autocnn.training import (
     DivergedError,
     TrainConfig,
@@ -56,19 +54,6 @@ def one_thread():
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")
-
-
-def write_multilabel(root: Path, n: int = 60) -> None:
-    """images/ + labels.csv; each image's colour channels spell its labels, so it is learnable."""
-    (root / "images").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    with open(root / "labels.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "labels"])
-        for i in range(n):
-            on = rng.random(3) < 0.5
-            Image.new("RGB", (8, 8), tuple(int(255 * v) for v in on)).save(root / "images" / f"{i}.png")
-            w.writerow([f"{i}.png", " ".join(c for c, v in zip(("red", "green", "blue"), on) if v)])
 
 
 def test_tiny_cnn_learns_digits(digits):
