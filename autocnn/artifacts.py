@@ -1,8 +1,11 @@
 """Where a study keeps its files: `<artifact root>/<study>/trial-<number>/weights.safetensors`.
 
-The artifact root is the folder of the SQLite file for `sqlite:///` storages (so a study's database and
-its weights travel together), else `./studies`. Trials record their weights path relative to the
-root (trial user attr `weights_path`), so a moved folder keeps working.
+A study's artifact root is part of its stored configuration (`SearchConfig.artifacts`, `--artifacts`),
+made absolute when the study is created, so that every reader (export, dashboard, report) in any folder
+finds the weights the trainer wrote. Its default is the folder of the SQLite file for `sqlite:///`
+storages (a study's database and its weights travel together), else `./studies` of the creating process.
+Studies created before the root was stored fall back to that default. Trials record their weights path
+relative to the root (trial user attr `weights_path`), so a moved folder keeps working.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import warnings
 from pathlib import Path
 
 from torch import nn
+
+from autocnn.errors import AutocnnError
 
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -30,6 +35,27 @@ def artifact_root(storage_url: str | None) -> Path:
     return Path("studies").resolve()
 
 
+def resolve_artifacts(artifacts: str | None, storage_url: str | None) -> str:
+    """The absolute artifact root for `--artifacts` (a path or a `file://` URI; None: `artifact_root`)."""
+    if artifacts is None:
+        return str(artifact_root(storage_url))
+    if "://" in artifacts:
+        scheme, _, rest = artifacts.partition("://")
+        if scheme != "file":
+            raise AutocnnError(f"--artifacts {artifacts!r}: only folders and file:// URIs are supported, not "
+                               f"{scheme}://; mount the location and pass its path")
+        artifacts = rest
+    if not artifacts:
+        raise AutocnnError("--artifacts is empty; pass a folder for the trials' weights")
+    return str(Path(artifacts).expanduser().resolve())
+
+
+def study_artifact_root(config, storage_url: str | None) -> Path:
+    """Where the study of `config` (a `SearchConfig` or None) keeps its files: its stored root, else the default."""
+    stored = getattr(config, "artifacts", None)
+    return Path(stored) if stored else artifact_root(storage_url)
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"
 
@@ -39,13 +65,15 @@ def trial_weights_relpath(study_name: str, number: int) -> str:
     return f"{_safe(study_name)}/trial-{number}/{WEIGHTS_FILE}"
 
 
-def resolve_weights(storage_url: str | None, relpath: str) -> Path:
-    """The absolute path of a trial's recorded (relative) weights path."""
-    return artifact_root(storage_url) / relpath
+def resolve_weights(storage_url: str | None, relpath: str, root: str | Path | None = None) -> Path:
+    """The absolute path of a trial's recorded (relative) weights path under `root` (default: `artifact_root`)."""
+    return (Path(root) if root else artifact_root(storage_url)) / relpath
 
 
-def save_trial_weights(model: nn.Module, storage_url: str | None, study_name: str, number: int) -> str | None:
-    """Save `model`'s state_dict as safetensors for a trial; returns the path relative to the artifact root.
+def save_trial_weights(model: nn.Module, storage_url: str | None, study_name: str, number: int,
+                       root: str | Path | None = None) -> str | None:
+    """Save `model`'s state_dict as safetensors for a trial; returns the path relative to the artifact root
+    (`root`, the study's stored one; default: `artifact_root(storage_url)`).
 
     A write failure (disk full, read-only folder) warns and returns None: the trial's result stands,
     only its export will need `--retrain-epochs`.
@@ -53,7 +81,7 @@ def save_trial_weights(model: nn.Module, storage_url: str | None, study_name: st
     from safetensors.torch import save_file
 
     relpath = trial_weights_relpath(study_name, number)
-    path = resolve_weights(storage_url, relpath)
+    path = resolve_weights(storage_url, relpath, root)
     partial = path.with_name(path.name + ".part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

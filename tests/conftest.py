@@ -18,6 +18,24 @@ import torch
 torch.set_num_threads(1)
 
 
+def write_multilabel(root: Path, n: int = 60) -> None:
+    """images/ + labels.csv; each image's colour channels spell its labels, so it is learnable."""
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    with open(root / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "labels"])
+        for i in range(n):
+            on = rng.random(3) < 0.5
+            Image.new("RGB", (8, 8), tuple(int(255 * v) for v in on)).save(root / "images" / f"{i}.png")
+            w.writerow([f"{i}.png", " ".join(c for c, v in zip(("red", "green", "blue"), on) if v)])
+
+
 @pytest.fixture
 def seeded():
     torch.manual_seed(0)

@@ -141,13 +141,18 @@ def _named_weights(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--pruner", default=None,
               help="median (default), hyperband, sha or none; on Ray the Tune scheduler of the same rule.")
 @click.option("--objectives", default="accuracy", show_default=True,
-              help="accuracy, or accuracy plus params/flops/latency for a Pareto search.")
+              help="One quality metric (accuracy, f1: macro-F1, micro-F1 on multi-label data, map: multi-label "
+                   "only), optionally plus params/flops/latency for a Pareto search. accuracy on multi-label data "
+                   "is subset accuracy.")
 @click.option("--study", default=None, help="Study name (default: SPACE-DATASET-TIMESTAMP).")
 @click.option("--storage", default=None, help="SQLAlchemy URL (default sqlite:///studies/autocnn.db).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--resolution", type=int, default=None, help="Input resolution (default: the space's).")
 @click.option("--limit", type=int, default=None, help="Use at most this many training images.")
+@click.option("--artifacts", default=None,
+              help="Folder (or file:// URI) for the trials' weights, stored with the study "
+                   "(default: next to a SQLite file, else ./studies).")
 @click.option("--enqueue", default=None, help="Comma-separated presets to try first, e.g. resnet18,efficientnet_b0; "
               "one the space cannot express trains as a fixed architecture.")
 @click.option("--weights", "weights", multiple=True, metavar="NAME=FILE",
@@ -217,6 +222,9 @@ def search(resume: bool, as_json: bool, trials, timeout, max_params, max_flops, 
 @click.option("--resolution", type=int, default=None, help="Input resolution (default: the model's).")
 @click.option("--study", default=None)
 @click.option("--storage", default=None)
+@click.option("--artifacts", default=None,
+              help="Folder (or file:// URI) for the trials' weights, stored with the study "
+                   "(default: next to a SQLite file, else ./studies).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--limit", type=int, default=None)

@@ -39,7 +39,8 @@ def print_best(study, as_json: bool, *, state: str | None = None) -> None:
         return
     title = "Pareto front" if len(directions) > 1 else "best trial"
     table = Table(title=f"{name}{f' ({state})' if state else ''}: {title}")
-    for col in ("trial", "val", "test", "params", "MFLOPs", "latency ms"):
+    metric = rows[0]["metric"]  # the trial's metric by its name: accuracy, mAP or f1
+    for col in ("trial", f"val {metric}", f"test {metric}", "params", "MFLOPs", "latency ms"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(str(r["number"]), f"{r['values'][0]:.4f}",

@@ -121,6 +121,7 @@ class Dashboard:
         self.storage_url = storage_url
         self.storage = open_storage(storage_url, create=False, heartbeat=True)
         self.artifact_root = Path(artifact_root) if artifact_root else default_artifact_root(storage_url)
+        self._root_given = artifact_root is not None
         self.workers = Workers(self.storage, storage_url, self.artifact_dir)
         self.exports = Exports(self.storage, storage_url, self.artifact_dir)
         self.bottle = optuna_dashboard.wsgi(self.storage)
@@ -131,7 +132,18 @@ class Dashboard:
         return self.guard(environ, start_response)
 
     def artifact_dir(self, name: str) -> Path:
-        return self.artifact_root / check_name(name)
+        """`<root>/<name>`: the root of `--artifacts`, else the study's stored one (where its weights are)."""
+        name = check_name(name)
+        if self._root_given:
+            return self.artifact_root / name
+        from autocnn.artifacts import study_artifact_root
+        from autocnn.search.config import CONFIG_ATTR, SearchConfig
+
+        try:
+            raw = self.storage.get_study_user_attrs(self.storage.get_study_id_from_name(name)).get(CONFIG_ATTR)
+        except KeyError:  # no such study (yet): the default root
+            raw = None
+        return study_artifact_root(SearchConfig.from_dict(raw) if raw else None, self.storage_url) / name
 
     # -- views ------------------------------------------------------------------------------------
     def studies(self) -> list[dict]:

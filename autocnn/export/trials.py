@@ -82,12 +82,11 @@ def select_trials(study, trial: Any) -> list:
     return chosen
 
 
-def _weights_of(trial, storage: str | None, study_name: str, retrain: bool) -> Path | None:
-    from autocnn.artifacts import resolve_weights
+def _weights_of(trial, root: Path, study_name: str, retrain: bool) -> Path | None:
     from autocnn.search import records
 
     rel = trial.user_attrs.get(records.WEIGHTS_PATH)
-    path = resolve_weights(storage, rel) if rel else None
+    path = root / rel if rel else None
     if retrain:
         return path
     if path is None:
@@ -171,6 +170,7 @@ def export_trial(study_name: str, storage: str | None = None, trial: Any = "best
     `retrain_epochs` retrains from scratch on train+val first (`on_epoch(trial_number, EpochReport)` sees
     each epoch); `dataset`/`data_root` override the study's data (normalisation, class names, retraining).
     """
+    from autocnn.artifacts import study_artifact_root
     from autocnn.search.engine import StudyError, load_study
     from autocnn.search.config import CONFIG_ATTR, SearchConfig
 
@@ -188,7 +188,8 @@ def export_trial(study_name: str, storage: str | None = None, trial: Any = "best
     pareto = _parse_trial(trial) == "pareto"
     from autocnn.search import records
 
-    members = [_Member(t, records.genotype_of(t), _weights_of(t, storage, study_name, retrain_epochs is not None))
+    root = study_artifact_root(config, storage)  # the study's own, wherever this process runs
+    members = [_Member(t, records.genotype_of(t), _weights_of(t, root, study_name, retrain_epochs is not None))
                for t in select_trials(study, trial)]
     data = _load_data(config, dataset, data_root)
     for m in members:

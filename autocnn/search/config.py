@@ -7,7 +7,10 @@ from typing import Any
 
 from autocnn.errors import AutocnnError
 
-MAXIMIZE = {"accuracy", "map", "f1"}
+QUALITY = {"accuracy": "accuracy", "map": "mAP", "f1": "f1"}
+"""Quality objective -> the trainer's metric: accuracy (subset accuracy on multi-label data), map = mAP
+(multi-label data only), f1 = macro-F1 on single-label and micro-F1 on multi-label data."""
+MAXIMIZE = set(QUALITY)
 MINIMIZE = {"params", "flops", "latency"}
 CONFIG_ATTR = "autocnn.config"
 CONSTRAINTS = ("max_params", "max_flops", "max_latency_ms")
@@ -43,6 +46,8 @@ class SearchConfig:
     enqueue: tuple[str, ...] = ()
     weights: dict[str, str] = field(default_factory=dict)  # enqueued preset (or ALL_TRIALS) -> state_dict file
     freeze: int = 0  # blocks frozen in trials that start from weights
+    artifacts: str | None = None
+    """Folder of the trials' weights (`autocnn.artifacts`); absolute once the study is created."""
     constraints: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -79,10 +84,19 @@ class SearchConfig:
         if self.objectives[0] not in MAXIMIZE:
             raise ConfigError(f"the first objective must be a quality metric ({', '.join(sorted(MAXIMIZE))}), "
                               f"got {self.objectives[0]!r}")
+        quality = [o for o in self.objectives if o in QUALITY]
+        if len(quality) > 1:
+            raise ConfigError(f"--objectives has {len(quality)} quality metrics ({', '.join(quality)}); a search "
+                              "trains for one: keep one of them, plus params/flops/latency")
 
     @property
     def directions(self) -> list[str]:
         return ["maximize" if o in MAXIMIZE else "minimize" for o in self.objectives]
+
+    @property
+    def metric(self) -> str:
+        """The trainer's metric (`autocnn.training.METRICS`) of the quality objective."""
+        return QUALITY[self.objectives[0]]
 
     @property
     def multi_objective(self) -> bool:

@@ -97,6 +97,7 @@ def stored_config(study: optuna.Study) -> SearchConfig:
 def create_study(config: SearchConfig) -> tuple[optuna.Study, SearchConfig]:
     """A new study holding `config`; the name defaults to space-dataset-timestamp."""
     _check_choices(config)
+    locations = absolute_locations(config)  # before the storage: a bad --artifacts writes nothing
     storage = open_storage(config.storage, create=True)
     name = config.study or default_study_name(config)
     if name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}:
@@ -105,10 +106,20 @@ def create_study(config: SearchConfig) -> tuple[optuna.Study, SearchConfig]:
     pruner = PRUNERS.get(config.pruner)() if not config.multi_objective else optuna.pruners.NopPruner()
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                 directions=config.directions)
-    config = config.replace(study=name)
+    config = config.replace(study=name, **locations)
     study.set_user_attr(CONFIG_ATTR, config.to_dict())
     study.set_metric_names(list(config.objectives))
     return study, config
+
+
+def absolute_locations(config: SearchConfig) -> dict:
+    """`artifacts` and `data_root` made absolute, so that a process in another folder finds them."""
+    from pathlib import Path
+
+    from autocnn.artifacts import resolve_artifacts
+
+    root = str(Path(config.data_root).expanduser().resolve()) if config.data_root else None
+    return {"artifacts": resolve_artifacts(config.artifacts, config.storage), "data_root": root}
 
 
 def reopen_study(name: str | None, storage_url: str | None, *, trials: int | None = None,
@@ -238,7 +249,7 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
 
     values = fit_candidate(trial, config, ctx.data, genotype, model, costs,
                            train_config=train_config_for(config, trial.number, device), on_epoch=report)
-    weights = save_trial_weights(model, config.storage, trial.study.study_name, trial.number)
+    weights = save_trial_weights(model, config.storage, trial.study.study_name, trial.number, config.artifacts)
     if weights:
         trial.set_user_attr(records.WEIGHTS_PATH, weights)
     return values
@@ -314,7 +325,7 @@ def train_config_for(config: SearchConfig, number: int, device: str | None = Non
     """The training recipe of trial `number` (seeded by the trial number)."""
     return TrainConfig(epochs=config.epochs, batch_size=config.batch_size, optimizer=config.optimizer,
                        lr=config.lr, warmup_epochs=min(config.warmup_epochs, config.epochs),
-                       seed=config.seed + number, device=device or config.device)
+                       seed=config.seed + number, device=device or config.device, metric=config.metric)
 
 
 def fit_candidate(trial, config: SearchConfig, data: DataSplits, genotype, model, costs: dict, *,
@@ -342,6 +353,9 @@ def prepare_context(config: SearchConfig) -> TrialContext:
     _check_choices(config)
     _check_enqueue(config)
     ctx = TrialContext.create(config)
+    if config.metric == "mAP" and not ctx.data.multilabel:
+        raise ConfigError(f"--objectives map needs multi-label data; dataset {config.dataset!r} is single-label: "
+                          "use accuracy or f1 (macro-F1)")
     check_feasible(ctx, MAX_REJECTIONS)
     _check_weights(ctx)
     return ctx

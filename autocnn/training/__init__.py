@@ -9,11 +9,13 @@
 ('accuracy', 1)
 """
 from .config import TrainConfig, resolve_device
-from .metrics import average_precision, mean_average_precision, micro_f1
+from .metrics import average_precision, macro_f1, mean_average_precision, micro_f1, subset_accuracy
 from .optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES
 from .trainer import DivergedError, EpochReport, TrainResult, TrainState, evaluate, train
 
 __all__ = [
+    "macro_f1",
+    "subset_accuracy",
     "DEFAULT_LR",
     "OPTIMIZERS",
     "SCHEDULES",

@@ -33,6 +33,8 @@ class TrainConfig:
     amp: bool | None = None
     channels_last: bool | None = None
     grad_clip: float | None = 5.0
+    metric: str | None = None
+    """What the validation curve tracks: "accuracy", "mAP" or "f1" (`trainer.METRICS`); None: the data's own."""
 
     def __post_init__(self) -> None:
         checks = [

@@ -32,3 +32,21 @@ def micro_f1(logits: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5
     wrong = (pred ^ truth).sum()
     denom = 2 * tp + wrong
     return float(2 * tp / denom) if int(denom) > 0 else 0.0
+
+
+def macro_f1(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
+    """Macro-averaged F1 of single-label predictions (class indices): the mean of per-class F1 over classes
+    that occur in `labels` or in `predicted` (sklearn's `f1_score(average="macro")`; a class absent from
+    both has no F1 and is left out)."""
+    tp = torch.bincount(labels[predicted == labels], minlength=num_classes).float()
+    pred_count = torch.bincount(predicted, minlength=num_classes).float()
+    true_count = torch.bincount(labels, minlength=num_classes).float()
+    denom = pred_count + true_count
+    seen = denom > 0
+    return float((2 * tp[seen] / denom[seen]).mean()) if bool(seen.any()) else 0.0
+
+
+def subset_accuracy(logits: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5) -> float:
+    """Multi-label accuracy as sklearn's `accuracy_score`: the share of samples whose every label is right."""
+    exact = ((logits.sigmoid() > threshold) == (targets > 0.5)).all(dim=1)
+    return float(exact.float().mean()) if len(exact) else 0.0

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..data import DataSplits, DeviceBatches, TensorSplit
 from .config import TrainConfig, resolve_device
-from .metrics import mean_average_precision, micro_f1
+from .metrics import macro_f1, mean_average_precision, micro_f1, subset_accuracy
 from .optim import OPTIMIZERS, SCHEDULES, param_groups
 
 
@@ -100,8 +100,20 @@ def _cpu(value):
     return value
 
 
-def metric_name(multilabel: bool) -> str:
-    return "mAP" if multilabel else "accuracy"
+METRICS = ("accuracy", "mAP", "f1")
+"""What a run can track: accuracy (subset accuracy on multi-label data), mAP (multi-label only) and F1
+(macro-F1 of single-label data, micro-F1 of multi-label data, as the existing multi-label `f1`)."""
+
+
+def metric_name(multilabel: bool, metric: str | None = None) -> str:
+    """The metric a run tracks: `metric`, or the data's own (mAP for multi-label, else accuracy)."""
+    if metric is None:
+        return "mAP" if multilabel else "accuracy"
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    if metric == "mAP" and not multilabel:
+        raise ValueError("mAP needs multi-label data; single-label data has accuracy or f1 (macro-F1)")
+    return metric
 
 
 @contextlib.contextmanager
@@ -135,12 +147,12 @@ def _amp_dtype(enabled: bool, device: torch.device) -> torch.dtype | None:
 
 @torch.inference_mode()
 def _evaluate(model: nn.Module, batches: DeviceBatches, multilabel: bool,
-              amp_dtype: torch.dtype | None) -> dict[str, float]:
+              amp_dtype: torch.dtype | None, metric: str | None = None) -> dict[str, float]:
+    """The data's own metrics ({"accuracy"} or {"mAP", "f1"}) and "loss", plus `metric` when it is another."""
     was_training = model.training
     model.eval()
     try:
         loss_sum = torch.zeros((), device=batches.device)
-        correct = torch.zeros((), device=batches.device, dtype=torch.long)
         outputs: list[torch.Tensor] = []
         for x, y in batches:
             with torch.autocast(batches.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -148,18 +160,22 @@ def _evaluate(model: nn.Module, batches: DeviceBatches, multilabel: bool,
             logits = logits.float()
             if multilabel:
                 loss_sum += F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / y.shape[1]
-                outputs.append(logits)
             else:
                 loss_sum += F.cross_entropy(logits, y, reduction="sum")
-                correct += (logits.argmax(1) == y).sum()
+            outputs.append(logits)
         n = len(batches.labels)
         metrics = {"loss": loss_sum.item() / n}
+        scores = torch.cat(outputs)
         if multilabel:
-            scores = torch.cat(outputs)
             metrics["mAP"] = mean_average_precision(scores, batches.labels)
             metrics["f1"] = micro_f1(scores, batches.labels)
+            if metric == "accuracy":
+                metrics["accuracy"] = subset_accuracy(scores, batches.labels)
         else:
-            metrics["accuracy"] = correct.item() / n
+            predicted = scores.argmax(1)
+            metrics["accuracy"] = (predicted == batches.labels).sum().item() / n
+            if metric == "f1":
+                metrics["f1"] = macro_f1(predicted, batches.labels, scores.shape[1])
         return metrics
     finally:
         model.train(was_training)
@@ -209,7 +225,7 @@ def train(
     cuda = device.type == "cuda"
     amp_dtype = _amp_dtype(config.amp if config.amp is not None else cuda, device)
     channels_last = config.channels_last if config.channels_last is not None else cuda
-    name = metric_name(data.multilabel)
+    name = metric_name(data.multilabel, config.metric)
     done = resume.epoch if resume is not None else 0
     if not 0 <= done < config.epochs:
         raise ValueError(f"cannot resume after epoch {done} a run of {config.epochs} epochs")
@@ -268,7 +284,7 @@ def train(
             if not math.isfinite(train_loss):
                 raise DivergedError(f"training loss became {train_loss} in epoch {epoch}; "
                                     f"lower the learning rate or enable grad_clip")
-            val = _evaluate(model, val_batches, data.multilabel, amp_dtype)
+            val = _evaluate(model, val_batches, data.multilabel, amp_dtype, name)
             curve.append(val[name])
             if on_epoch is not None:
                 on_epoch(EpochReport(epoch, val[name], train_loss, time.perf_counter() - epoch_start,
@@ -278,10 +294,10 @@ def train(
         test_metric = None
         if evaluate_test:
             test = _evaluate(model, DeviceBatches(data.test, 2 * config.batch_size, **eval_kwargs),
-                             data.multilabel, amp_dtype)
+                             data.multilabel, amp_dtype, name)
             test_metric = test[name]
             extra.update({f"test_{k}": v for k, v in test.items() if k != name})
-        if data.multilabel:
+        if data.multilabel and "val_f1" in extra:
             extra["f1"] = extra.pop("val_f1")
 
     return TrainResult(

@@ -270,7 +270,8 @@ def test_search_cli_accepts_a_plain_imagefolder_root(cli, tmp_path):
     assert 0.0 <= best["values"][0] <= 1.0
     study = optuna.load_study(study_name="plain", storage=cli.storage)
     config = study.user_attrs["autocnn.config"]
-    assert (config["dataset"], config["data_root"]) == ("imagefolder", "imgs")
+    # stored absolute: a resume or export from another folder finds the data typed as a relative path
+    assert (config["dataset"], config["data_root"]) == ("imagefolder", str((cli.path / "imgs").resolve()))
     assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
 
 

@@ -377,6 +377,29 @@ def test_search_saves_each_trials_weights_beside_the_database(trained):
     model.load_state_dict(state)  # every key, every shape
 
 
+def test_study_with_relative_artifacts_exports_its_trial_weights_from_another_folder(tmp_path):
+    """--artifacts (relative, away from the database) is stored absolute in the study: an export run in
+    another folder finds the weights the search wrote."""
+    from safetensors.torch import load_file
+
+    where, elsewhere, db = tmp_path / "run", tmp_path / "elsewhere", tmp_path / "db"
+    for folder in (where, elsewhere, db):
+        folder.mkdir()
+    storage = f"sqlite:///{db / 'studies.db'}"
+    result = run_cli("train", "--model", "lenet5", "--dataset", "digits", "--epochs", "1", "--resolution", "28",
+                     "--limit", "200", "--study", "far", "--storage", storage, "--artifacts", "weights", cwd=where)
+    assert result.returncode == 0, result.stderr
+    config = optuna.load_study(study_name="far", storage=storage).user_attrs["autocnn.config"]
+    assert config["artifacts"] == str((where / "weights").resolve())
+    saved = where / "weights" / "far" / "trial-0" / "weights.safetensors"
+    assert saved.is_file() and not (db / "far").exists()
+    result = run_cli("export", "--study", "far", "--storage", storage, "--out", "out",
+                     cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    trained, exported = load_file(saved), load_file(elsewhere / "out" / "weights.safetensors")
+    assert trained.keys() == exported.keys() and all(torch.equal(trained[k], exported[k]) for k in trained)
+
+
 def test_cli_exports_the_best_trial_standalone(trained, tmp_path):
     from safetensors.torch import load_file
 

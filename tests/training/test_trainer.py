@@ -1,23 +1,23 @@
 """autocnn.training: learning, determinism, callbacks, divergence, multi-label metrics."""
 from __future__ import annotations
 
-import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
 from autocnn.data import load_dataset
+from conftest import write_multilabel
 from autocnn.training import (
     DivergedError,
     TrainConfig,
     average_precision,
     evaluate,
+    macro_f1,
     mean_average_precision,
     micro_f1,
+    subset_accuracy,
     train,
 )
 
@@ -54,19 +54,6 @@ def one_thread():
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")
-
-
-def write_multilabel(root: Path, n: int = 60) -> None:
-    """images/ + labels.csv; each image's colour channels spell its labels, so it is learnable."""
-    (root / "images").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    with open(root / "labels.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "labels"])
-        for i in range(n):
-            on = rng.random(3) < 0.5
-            Image.new("RGB", (8, 8), tuple(int(255 * v) for v in on)).save(root / "images" / f"{i}.png")
-            w.writerow([f"{i}.png", " ".join(c for c, v in zip(("red", "green", "blue"), on) if v)])
 
 
 def test_tiny_cnn_learns_digits(digits):
@@ -224,3 +211,62 @@ def test_resume_after_the_last_epoch_is_refused(digits):
     train(tiny_cnn(), digits, config, on_epoch=lambda r: states.append(r.state()), evaluate_test=False)
     with pytest.raises(ValueError, match="cannot resume after epoch 1 a run of 1 epochs"):
         train(tiny_cnn(), digits, config, resume=states[0])
+
+
+def test_macro_f1_and_subset_accuracy_match_sklearn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    g = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 5, (80,), generator=g)
+    labels[labels == 4] = 3  # class 4 never occurs in the labels ...
+    predicted = torch.where(torch.rand(80, generator=g) < 0.6, labels, torch.randint(0, 5, (80,), generator=g))
+    expected = metrics.f1_score(labels.numpy(), predicted.numpy(), average="macro")
+    assert macro_f1(predicted, labels, 6) == pytest.approx(expected, abs=1e-6)  # ... class 5 nowhere: left out
+    targets = (torch.rand(40, 3, generator=g) < 0.5).float()
+    logits = torch.randn(40, 3, generator=g) + 3 * (targets - 0.5)
+    subset = metrics.accuracy_score(targets.numpy(), (logits > 0).numpy())
+    assert subset_accuracy(logits, targets) == pytest.approx(subset, abs=1e-6) and 0 < subset < 1
+
+
+def test_f1_metric_is_macro_f1_on_single_label_data(digits):
+    """`metric="f1"` tracks macro-F1 (val curve and test), which is not accuracy: both recorded, both checked."""
+    metrics = pytest.importorskip("sklearn.metrics")
+    model = tiny_cnn()
+    result = train(model, digits, TrainConfig(epochs=1, metric="f1", **FAST))
+    assert result.metric_name == "f1" and len(result.val_curve) == 1
+    model.eval()
+    for split, value in (("val", result.val_curve[0]), ("test", result.test_metric)):
+        data = getattr(digits, split)
+        with torch.inference_mode():
+            logits = torch.cat([model(x) for x, _ in _batches(data)])
+        predicted = logits.argmax(1)
+        assert value == pytest.approx(metrics.f1_score(data.labels.numpy(), predicted.numpy(), average="macro"),
+                                      abs=1e-6)
+        accuracy = float((predicted == data.labels).float().mean())
+        assert result.extra[f"{split}_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+        assert abs(value - accuracy) > 1e-3, (split, value, accuracy)  # macro-F1 is its own number
+
+
+def _batches(split):
+    from autocnn.data import DeviceBatches
+
+    return DeviceBatches(split, 64, device=torch.device("cpu"))
+
+
+def test_multilabel_metrics_by_name(tmp_path):
+    """On multi-label data accuracy is subset accuracy, f1 micro-F1 and mAP the default; mAP needs multi-label data."""
+    write_multilabel(tmp_path)
+    data = load_dataset("multilabel", tmp_path)
+    by_metric = {m: train(tiny_cnn(3, data.num_classes), data,
+                          TrainConfig(epochs=2, batch_size=8, optimizer="adamw", device="cpu", metric=m))
+                 for m in ("accuracy", "f1", "mAP")}
+    model = tiny_cnn(3, data.num_classes)
+    train(model, data, TrainConfig(epochs=2, batch_size=8, optimizer="adamw", device="cpu"))
+    with torch.inference_mode():
+        model.eval()
+        logits = torch.cat([model(x) for x, _ in _batches(data.val)])
+    assert by_metric["accuracy"].metric_name == "accuracy"
+    assert by_metric["accuracy"].val_curve[-1] == pytest.approx(subset_accuracy(logits, data.val.labels), abs=1e-6)
+    assert by_metric["f1"].val_curve[-1] == pytest.approx(micro_f1(logits, data.val.labels), abs=1e-6)
+    assert by_metric["mAP"].val_curve[-1] == pytest.approx(mean_average_precision(logits, data.val.labels), abs=1e-6)
+    with pytest.raises(ValueError, match="mAP needs multi-label data"):
+        train(tiny_cnn(), load_dataset("digits"), TrainConfig(epochs=1, metric="mAP", **FAST))

@@ -120,7 +120,8 @@ class AutocnnSearch(OptunaSearch):
             return None
         checkpoint = Checkpoint(f"{live.experiment}/{trial_dirname(trial_id)}/{checkpoint_dir}")
         state = load_state(checkpoint)
-        return save_trial_weights(_StateDict(state["model"]), live.ctx.config.storage, self._study_name, number)
+        return save_trial_weights(_StateDict(state["model"]), live.ctx.config.storage, self._study_name, number,
+                                  live.ctx.config.artifacts)
 
     def _record(self, trial_id: str, result: dict) -> None:
         """Write the attributes a worker reported and, single-objective, the epoch's intermediate value."""
