@@ -1,5 +1,6 @@
 """Pricing a candidate in a real search: latency only when asked for, each architecture priced once per study."""
 import contextlib
+import json
 
 import optuna
 import torch
@@ -9,7 +10,7 @@ from autocnn.costs import genotype_costs
 from autocnn.search import engine, records
 from autocnn.search.config import SearchConfig
 from autocnn.search.fixed import FixedSpace
-from test_search_engine import SPACE
+from test_search_engine import FAST, SPACE
 
 
 @contextlib.contextmanager
@@ -71,3 +72,16 @@ def test_a_repeated_architecture_is_priced_once(tmp_path):
     assert len({t.user_attrs[records.ARCH_ID] for t in trials}) == 1
     assert len({t.user_attrs[records.LATENCY] for t in trials}) == 1
     assert all(t.user_attrs[records.PARAMS] == genotype_costs(genotype)["params"] for t in trials)
+
+
+def test_unmeasured_latency_reads_as_not_measured(cli):
+    result = cli("search", *FAST, "--trials", "2", "--epochs", "1", "--pruner", "none", "--study", "n", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [row["latency_ms"] for row in json.loads(result.stdout)["best"]] == [None]
+    shown = cli("best", "--study", "n")
+    assert shown.returncode == 0, shown.stderr
+    assert "not measured" in shown.stdout
+    out = cli.path / "card"
+    exported = cli("export", "--study", "n", "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    assert "| CPU latency, batch 1 | not measured |" in (out / "README.md").read_text()
