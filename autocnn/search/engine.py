@@ -268,7 +268,8 @@ def price_candidate(trial, genotype, constraints: dict, *, latency: bool = True,
         costs["flops"] = count_meta_flops(meta, genotype)
     early = constraint_violation({k: v for k, v in constraints.items() if k != "max_latency_ms"}, costs)
     if early:
-        costs.setdefault("flops", count_meta_flops(meta, genotype))
+        if "flops" not in costs:
+            costs["flops"] = count_meta_flops(meta, genotype)
         if cache is not None:
             cache[key] = costs
         trial.set_user_attr(records.PARAMS, int(costs["params"]))
