@@ -47,12 +47,15 @@ _FLOP_FREE = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.Dr
               nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.Tanh, nn.Sigmoid)
 
 
-def _strip_flop_free(module: nn.Module) -> nn.Module:
+def _strip_flop_free(module: nn.Module, swapped: list | None = None) -> nn.Module:
+    """`module` with its flop-free children replaced by nn.Identity; `swapped` collects what to put back."""
     for name, child in module.named_children():
         if isinstance(child, _FLOP_FREE):
             setattr(module, name, nn.Identity())
+            if swapped is not None:
+                swapped.append((module, name, child))
         else:
-            _strip_flop_free(child)
+            _strip_flop_free(child, swapped)
     return module
 
 
@@ -84,9 +87,27 @@ def _count_flops(model: nn.Module, g: Genotype, resolution: int | None) -> int:
     """FLOPs of `model` (a meta copy of `g`, consumed) on one image at `resolution`."""
     res = resolution or g.resolution
     hooks = _FlopHooks(_strip_flop_free(model.eval()))
-    with torch.no_grad():
-        model(torch.empty(1, g.in_chans, res, res, device="meta"))
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, g.in_chans, res, res, device="meta"))
+    finally:
+        hooks.detach()
     return hooks.total
+
+
+def count_meta_flops(model: nn.Module, g: Genotype) -> int:
+    """FLOPs of `g` counted on its meta build `model`, which is left as it was (ready to materialize).
+
+    Costs a meta forward and no second build: the way to price a candidate whose latency is not wanted.
+    """
+    swapped: list = []
+    was_training = model.training
+    try:
+        return _count_flops(_strip_flop_free(model, swapped), g, None)
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
+        model.train(was_training)
 
 
 def count_flops(g: Genotype, resolution: int | None = None) -> int:

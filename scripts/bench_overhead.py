@@ -209,6 +209,7 @@ class BareSide:
 
 
 OWN_PIECES = {"meta_model": "own.build model (meta)", "count_flops": "own.cost model (meta FLOPs)",
+              "count_meta_flops": "own.cost model (meta FLOPs)",
               "materialize": "own.materialize weights", "measure_costs": "own.FLOPs + latency (real forwards)"}
 
 

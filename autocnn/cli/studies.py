@@ -45,7 +45,8 @@ def print_best(study, as_json: bool, *, state: str | None = None) -> None:
     for r in rows:
         table.add_row(str(r["number"]), f"{r['values'][0]:.4f}",
                       f"{r['test_metric']:.4f}" if r["test_metric"] is not None else "-",
-                      f"{r['params']:,}", f"{r['flops'] / 1e6:.1f}", f"{r['latency_ms']:.2f}")
+                      f"{r['params']:,}", f"{r['flops'] / 1e6:.1f}",
+                      "not measured" if r["latency_ms"] is None else f"{r['latency_ms']:.2f}")
     console.print(table)
     for r in rows:
         console.print(f"trial {r['number']} architecture: {r['arch']}", soft_wrap=True)

@@ -67,8 +67,8 @@ def model_card(config: dict[str, Any]) -> str:
     rows = [(_label(k), _number(v)) for k, v in (config.get("metrics") or {}).items()]
     rows += [("parameters", f"{config['params']:,}"), ("FLOPs per image", _flops(config["flops"])),
              ("input", f"{c} × {r} × {r}"), ("classes", str(config["num_classes"]))]
-    if config.get("latency_ms") is not None:
-        rows.append(("CPU latency, batch 1", f"{config['latency_ms']:.2f} ms"))
+    latency = config.get("latency_ms")
+    rows.append(("CPU latency, batch 1", "not measured" if latency is None else f"{latency:.2f} ms"))
     if training.get("epochs"):
         epochs = training["epochs"]
         rows.append(("training", f"{epochs} epoch{'s' if epochs != 1 else ''} on {training.get('data', 'train')}"))

@@ -20,7 +20,7 @@ import optuna
 import torch
 
 from autocnn.artifacts import save_trial_weights
-from autocnn.costs import count_flops, count_params, materialize, measure_costs, meta_model
+from autocnn.costs import count_flops, count_meta_flops, count_params, materialize, measure_costs, meta_model
 from autocnn.data import DataSplits, load_dataset
 from autocnn.errors import AutocnnError
 from autocnn.registry import Registry
@@ -30,6 +30,7 @@ from autocnn.search.config import ALL_TRIALS, CONFIG_ATTR, ConfigError, SearchCo
 from autocnn.search.control import latest_study
 from autocnn.storage import open_storage
 from autocnn.training import DivergedError, EpochReport, TrainConfig, train
+from autocnn.weights import freeze_blocks, load_reference_weights
 
 SAMPLERS: Registry[Callable[..., optuna.samplers.BaseSampler]] = Registry("sampler")
 PRUNERS: Registry[Callable[[], optuna.pruners.BasePruner]] = Registry("pruner")
@@ -153,6 +154,7 @@ class TrialContext:
     config: SearchConfig
     space: object
     data: DataSplits
+    costs: dict = dataclasses.field(default_factory=dict, repr=False)  # by arch id: a repeat is priced once
 
     @classmethod
     def create(cls, config: SearchConfig) -> "TrialContext":
@@ -172,6 +174,10 @@ class TrialContext:
         """The space's limits, tightened or replaced by the run's own (--max-params, ...)."""
         return {**(getattr(self.space, "constraints", None) or {}), **self.config.constraints}
 
+    @property
+    def measures_latency(self) -> bool:
+        return needs_latency(self.config.objectives, self.constraints)
+
     def sample(self, trial):
         space = self.space
         if trial.user_attrs.get(records.OUTSIDE_SPACE):  # an enqueued preset the space cannot express
@@ -187,6 +193,11 @@ def objective_values(config: SearchConfig, metric: float, costs: dict) -> list[f
     by_name = {"accuracy": metric, "map": metric, "f1": metric, "params": costs["params"],
                "flops": costs["flops"], "latency": costs["latency_ms"]}
     return [float(by_name[o]) for o in config.objectives]
+
+
+def needs_latency(objectives, constraints: dict) -> bool:
+    """Latency costs real forward passes: measured only for a latency objective or limit."""
+    return "latency" in objectives or constraints.get("max_latency_ms") is not None
 
 
 def constraint_violation(limits: dict, costs: dict) -> str | None:
@@ -230,7 +241,7 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
     config = ctx.config
     genotype = sample_architecture(trial, ctx)
     torch.manual_seed(config.seed + trial.number)  # initial weights: a function of the trial, not of earlier trials
-    model, costs = price_candidate(trial, genotype, ctx.constraints)
+    model, costs = price_candidate(trial, genotype, ctx.constraints, latency=ctx.measures_latency, cache=ctx.costs)
     start = trial.user_attrs.get(records.START_WEIGHTS)
     if start:
         start_from_weights(model, start, config.freeze)
@@ -275,32 +286,41 @@ def start_weights_for(config: SearchConfig, preset: str | None) -> str | None:
 
 def start_from_weights(model, path: str, freeze: int) -> None:
     """Fine-tuning: load reference weights into a priced candidate and freeze its first `freeze` blocks."""
-    from autocnn.weights import freeze_blocks, load_reference_weights
-
     load_reference_weights(model, path)
     if freeze:
         freeze_blocks(model, freeze)
 
 
-def price_candidate(trial, genotype, constraints: dict):
+def price_candidate(trial, genotype, constraints: dict, *, latency: bool = True, cache: dict | None = None):
     """Build the model and record its costs; raises optuna.TrialPruned (recorded as rejected) outside `constraints`.
 
     The model is built once, on the meta device: params (and FLOPs, under a FLOPs limit) are checked
-    before any weight exists; the build is then materialized and its first forward pass both warms up
-    the latency measurement and counts the FLOPs.
+    before any weight exists. With `latency` the build is materialized and its first forward pass both
+    warms up the latency measurement and counts the FLOPs; without it FLOPs are counted on the meta
+    build and latency is recorded as not measured (None). `cache` (arch id -> costs, one per study)
+    prices a repeated architecture once.
     """
+    key = genotype.arch_id
     meta = meta_model(genotype)
-    costs: dict = {"params": count_params(meta)}
-    if "max_flops" in constraints:
-        costs["flops"] = count_flops(genotype)
+    costs: dict = dict((cache or {}).get(key) or {"params": count_params(meta)})
+    if "flops" not in costs and ("max_flops" in constraints or not latency):
+        costs["flops"] = count_meta_flops(meta, genotype)
     early = constraint_violation({k: v for k, v in constraints.items() if k != "max_latency_ms"}, costs)
     if early:
+        if "flops" not in costs:
+            costs["flops"] = count_meta_flops(meta, genotype)
+        if cache is not None:
+            cache[key] = costs
         trial.set_user_attr(records.PARAMS, int(costs["params"]))
-        trial.set_user_attr(records.FLOPS, int(costs.get("flops") or count_flops(genotype)))
+        trial.set_user_attr(records.FLOPS, int(costs["flops"]))
         trial.set_user_attr(records.REJECTED, early)
         raise optuna.TrialPruned(f"constraint: {early}")
     model = materialize(meta)
-    costs.update(measure_costs(model, genotype))
+    if latency and costs.get("latency_ms") is None:
+        costs.update(measure_costs(model, genotype))
+    costs.setdefault("latency_ms", None)
+    if cache is not None:
+        cache[key] = dict(costs)
     records.record_costs(trial, costs)
     violation = constraint_violation(constraints, costs)
     if violation:

@@ -36,7 +36,8 @@ def record_architecture(trial, genotype: Genotype) -> None:
 def record_costs(trial, costs: dict[str, Any]) -> None:
     trial.set_user_attr(PARAMS, int(costs["params"]))
     trial.set_user_attr(FLOPS, int(costs["flops"]))
-    trial.set_user_attr(LATENCY, float(costs["latency_ms"]))
+    latency = costs.get("latency_ms")  # None: not measured (no latency objective or limit)
+    trial.set_user_attr(LATENCY, None if latency is None else float(latency))
 
 
 def record_result(trial, result, params: int) -> None:

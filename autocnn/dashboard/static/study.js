@@ -36,7 +36,7 @@
       el("td", { class: "num", text: fmtNum(t.test_metric) }),
       el("td", { class: "num", text: fmtInt(t.params) }),
       el("td", { class: "num", text: t.flops === null ? "–" : (t.flops / 1e6).toFixed(1) }),
-      el("td", { class: "num", text: fmtNum(t.latency_ms, 2) }),
+      el("td", { class: "num", text: t.latency_ms == null ? "not measured" : fmtNum(t.latency_ms, 2) }),
       el("td", { class: "genotype", text: t.arch || "–" }))));
     fillTable("stages", d.best_stages.map((st) => el("tr", {},
       el("td", { text: st.section === "head" ? "head" : `${st.section} ${st.index}` }),

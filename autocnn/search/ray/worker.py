@@ -24,8 +24,8 @@ from ray.tune import Checkpoint
 
 from autocnn.search import records
 from autocnn.search.config import SearchConfig
-from autocnn.search.engine import (TRIAL_ERRORS, TrialContext, epoch_recorder, fit_candidate, price_candidate,
-                                   record_failure, train_config_for)
+from autocnn.search.engine import (TRIAL_ERRORS, TrialContext, epoch_recorder, fit_candidate, needs_latency,
+                                   price_candidate, record_failure, train_config_for)
 from autocnn.search.ray.keys import (ATTRS, EPOCH, FAULT_ENV, FINAL, GPU_IDS, HPARAMS, OBJECTIVES, OPTUNA_ID, SPEC,
                                      TUNABLE, VAL)
 from autocnn.training import EpochReport, TrainState, train
@@ -119,7 +119,8 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
         return
     try:
         if state is None:
-            model, costs = price_candidate(rec, genotype, run["constraints"])
+            model, costs = price_candidate(rec, genotype, run["constraints"],
+                                           latency=needs_latency(config.objectives, run["constraints"]))
             resume = None
         else:
             model, costs, resume = build_model(genotype), state["costs"], TrainState.from_dict(state)
