@@ -127,6 +127,8 @@ def _split(value: str | None) -> tuple[str, ...]:
 @click.option("--sampler", default="tpe", show_default=True, help="tpe, random, cmaes, gp or nsga2.")
 @click.option("--pruner", default=None,
               help="median (default), hyperband, sha or none; on Ray the Tune scheduler of the same rule.")
+@click.option("--grace-epochs", type=int, default=3, show_default=True,
+              help="No pruner or Ray scheduler stops a trial before this epoch.")
 @click.option("--objectives", default="accuracy", show_default=True,
               help="accuracy, or accuracy plus params/flops/latency for a Pareto search.")
 @click.option("--study", default=None, help="Study name (default: SPACE-DATASET-TIMESTAMP).")

@@ -64,6 +64,6 @@ def starting_lr(config: SearchConfig) -> float:
 def pbt_for(config: SearchConfig) -> ArchitecturePBT:
     lr = starting_lr(config)
     return ArchitecturePBT(time_attr=EPOCH, metric=VAL, mode="max",
-                           perturbation_interval=max(1, config.epochs // 4), burn_in_period=1,
+                           perturbation_interval=max(1, config.epochs // 4), burn_in_period=config.grace_epochs,
                            hyperparam_mutations={"lr": tune.loguniform(lr / 10, lr * 10),
                                                  "weight_decay": tune.loguniform(1e-5, 1e-2)})
