@@ -140,6 +140,8 @@ def _named_weights(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--sampler", default="tpe", show_default=True, help="tpe, random, cmaes, gp or nsga2.")
 @click.option("--pruner", default=None,
               help="median (default), hyperband, sha or none; on Ray the Tune scheduler of the same rule.")
+@click.option("--grace-epochs", type=int, default=3, show_default=True,
+              help="No pruner or Ray scheduler stops a trial before this epoch.")
 @click.option("--objectives", default="accuracy", show_default=True,
               help="One quality metric (accuracy, f1: macro-F1, micro-F1 on multi-label data, map: multi-label "
                    "only), optionally plus params/flops/latency for a Pareto search. accuracy on multi-label data "

@@ -35,6 +35,7 @@ class SearchConfig:
     warmup_epochs: float = 1.0
     sampler: str = "tpe"
     pruner: str = "median"
+    grace_epochs: int = 3  # the earliest epoch any pruner or Ray scheduler may stop a trial at
     objectives: tuple[str, ...] = ("accuracy",)
     study: str | None = None
     storage: str | None = None
@@ -56,6 +57,8 @@ class SearchConfig:
             raise ConfigError(f"--trials must be >= 1, got {self.trials}; ask for at least one trial")
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}; train each candidate at least one epoch")
+        if self.grace_epochs < 1:
+            raise ConfigError(f"--grace-epochs must be >= 1, got {self.grace_epochs}; no trial can be judged before it trains")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.timeout is not None and self.timeout <= 0:

@@ -33,7 +33,7 @@ from autocnn.training import DivergedError, EpochReport, TrainConfig, train
 from autocnn.weights import freeze_blocks, load_reference_weights
 
 SAMPLERS: Registry[Callable[..., optuna.samplers.BaseSampler]] = Registry("sampler")
-PRUNERS: Registry[Callable[[], optuna.pruners.BasePruner]] = Registry("pruner")
+PRUNERS: Registry[Callable[[int], optuna.pruners.BasePruner]] = Registry("pruner")
 
 SAMPLERS.register("tpe", lambda seed, multi: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
                                                                         constant_liar=True, n_startup_trials=5))
@@ -44,12 +44,13 @@ SAMPLERS.register("nsga2", lambda seed, multi: optuna.samplers.NSGAIISampler(see
 # Optuna's CmaEsSampler raises on a study with several directions (GPSampler handles them since Optuna 4.2)
 SINGLE_OBJECTIVE_SAMPLERS = frozenset({"cmaes"})
 
-# Small candidates often sit near chance for the first epochs (warm-up, BatchNorm statistics), so
-# no trial is judged before epoch 4.
-PRUNERS.register("median", lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3))
-PRUNERS.register("hyperband", lambda: optuna.pruners.HyperbandPruner(min_resource=3))
-PRUNERS.register("sha", lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=3))
-PRUNERS.register("none", lambda: optuna.pruners.NopPruner())
+# Small candidates often sit near chance for the first epochs (warm-up, BatchNorm statistics), so no
+# trial is judged before epoch `grace` (`--grace-epochs`, default 3; steps are 1-based epochs). The Ray
+# schedulers (autocnn.search.ray.schedulers) take the same rule.
+PRUNERS.register("median", lambda grace: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=grace))
+PRUNERS.register("hyperband", lambda grace: optuna.pruners.HyperbandPruner(min_resource=grace))
+PRUNERS.register("sha", lambda grace: optuna.pruners.SuccessiveHalvingPruner(min_resource=grace))
+PRUNERS.register("none", lambda grace: optuna.pruners.NopPruner())
 
 # metric names, heartbeat retries and GPSampler are "experimental" in Optuna but stable in use
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -95,6 +96,11 @@ def stored_config(study: optuna.Study) -> SearchConfig:
     return SearchConfig.from_dict(data)
 
 
+def pruner_for(config: SearchConfig) -> optuna.pruners.BasePruner:
+    """The study's pruner: its `--pruner` with its grace epochs (none for a multi-objective study)."""
+    return PRUNERS.get(config.pruner)(config.grace_epochs) if not config.multi_objective else optuna.pruners.NopPruner()
+
+
 def create_study(config: SearchConfig) -> tuple[optuna.Study, SearchConfig]:
     """A new study holding `config`; the name defaults to space-dataset-timestamp."""
     _check_choices(config)
@@ -104,7 +110,7 @@ def create_study(config: SearchConfig) -> tuple[optuna.Study, SearchConfig]:
     if name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}:
         raise StudyError(f"study {name!r} already exists; pass --resume to continue it or choose another --study")
     sampler = SAMPLERS.get(config.sampler)(config.seed, config.multi_objective)
-    pruner = PRUNERS.get(config.pruner)() if not config.multi_objective else optuna.pruners.NopPruner()
+    pruner = pruner_for(config)
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                 directions=config.directions)
     config = config.replace(study=name, **locations)
@@ -143,7 +149,7 @@ def reopen_study(name: str | None, storage_url: str | None, *, trials: int | Non
 def attach_sampler(study: optuna.Study, config: SearchConfig) -> optuna.Study:
     """A loaded study gets the sampler and pruner of its configuration back (Optuna does not store them)."""
     study.sampler = SAMPLERS.get(config.sampler)(config.seed + len(study.trials), config.multi_objective)
-    study.pruner = PRUNERS.get(config.pruner)() if not config.multi_objective else optuna.pruners.NopPruner()
+    study.pruner = pruner_for(config)
     return study
 
 

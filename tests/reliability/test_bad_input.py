@@ -116,6 +116,7 @@ CASES = {
     "zero-trials": Case((*SEARCH, "--trials", "0", *STORE), ("--trials must be >= 1", "at least one")),
     "negative-trials": Case((*SEARCH, "--trials", "-3", *STORE), ("--trials must be >= 1, got -3",)),
     "zero-epochs": Case((*SEARCH, "--epochs", "0", *STORE), ("--epochs must be >= 1",)),
+    "zero-grace-epochs": Case((*SEARCH, "--grace-epochs", "0", *STORE), ("--grace-epochs must be >= 1",)),
     "unknown-sampler": Case((*SEARCH, "--sampler", "nope", *STORE), ("unknown sampler 'nope'", "tpe")),
     "unknown-pruner": Case((*SEARCH, "--pruner", "nope", *STORE), ("unknown pruner 'nope'", "median")),
     "enqueue-unknown-preset": Case((*SEARCH, "--enqueue", "lenet5,resnet9000", *STORE),

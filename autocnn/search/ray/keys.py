@@ -1,7 +1,7 @@
 """Names shared by the Ray driver and its workers: result keys, trial/study attributes, the config key."""
 
 GPU_IDS = "gpu_ids"              # trial user attr: the GPU ids Ray assigned to the trial's worker
-HPARAMS = "hparams"              # trial user attr (PBT only): [{from_epoch, lr, weight_decay}, ...] as trained
+HPARAMS = "hparams"              # trial user attr (PBT only): [{from_epoch, lr, weight_decay[, from_trial]}, ...] as trained
 EXPERIMENT_ATTR = "autocnn.ray_experiment"  # study user attr: path of the Tune experiment in flight
 RUNS_ATTR = "autocnn.ray_runs"   # study user attr: Tune experiments started so far
 FAULT_ENV = "AUTOCNN_RAY_FAULT"  # test hook "TRIAL:EPOCH:MARKER": that trial's worker dies once after that epoch

@@ -1,8 +1,8 @@
-"""Population-based training that perturbs training hyperparameters, never the architecture.
+"""Population-based training of the training hyperparameters and weights, never the architecture.
 
 The only module of autocnn on Ray's private API (`ray.tune.schedulers.pbt`: `_PBTTrialState`,
 `_fill_config`, and the `_checkpoint_or_exploit` / `_exploit` / `_get_new_config` hooks): Tune has no
-public way to customise what PBT's exploit step copies from a strong trial into a weak one.
+public way to customise which trials PBT's exploit step copies and what it copies.
 """
 from __future__ import annotations
 
@@ -14,16 +14,19 @@ from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.schedulers.pbt import _fill_config, _PBTTrialState
 
 from autocnn.search.config import SearchConfig
-from autocnn.search.ray.keys import EPOCH, FINAL, VAL
+from autocnn.search.ray.keys import EPOCH, FINAL, SPEC, VAL
 from autocnn.training.optim import DEFAULT_LR
 
 
 class ArchitecturePBT(PopulationBasedTraining):
-    """PBT that perturbs training hyperparameters only.
+    """PBT that exploits within one architecture and never changes a trial's architecture.
 
     Ray's PBT clones a strong trial's checkpoint and config into a weak one, which in a NAS would swap
-    the weak trial's architecture for the strong one's behind the Optuna trial's back. Here the weak
-    trial takes the strong trial's hyperparameters (perturbed) and resumes from its own checkpoint.
+    the weak trial's architecture for the strong one's behind the Optuna trial's back. Here a weak trial
+    takes a strong trial's weights (its checkpoint: weights, optimizer, epoch, curve) only from a strong
+    trial of the same genotype, as real PBT does; with no such donor it takes the strong trial's
+    hyperparameters alone and continues its own weights (weights of another architecture cannot load).
+    Either way the hyperparameters are then perturbed and the trial keeps its own architecture.
     """
 
     def on_trial_add(self, tune_controller, trial) -> None:
@@ -43,18 +46,35 @@ class ArchitecturePBT(PopulationBasedTraining):
         return super().on_trial_result(tune_controller, trial, result)
 
     def _checkpoint_or_exploit(self, trial, tune_controller, upper_quantile, lower_quantile) -> None:
-        # A strong trial needs no checkpoint here (only its hyperparameters are copied); a weak one
-        # resumes from the checkpoint it reported with this very result.
-        if trial in lower_quantile and upper_quantile:
-            self._exploit(tune_controller, trial, random.choice(upper_quantile))
+        weak = trial in lower_quantile and bool(upper_quantile)
+        donors = [t for t in upper_quantile
+                  if t is not trial and same_architecture(t, trial) and self._trial_state[t].last_checkpoint]
+        if weak and donors:  # Ray's own path: clone a donor's checkpoint, then `_exploit`
+            super()._checkpoint_or_exploit(trial, tune_controller, donors, [trial])
+            return
+        # a strong trial keeps its checkpoint for weak trials of its architecture to copy
+        super()._checkpoint_or_exploit(trial, tune_controller, upper_quantile, [])
+        if weak:
+            self._exploit_hparams(tune_controller, trial, random.choice(upper_quantile))
 
     def _exploit(self, tune_controller, trial, trial_to_clone) -> None:
+        own = dict(trial.config)  # Ray's exploit sets the donor's config: keep the trial's own spec
+        super()._exploit(tune_controller, trial, trial_to_clone)
+        trial.set_config({**own, **{k: trial.config[k] for k in self._hyperparam_mutations}})
+
+    def _exploit_hparams(self, tune_controller, trial, trial_to_clone) -> None:
         explored, _ = self._get_new_config(trial, trial_to_clone)
         new_config = {**trial.config, **{k: explored[k] for k in self._hyperparam_mutations}}
         if trial.status != Trial.PAUSED:
             tune_controller.pause_trial(trial, should_checkpoint=False)  # resumes from its own last checkpoint
         trial.set_config(new_config)
         self._num_perturbations += 1
+
+
+def same_architecture(a: Trial, b: Trial) -> bool:
+    """Whether two trials train the same genotype (so one's weights load into the other)."""
+    genotype = a.config.get(SPEC, {}).get("genotype")
+    return genotype is not None and genotype == b.config.get(SPEC, {}).get("genotype")
 
 
 def starting_lr(config: SearchConfig) -> float:
@@ -64,6 +84,6 @@ def starting_lr(config: SearchConfig) -> float:
 def pbt_for(config: SearchConfig) -> ArchitecturePBT:
     lr = starting_lr(config)
     return ArchitecturePBT(time_attr=EPOCH, metric=VAL, mode="max",
-                           perturbation_interval=max(1, config.epochs // 4), burn_in_period=1,
+                           perturbation_interval=max(1, config.epochs // 4), burn_in_period=config.grace_epochs,
                            hyperparam_mutations={"lr": tune.loguniform(lr / 10, lr * 10),
                                                  "weight_decay": tune.loguniform(1e-5, 1e-2)})

@@ -3,7 +3,8 @@
 Record calls land on a `Recorder`, whose attributes travel to the driver with every `tune.report`
 (JSON, so Tune does not flatten them); only the driver writes to the study. Checkpoints are the
 trainer's own snapshots (`autocnn.training.TrainState`) plus what the trial adds (costs, wall time,
-PBT's hyperparameter history), so a retried or paused trial continues where it stood.
+PBT's hyperparameter history, the trial's number), so a retried or paused trial continues where it stood
+and a trial PBT exploits continues from its donor's checkpoint.
 """
 from __future__ import annotations
 
@@ -133,7 +134,10 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
     tuned = {k: float(tune_config[k]) for k in TUNABLE if k in tune_config}
     if tuned:
         train_config = dataclasses.replace(train_config, **tuned)
-        history = (state or {}).get("hparams", []) + [{"from_epoch": (state or {}).get("epoch", 0) + 1, **tuned}]
+        entry = {"from_epoch": (state or {}).get("epoch", 0) + 1, **tuned}
+        if state is not None and state.get("number", spec["number"]) != spec["number"]:
+            entry["from_trial"] = state["number"]  # PBT's exploit: the donor's checkpoint, continued here
+        history = (state or {}).get("hparams", []) + [entry]
         rec.set_user_attr(HPARAMS, history)
     elapsed = state["elapsed"] if state else 0.0
     started = time.perf_counter()
@@ -146,7 +150,7 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
             return  # the final report, after the test evaluation, carries the last epoch
         _report(rec, {VAL: report.val_metric, EPOCH: report.epoch, "train_loss": report.train_loss},
                  {**report.state().to_dict(), "costs": costs, "elapsed": elapsed + time.perf_counter() - started,
-                  "hparams": rec.user_attrs.get(HPARAMS, [])})
+                  "hparams": rec.user_attrs.get(HPARAMS, []), "number": spec["number"]})
         _maybe_die(spec["number"], report.epoch)
 
     try:
