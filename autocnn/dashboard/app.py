@@ -152,7 +152,8 @@ class Dashboard:
         page = self._page
         app.route("/", "GET", lambda: page("studies.html"))  # replaces optuna-dashboard's redirect
         app.route("/studies/<name>", "GET", lambda name: page("study.html", name))
-        app.route("/login", "GET", lambda: page("login.html"))
+        # a form POST from a no-referrer page carries `Origin: null`, which the same-origin check refuses
+        app.route("/login", "GET", lambda: page("login.html", headers={"Referrer-Policy": "same-origin"}))
         app.route("/autocnn/static/<filename:path>", "GET", self._static)
         app.route("/api/autocnn/studies", "GET", api(lambda: (200, {"studies": self.studies()})))
         app.route("/api/autocnn/studies/<name>", "GET", api(self._detail))
@@ -162,7 +163,7 @@ class Dashboard:
         app.route("/api/autocnn/studies/<name>/export", "GET", api(self._export_status))
         app.route("/api/autocnn/studies/<name>/export.zip", "GET", self._export_zip)
 
-    def _page(self, filename: str, name: str | None = None):
+    def _page(self, filename: str, name: str | None = None, headers: dict | None = None):
         if name is not None:
             try:
                 check_name(name)
@@ -171,7 +172,8 @@ class Dashboard:
                 bottle.response.content_type = "text/plain; charset=utf-8"
                 bottle.response.set_header("X-Content-Type-Options", "nosniff")
                 return str(err)
-        return bottle.static_file(filename, root=str(STATIC_DIR), mimetype="text/html", headers=dict(PAGE_HEADERS))
+        return bottle.static_file(filename, root=str(STATIC_DIR), mimetype="text/html",
+                                  headers={**PAGE_HEADERS, **(headers or {})})
 
     def _static(self, filename: str):
         return bottle.static_file(filename, root=str(STATIC_DIR), headers={"X-Content-Type-Options": "nosniff",
