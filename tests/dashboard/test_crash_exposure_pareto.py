@@ -8,18 +8,20 @@
 """
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import time
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from conftest import run_cli
-from test_dashboard import (MEDIUM, QUICK, TOKEN, Env, Server, browser, chromium, login, request,  # noqa: F401
+from test_dashboard import (QUICK, TOKEN, Env, Server, browser, chromium, login, server,  # noqa: F401 (fixtures)
                             wait_for, worker_pids)
 
 TINY_SPACE = str(Path(__file__).resolve().parents[1] / "search" / "tiny_space.yaml")
@@ -51,13 +53,6 @@ def env(tmp_path_factory):
     for name in ("killed", "exposed"):
         for pid in worker_pids(e.storage, name):
             os.kill(pid, 9)
-
-
-@pytest.fixture(scope="module")
-def server(env):
-    srv = Server(env.storage, env.folder)
-    yield srv
-    assert srv.stop() == 0, srv.log.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -150,9 +145,7 @@ def test_an_exposed_dashboard_needs_the_token_on_every_route(env, exposed):
 
 
 def head(url: str, path: str, cookie: str | None = None) -> tuple[int, str | None]:
-    import http.client
-    from urllib.parse import urlsplit
-
+    """GET `path` without following redirects: (status, Location)."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     conn.request("GET", path, headers={"Cookie": cookie} if cookie else {})
