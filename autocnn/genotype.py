@@ -8,6 +8,7 @@ the torch-free `autocnn.catalog`. It imports no search library and no torch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -49,7 +50,9 @@ class StageSpec:
     DenseNet's bn_size; for `dense` stages `out_chs` is the growth rate. `ratio` is the attention
     reduction divisor r (hidden = channels / r; SE paper r = 16). `widths` lists explicit internal
     widths (Inception branch widths, Xception separable-conv widths) where the canonical ones do not fit.
-    `act` and `norm` default to the genotype's; `out_chs` 0 keeps the input width.
+    `act` and `norm` default to the genotype's; `out_chs` 0 keeps the input width. `conv` is the kind
+    of the block's spatial convs (`autocnn.catalog.BlockKind.convs`); `depthwise` only where each of
+    them maps its input width to a multiple of it, and never in `fused_mbconv`.
     """
 
     block: str
@@ -187,7 +190,10 @@ class Genotype:
 
 # -- validation -------------------------------------------------------------------------------------
 
+@functools.cache
 def _field_types(cls) -> dict[str, Any]:
+    """Resolved annotations, once per class: every StageSpec checks its types on construction, and a
+    search space builds thousands (read-only: callers never change the dict)."""
     return typing.get_type_hints(cls)
 
 
@@ -292,6 +298,20 @@ def _validate_genotype(g: Genotype) -> None:
                 _fail(f"{prefix}[{i}]", "expected a StageSpec")
     if not isinstance(g.head, HeadSpec):
         _fail("head", "expected a HeadSpec")
+    _validate_conv_kinds(g)
+
+
+def _validate_conv_kinds(g: Genotype) -> None:
+    """Walk the widths block by block, as the builder does: whether a conv kind fits a block (a
+    depthwise conv needs out a multiple of in) depends on the width the previous stage leaves."""
+    chs = g.in_chans
+    for prefix, specs in (("stem", g.stem), ("stages", g.stages)):
+        for i, spec in enumerate(specs):
+            kind = spec.kind
+            for r in range(spec.repeats):
+                for name, message in kind.conv_problems(chs, spec.stride if r == 0 else 1, spec):
+                    _fail(f"{prefix}[{i}].{name}", message)
+                chs = kind.out_channels(chs, spec)
 
 
 # -- dict / JSON / YAML ----------------------------------------------------------------------------

@@ -49,6 +49,8 @@ def same_padding(kernel, dilation: int = 1):
 
 
 # Every conv kind has the signature (in_chs, out_chs, kernel, stride, padding, dilation, groups, bias).
+# A block builds its spatial (kxk) convs of the stage's conv kind and its 1x1 projections `standard`;
+# `autocnn.catalog` lists each block kind's spatial convs and refuses the kinds they cannot be.
 
 @CONVS.register("standard")
 def standard_conv(in_chs, out_chs, kernel, stride, padding, dilation, groups, bias) -> nn.Module:
@@ -57,13 +59,17 @@ def standard_conv(in_chs, out_chs, kernel, stride, padding, dilation, groups, bi
 
 @CONVS.register("depthwise")
 def depthwise_conv(in_chs, out_chs, kernel, stride, padding, dilation, groups, bias) -> nn.Module:
-    """One group per input channel; with in != out it becomes the widest grouped conv that fits."""
-    return nn.Conv2d(in_chs, out_chs, kernel, stride, padding, dilation, math.gcd(in_chs, out_chs), bias=bias)
+    """One filter group per input channel; out_chs = m * in_chs gives each channel m filters (Keras'
+    `depth_multiplier`). Other widths have no depthwise form: the genotype refuses them
+    (`catalog.BlockKind.conv_problems`), so they never reach this; `groups` is ignored."""
+    if out_chs % in_chs:
+        raise ValueError(f"a depthwise conv needs out_chs a multiple of in_chs, got {in_chs} -> {out_chs}")
+    return nn.Conv2d(in_chs, out_chs, kernel, stride, padding, dilation, in_chs, bias=bias)
 
 
 @CONVS.register("separable")
 def separable_conv(in_chs, out_chs, kernel, stride, padding, dilation, groups, bias) -> nn.Module:
-    """Depthwise then pointwise, with nothing between (Keras `SeparableConv2D`, timm's Xception)."""
+    """Depthwise then pointwise, with nothing between (Keras `SeparableConv2D`, timm's Xception): any widths."""
     return nn.Sequential(OrderedDict(
         dw=nn.Conv2d(in_chs, in_chs, kernel, stride, padding, dilation, in_chs, bias=False),
         pw=nn.Conv2d(in_chs, out_chs, 1, bias=bias),

@@ -16,12 +16,12 @@ import optuna
 
 from autocnn.search.budget import MAX_REJECTIONS, Budget, finished_trials, rejections_in_a_row
 from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
-from autocnn.search.control import STOP_ATTR, release_worker_lease, take_worker_lease
+from autocnn.search.control import GIVE_UP_FAILURES, STOP_ATTR, release_worker_lease, take_worker_lease
 from autocnn.search.engine import StudyError, TrialContext, create_study, enqueue_presets, prepare_context, reopen_study
 from autocnn.search.local import LocalBackend
 from autocnn.storage import fail_stale_trials
 
-MAX_FAILED_ROUNDS = 3  # rounds in a row that ended in failed trials only, before the search gives up
+MAX_FAILED_ROUNDS = GIVE_UP_FAILURES  # rounds in a row that ended in failed trials only (control reads it too)
 
 
 class Backend(Protocol):

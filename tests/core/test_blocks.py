@@ -54,7 +54,8 @@ def test_blocks_without_attention_reject_it(block):
 
 @pytest.mark.parametrize("conv", [name for name in CONVS if name not in CONV_KINDS])
 def test_other_conv_kinds_build(conv):
-    model = build_model(tiny_genotype("basic", "se", conv))
+    # mbconv: its kxk conv keeps the width, so every conv kind (depthwise too) has a meaning there
+    model = build_model(tiny_genotype("mbconv", "se", conv))
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
 
@@ -71,3 +72,10 @@ def test_drop_path_spreads_linearly_over_residual_blocks():
     model = build_model(get_preset("efficientnet_b0"))
     rates = [m.p for m in model.modules() if type(m).__name__ == "DropPath"]
     assert rates == sorted(rates) and rates[-1] < 0.2 and len(rates) > 5
+
+
+def test_depthwise_is_one_group_per_input_channel_with_a_channel_multiplier():
+    g = Genotype(stem=(StageSpec("conv", out_chs=16),), stages=(StageSpec("conv", out_chs=48, conv="depthwise"),),
+                 resolution=32, num_classes=10)
+    conv = build_model(g).stages[0][0].conv
+    assert (conv.in_channels, conv.out_channels, conv.groups) == (16, 48, 16)  # 3 filters per channel

@@ -1,5 +1,7 @@
 """Genotype validation and exact round-trips through dict, JSON, YAML and the compact string."""
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -48,9 +50,22 @@ def _buildable(fields: dict) -> StageSpec:
             del fields[err.field]
 
 
+def _valid_genotype(**fields) -> Genotype:
+    """A conv kind the widths refuse (a depthwise conv that changes the width) goes back to `standard`."""
+    while True:
+        try:
+            return Genotype(**fields)
+        except GenotypeError as err:
+            section, index, name = re.fullmatch(r"(stem|stages)\[(\d+)\]\.(\w+)", err.field).groups()
+            assert name == "conv", err
+            specs = list(fields[section])
+            specs[int(index)] = dataclasses.replace(specs[int(index)], conv="standard")
+            fields[section] = tuple(specs)
+
+
 stage_strategy = stage_fields.map(_buildable)
 genotype_strategy = st.builds(
-    Genotype,
+    _valid_genotype,
     stages=st.lists(stage_strategy, min_size=1, max_size=4).map(tuple),
     stem=st.lists(stage_strategy, max_size=2).map(tuple),
     head=st.builds(HeadSpec, pool=st.sampled_from(catalog.POOLS), pool_size=st.integers(1, 7),
@@ -118,3 +133,43 @@ def test_genotype_and_package_import_without_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def _conv_refusal(**genotype) -> GenotypeError:
+    with pytest.raises(GenotypeError) as err:
+        Genotype(**genotype)
+    return err.value
+
+
+def test_depthwise_is_refused_where_a_kxk_conv_changes_the_width_to_no_multiple():
+    """Depthwise means one filter group per input channel; 32 -> 48 would silently build 16 groups."""
+    err = _conv_refusal(stem=(StageSpec("conv", out_chs=16),),
+                        stages=(StageSpec("conv", out_chs=32), StageSpec("basic", out_chs=48, conv="depthwise")))
+    assert err.field == "stages[1].conv"
+    assert "basic block has a 32 -> 48 conv" in err.message and "use conv 'separable'" in err.message
+    # the width the previous stage (here: the input's 3 channels) leaves decides
+    err = _conv_refusal(stem=(StageSpec("conv", out_chs=16, conv="depthwise"),), stages=(StageSpec("mbconv"),))
+    assert err.field == "stem[0].conv" and "3 -> 16" in err.message
+    # a dense layer's kxk conv narrows bn_size * growth to the growth rate
+    err = _conv_refusal(stages=(StageSpec("dense", out_chs=32, expansion=4.0, conv="depthwise"),), in_chans=64)
+    assert err.field == "stages[0].conv" and "128 -> 32" in err.message
+    # every repeat counts: the second xception block starts from the 64 channels the first leaves
+    err = _conv_refusal(stages=(StageSpec("xception", out_chs=64, repeats=2, widths=(32, 64), conv="depthwise"),),
+                        in_chans=16)
+    assert err.field == "stages[0].conv" and "64 -> 32" in err.message
+
+
+def test_depthwise_with_a_channel_multiplier_or_a_kept_width_is_accepted():
+    g = Genotype(stem=(StageSpec("conv", out_chs=16),),
+                 stages=(StageSpec("conv", out_chs=32, conv="depthwise"), StageSpec("basic", conv="depthwise"),
+                         StageSpec("mbconv", out_chs=24, expansion=6.0, conv="depthwise"),
+                         StageSpec("dense", out_chs=8, expansion=1.0, conv="depthwise")))
+    assert [s.conv for s in g.stages] == ["depthwise"] * 4
+
+
+def test_fused_mbconv_has_no_depthwise_form():
+    with pytest.raises(GenotypeError) as err:
+        StageSpec("fused_mbconv", out_chs=24, expansion=4.0, conv="depthwise")
+    assert err.value.field == "conv" and "use block 'mbconv'" in err.value.message
+    for conv in ("standard", "separable", "separable_pw"):
+        assert StageSpec("fused_mbconv", out_chs=24, expansion=4.0, conv=conv).conv == conv

@@ -175,14 +175,23 @@ def chain_genotype(i: int) -> Genotype:
         extra = dict(CHAIN_STAGES.get(block, dict(out_chs=16)))
         if BLOCKS.get(block).supports_attention:
             extra.update(attention=att[(i + j) % len(att)], ratio=4.0)
-        stages.append(StageSpec(block, conv=convs[(i + j) % len(convs)], act=acts[(i + j) % len(acts)],
+        conv = convs[(i + j) % len(convs)]
+        if block == "fused_mbconv" and conv == "depthwise":
+            conv = "separable"  # its kxk conv expands the width: fused-MBConv has no depthwise form
+        stages.append(StageSpec(block, conv=conv, act=acts[(i + j) % len(acts)],
                                 norm=norms[(i + j) % len(norms)], **extra))
     # variant 1 pools a 1x1 map to 2x2 with max pooling, which ONNX cannot express directly; a flatten
     # head is exported in every format by the CLI tests' LeNet-5
     head = HeadSpec(pool=("avg", "max")[i % 2], pool_size=(1, 2)[i % 2], hidden=((), (32, 16))[i % 2],
                     dropout=0.1, attention=att[i % len(att)], ratio=4.0, multilabel=i % 2 == 1)
-    return Genotype(stem=(StageSpec("conv", out_chs=16),), stages=tuple(stages), head=head, resolution=32,
-                    num_classes=10, act=acts[i % len(acts)], norm=norms[i % len(norms)], drop_path=0.1, norm_eps=1e-3)
+    while True:
+        try:
+            return Genotype(stem=(StageSpec("conv", out_chs=16),), stages=tuple(stages), head=head, resolution=32,
+                            num_classes=10, act=acts[i % len(acts)], norm=norms[i % len(norms)], drop_path=0.1,
+                            norm_eps=1e-3)
+        except GenotypeError as err:  # a depthwise conv whose width is no multiple of its input: no such conv
+            j = int(re.fullmatch(r"stages\[(\d+)\]\.conv", err.field).group(1))
+            stages[j] = dataclasses.replace(stages[j], conv="separable")
 
 
 def preset_families() -> dict[str, str]:

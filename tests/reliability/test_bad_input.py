@@ -79,6 +79,14 @@ CASES = {
     "space-impossible-require": Case(("search", "--space", "s.yaml", "--limit", "100", *STORE),
                                      ("require", "none of 100", "loosen"),
                                      _write("s.yaml", TINY + 'require: ["width > 100"]\n')),
+    "space-depthwise-changes-width": Case(("search", "--space", "s.yaml", *STORE),
+                                          ("s.yaml:", "stages[2].conv", "multiple of its input", "use conv 'separable'"),
+                                          _space("s.yaml", 'out_chs: "${width * 2}", kernel: 3,',
+                                                 'out_chs: "${width + 2}", kernel: 3, conv: depthwise,')),
+    "space-fused-mbconv-depthwise": Case(("search", "--space", "s.yaml", *STORE),
+                                         ("s.yaml:", "stages[1].conv", "no depthwise form", "use block 'mbconv'"),
+                                         _space("s.yaml", "{block: maxpool, kernel: 2, stride: 2}",
+                                                "{block: fused_mbconv, conv: depthwise}")),
     # data
     "unknown-dataset": Case((*SEARCH, "--dataset", "nope", *STORE), ("unknown dataset 'nope'", "digits")),
     "missing-data-root": Case((*SEARCH, "--dataset", "cifar10", *STORE), ("--data-root", "cifar-10-batches-py")),
@@ -136,6 +144,12 @@ CASES = {
     "malformed-genotype-json": Case(("show", "g.json"), ("g.json is not valid JSON", "fix its syntax"),
                                     _write("g.json", '{"stages": [')),
     "invalid-genotype": Case(("show", "g.json"), ("stages", "expected a list"), _write("g.json", '{"stages": 3}')),
+    "genotype-depthwise-changes-width": Case(("show", "g.yaml"), ("stages[0].conv", "16 -> 24", "use conv 'separable'"),
+                                             _write("g.yaml", "stem: [{block: conv, out_chs: 16}]\n"
+                                                              "stages: [{block: conv, out_chs: 24, conv: depthwise}]\n")),
+    "genotype-fused-mbconv-depthwise": Case(("show", "g.yaml"), ("stages[0].conv", "fused_mbconv", "use block 'mbconv'"),
+                                            _write("g.yaml", "stages: [{block: fused_mbconv, out_chs: 24, "
+                                                             "expansion: 4.0, conv: depthwise}]\n")),
 }
 
 

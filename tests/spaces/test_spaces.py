@@ -107,7 +107,7 @@ def _b0_params(alpha=1.2, beta=1.1):
     params = {"alpha": alpha, "beta": beta, "phi": 0, "width_mult": 1.0}
     for i, (e, k, *_rest) in enumerate(((1, 3), (6, 3), (6, 5), (6, 3), (6, 5), (6, 5), (6, 3))):
         params.update({f"stages.{i}.block": "mbconv", f"stages.{i}.attention": "se", f"stages.{i}.se.ratio": 4.0,
-                       f"stages.{i}.conv": "depthwise", f"stages.{i}.kernel": k, f"stages.{i}.expansion": float(e)})
+                       f"stages.{i}.mbconv.conv": "depthwise", f"stages.{i}.kernel": k, f"stages.{i}.expansion": float(e)})
     return params
 
 

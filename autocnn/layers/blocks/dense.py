@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from autocnn.catalog import dense_mid
 from autocnn.layers.blocks.base import Block
 
 
@@ -17,7 +18,7 @@ class DenseLayer(Block):
     def __init__(self, in_chs, out_chs, stride, spec, *, layers, drop_path=0.0):
         super().__init__()
         growth = spec.out_chs
-        mid = max(1, int(spec.expansion * growth))
+        mid = dense_mid(spec)
         self.norm1 = layers.norm(in_chs)
         self.act1 = layers.act()
         self.conv1 = layers.conv(in_chs, mid, 1, kind="standard")

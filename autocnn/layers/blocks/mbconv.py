@@ -3,13 +3,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from autocnn.catalog import expanded_width
 from autocnn.layers.blocks.base import Block
 from autocnn.layers.common import DropPath
-from autocnn.scaling import make_divisible
-
-
-def expanded_width(in_chs: int, expansion: float) -> int:
-    return make_divisible(in_chs * expansion, 8)
 
 
 def squeeze_width(in_chs: int, ratio: float) -> int:
@@ -44,7 +40,11 @@ class MBConv(_InvertedResidual):
 
 
 class FusedMBConv(_InvertedResidual):
-    """kxk expand (fused expand + spatial conv) -> attention -> 1x1 projection; a single kxk conv at expansion 1."""
+    """kxk expand (fused expand + spatial conv) -> attention -> 1x1 projection; a single kxk conv at expansion 1.
+
+    The kxk conv changes the width, so it is a full (`standard`) or `separable` conv; the genotype
+    refuses `depthwise` here (a depthwise spatial conv after a 1x1 expand is `mbconv`).
+    """
 
     def __init__(self, in_chs, out_chs, stride, spec, *, layers, drop_path=0.0):
         super().__init__()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from autocnn.catalog import bottleneck_width
 from autocnn.layers.blocks.base import Block
 from autocnn.layers.common import DropPath
 
@@ -34,11 +35,6 @@ class BasicBlock(Block):
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.attn(self.bn2(self.conv2(out)))
         return self.act2(self.drop_path(out) + self.downsample(x))
-
-
-def bottleneck_width(out_chs: int, expansion: float, groups: int) -> int:
-    """mid = out / expansion, rounded to a multiple of `groups` so grouped convs always divide."""
-    return max(groups, round(out_chs / expansion / groups) * groups)
 
 
 class Bottleneck(Block):

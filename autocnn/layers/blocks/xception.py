@@ -5,6 +5,7 @@ from collections import OrderedDict
 
 from torch import nn
 
+from autocnn.catalog import xception_units
 from autocnn.layers.blocks.base import Block
 from autocnn.layers.blocks.resnet import projection
 from autocnn.layers.common import DropPath
@@ -22,7 +23,7 @@ class XceptionBlock(Block):
 
     def __init__(self, in_chs, out_chs, stride, spec, *, layers, drop_path=0.0):
         super().__init__()
-        widths = spec.widths or (out_chs,) * (2 if stride > 1 else 3)
+        widths = xception_units(out_chs, stride, spec)
         self.shortcut = projection(in_chs, out_chs, stride, layers)
         units, chs = [], in_chs
         for i, width in enumerate(widths):
