@@ -51,18 +51,31 @@ def _cost_scatter(complete, out: Path) -> list[Path]:
     return paths
 
 
-def _pareto(study, view, complete, out: Path) -> Path:
+def _pareto(study, view, complete, out: Path) -> list[Path]:
+    """One scatter per pair of objectives (objective i against objective j, i < j), so a three-objective
+    study shows accuracy-params, accuracy-flops and params-flops, not only its first two objectives."""
     front = {t.number for t in view.pareto}
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for on_front in (False, True):
-        pts = [t for t in complete if (t.number in front) == on_front]
-        ax.scatter([t.values[1] for t in pts], [t.values[0] for t in pts], s=24 if on_front else 12,
-                   color="C3" if on_front else "C0", label="Pareto front" if on_front else "other trials")
-    names = study.metric_names or ["objective 0", "objective 1"]
-    ax.set_xscale("log")
-    ax.set(xlabel=names[1], ylabel=names[0], title="Pareto front")
-    ax.legend()
-    return _save(fig, out / "pareto_front.png")
+    n = len(study.directions)
+    names = study.metric_names or [f"objective {i}" for i in range(n)]
+    paths = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for on_front in (False, True):
+                pts = [t for t in complete if (t.number in front) == on_front]
+                ax.scatter([t.values[j] for t in pts], [t.values[i] for t in pts], s=24 if on_front else 12,
+                           color="C3" if on_front else "C0", label="Pareto front" if on_front else "other trials")
+            if all(t.values[j] > 0 for t in complete):  # costs span orders of magnitude
+                ax.set_xscale("log")
+            ax.set(xlabel=names[j], ylabel=names[i], title=f"Pareto front: {names[i]} vs {names[j]}")
+            ax.legend()
+            stem = "pareto_front" if n == 2 else f"pareto_front_{_slug(names[i])}_vs_{_slug(names[j])}"
+            paths.append(_save(fig, out / f"{stem}.png"))
+    return paths
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)
 
 
 def _curves(study, complete, out: Path, top: int = 5) -> Path:
@@ -113,7 +126,7 @@ def write_report(study_name: str, storage: str | None, out_dir: str | os.PathLik
     out.mkdir(parents=True, exist_ok=True)
     figures = [_history(study, complete, out), *_cost_scatter(complete, out), _curves(study, complete, out)]
     if len(study.directions) > 1:
-        figures.append(_pareto(study, view, complete, out))
+        figures.extend(_pareto(study, view, complete, out))
     importance = _importances(study, out)
     if importance:
         figures.append(importance)

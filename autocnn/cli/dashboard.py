@@ -51,7 +51,7 @@ def dashboard(storage: str | None, host: str, port: int, token: str | None, arti
     click.echo(f"autocnn dashboard on {server.url}  (storage {app.storage_url}, artifacts {app.artifact_root})",
                err=False)
     if token:
-        click.echo(f"open {server.url}/?token=… once in the browser to unlock Resume, Stop and Export")
+        click.echo(f"log in at {server.url}/login with the token")
     try:
         while not done.wait(0.5):
             pass

@@ -10,9 +10,11 @@ Routes added to optuna-dashboard's bottle app:
     POST /api/autocnn/studies/<name>/resume  body {"trials": N}?   POST .../stop   POST .../export
     GET  /api/autocnn/studies/<name>/export  export status         GET .../export.zip
 
-Every state-changing request (any method but GET/HEAD) passes `Guard`: the token when one is set
-(`Authorization: Bearer T`, `X-Autocnn-Token: T` or the cookie set by opening `/?token=T`), and a
-same-origin check; on a loopback bind the Host header must name the loopback (DNS rebinding).
+Every request passes `Guard`. Bound beyond loopback, every route (pages, API, `export.zip`) needs
+the token: `Authorization: Bearer T`, `X-Autocnn-Token: T`, or the HttpOnly cookie the log-in form
+(`GET /login`, `POST /login` with field `token`) sets; pages without it redirect to `/login`, the
+rest answer 401. On loopback a token, when set, guards state changes only. State changes (any method
+but GET/HEAD) must be same-origin; on a loopback bind the Host header must name the loopback (DNS rebinding).
 """
 from __future__ import annotations
 
@@ -22,7 +24,6 @@ import ipaddress
 import json
 import math
 import os
-import re
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any, Callable
@@ -40,7 +41,8 @@ from autocnn.storage import DEFAULT_STORAGE, open_storage
 STATIC_DIR = Path(__file__).with_name("static")
 TOKEN_COOKIE = "autocnn_token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./-]*$")
+LOGIN_ROUTES = ("/login",)
+PUBLIC_PREFIX = "/autocnn/static/"  # the pages' own CSS and JavaScript, shipped in the package: nothing secret
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
                                "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
@@ -162,6 +164,8 @@ class Dashboard:
         page = self._page
         app.route("/", "GET", lambda: page("studies.html"))  # replaces optuna-dashboard's redirect
         app.route("/studies/<name>", "GET", lambda name: page("study.html", name))
+        # a form POST from a no-referrer page carries `Origin: null`, which the same-origin check refuses
+        app.route("/login", "GET", lambda: page("login.html", headers={"Referrer-Policy": "same-origin"}))
         app.route("/autocnn/static/<filename:path>", "GET", self._static)
         app.route("/api/autocnn/studies", "GET", api(lambda: (200, {"studies": self.studies()})))
         app.route("/api/autocnn/studies/<name>", "GET", api(self._detail))
@@ -171,7 +175,7 @@ class Dashboard:
         app.route("/api/autocnn/studies/<name>/export", "GET", api(self._export_status))
         app.route("/api/autocnn/studies/<name>/export.zip", "GET", self._export_zip)
 
-    def _page(self, filename: str, name: str | None = None):
+    def _page(self, filename: str, name: str | None = None, headers: dict | None = None):
         if name is not None:
             try:
                 check_name(name)
@@ -180,7 +184,8 @@ class Dashboard:
                 bottle.response.content_type = "text/plain; charset=utf-8"
                 bottle.response.set_header("X-Content-Type-Options", "nosniff")
                 return str(err)
-        return bottle.static_file(filename, root=str(STATIC_DIR), mimetype="text/html", headers=dict(PAGE_HEADERS))
+        return bottle.static_file(filename, root=str(STATIC_DIR), mimetype="text/html",
+                                  headers={**PAGE_HEADERS, **(headers or {})})
 
     def _static(self, filename: str):
         return bottle.static_file(filename, root=str(STATIC_DIR), headers={"X-Content-Type-Options": "nosniff",
@@ -250,30 +255,45 @@ class Guard:
     def _token_ok(self, presented: str | None) -> bool:
         return presented is not None and hmac.compare_digest(presented.encode(), self.token.encode())
 
+    def _login(self, environ, start_response):
+        """POST /login (form field `token`): the token becomes an HttpOnly cookie, never part of a URL."""
+        try:
+            size = min(int(environ.get("CONTENT_LENGTH") or 0), 4096)
+        except ValueError:
+            size = 0
+        form = parse_qs(environ["wsgi.input"].read(size).decode("utf-8", "replace")) if size else {}
+        if not self.token or not self._token_ok((form.get("token") or [None])[0]):
+            return self._deny(start_response, "401 Unauthorized", "wrong token")
+        cookie = f"{TOKEN_COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
+        start_response("303 See Other", [("Location", "/"), ("Set-Cookie", cookie), ("Content-Length", "0"),
+                                         ("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer")])
+        return [b""]
+
     def __call__(self, environ, start_response):
         host = environ.get("HTTP_HOST")
         if self.loopback_only and host and not is_loopback(urlsplit(f"//{host}").hostname or ""):
             return self._deny(start_response, "403 Forbidden", f"Host {host!r} is not this loopback server")
         method = environ.get("REQUEST_METHOD", "GET").upper()
-        query = parse_qs(environ.get("QUERY_STRING", ""))
-        if method == "GET" and self.token and "token" in query:  # log-in link: /?token=T sets the cookie
-            if not self._token_ok(query["token"][0]):
-                return self._deny(start_response, "401 Unauthorized", "wrong token")
-            cookie = f"{TOKEN_COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
-            path = environ.get("PATH_INFO") or "/"
-            target = path if SAFE_PATH.match(path) else "/"
-            start_response("303 See Other", [("Location", target), ("Set-Cookie", cookie),
-                                             ("Content-Length", "0"), ("Referrer-Policy", "no-referrer")])
-            return [b""]
+        path = environ.get("PATH_INFO") or "/"
         if method not in SAFE_METHODS:
             origin = environ.get("HTTP_ORIGIN")
             if origin and urlsplit(origin).netloc != host:  # "null" (sandboxed frames) is refused too
                 return self._deny(start_response, "403 Forbidden", f"cross-origin request from {origin} refused")
-            if self.token and not self._token_ok(self._presented_token(environ)):
-                return self._deny(start_response, "401 Unauthorized",
-                                  "this dashboard needs its token: send 'Authorization: Bearer TOKEN' "
-                                  "or open /?token=TOKEN once in the browser",
-                                  headers=[("WWW-Authenticate", 'Bearer realm="autocnn"')])
+        if path in LOGIN_ROUTES or path.startswith(PUBLIC_PREFIX):
+            if method == "POST" and path in LOGIN_ROUTES:
+                return self._login(environ, start_response)
+            return self.app(environ, start_response)  # the form itself
+        # exposed beyond loopback, every route needs the token (study data, weights); on loopback, writes only
+        needs_token = self.token and (not self.loopback_only or method not in SAFE_METHODS)
+        if needs_token and not self._token_ok(self._presented_token(environ)):
+            if method in ("GET", "HEAD") and not path.startswith("/api/") and not path.endswith(".zip"):
+                start_response("303 See Other", [("Location", "/login"), ("Content-Length", "0"),
+                                                 ("Cache-Control", "no-store")])
+                return [b""]
+            return self._deny(start_response, "401 Unauthorized",
+                              "this dashboard needs its token: send 'Authorization: Bearer TOKEN' "
+                              "or log in at /login in the browser",
+                              headers=[("WWW-Authenticate", 'Bearer realm="autocnn"')])
         return self.app(environ, start_response)
 
 

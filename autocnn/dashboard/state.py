@@ -71,6 +71,7 @@ def row(view: StudyView) -> dict[str, Any]:
         "pareto_size": len(view.pareto) if len(view.directions) > 1 else None,
         "last_activity": control.last_activity(view), "stop_requested": view.stop_requested,
         "worker": ({**lease, "alive": view.lease_alive} if lease else None),
+        "resumable_in_s": view.resumable_in_s,
     }
 
 

@@ -2,14 +2,15 @@
 
 One worker per study: Resume takes the study's worker lease (`autocnn.worker`) with an atomic
 compare-and-swap (`control.claim_lease`), under a lock held in this process, and only the winner
-spawns `python -m autocnn search --resume --study NAME --storage URL` (list arguments, no shell,
-its own session, log in the study's artifact folder). The worker's `engine.drive` rewrites the lease
+spawns `python -m autocnn search --resume --study NAME` (list arguments, no shell, the storage URL
+in $AUTOCNN_STORAGE, its own session, log in the study's artifact folder). The worker's `engine.drive` rewrites the lease
 with its own pid and clears it on exit. A lease counts as held while its process is alive, so a
 second click, a second request thread or a second dashboard on the same storage gets 409.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -29,15 +30,22 @@ MAX_TRIALS = 1_000_000
 STARTING_TIMEOUT_S = 900  # a worker that has not reached its first trial by then is not waited for
 
 
-def worker_command(name: str, storage_url: str, trials: int | None, backend: str = "local") -> list[str]:
-    """The worker's argv (never a shell). A Ray study resumes on Ray with the options stored in it,
+def worker_command(name: str, trials: int | None, backend: str = "local") -> list[str]:
+    """The worker's argv (never a shell). The storage URL is not in it: it may hold a password, and
+    every local user can read a process's arguments (`ps`); `worker_env` passes it. A Ray study resumes on Ray with the options stored in it,
     its cluster address included, so its trials are submitted to that cluster again."""
-    cmd = [sys.executable, "-m", "autocnn", "search", "--resume", "--study", name, "--storage", storage_url]
+    cmd = [sys.executable, "-m", "autocnn", "search", "--resume", "--study", name]
     if backend == "ray":
         cmd += ["--backend", "ray"]
     if trials is not None:
         cmd += ["--trials", str(trials)]
     return cmd
+
+
+def worker_env(storage_url: str) -> dict[str, str]:
+    """The worker's environment: this process's, plus the storage as $AUTOCNN_STORAGE (readable by the
+    same user only, unlike the arguments)."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "AUTOCNN_STORAGE": storage_url}
 
 
 class Workers:
@@ -84,8 +92,11 @@ class Workers:
                 raise DashboardError(409, f"study {name!r} was not created by autocnn; it has no configuration to resume")
             if view.state == "running":
                 lease = view.lease or {}
+                wait = (f"; resumable in at most {math.ceil(view.resumable_in_s)} s if it is gone"
+                        if view.resumable_in_s is not None else "")
                 raise DashboardError(409, f"study {name!r} already has a running worker"
-                                          f"{' (pid %s on %s)' % (lease.get('pid'), lease.get('host')) if lease else ''}")
+                                          f"{' (pid %s on %s)' % (lease.get('pid'), lease.get('host')) if lease else ''}"
+                                          f"{wait}")
             budget = max(view.requested or 0, trials or 0)
             if view.finished >= budget:
                 raise DashboardError(409, f"study {name!r} is finished ({view.finished}/{view.requested} trials); "
@@ -93,9 +104,10 @@ class Workers:
             claim = control.new_lease("starting", claim=uuid.uuid4().hex, owner="dashboard")
             if not control.claim_lease(self.storage, view.study_id, expected, claim):
                 raise DashboardError(409, f"another process is starting a worker for study {name!r}")
+            control.reclaim_dead_worker(self.storage, view)  # a killed local worker's trials: failed, requeued
             try:
                 raised = trials if trials is not None and trials > (view.requested or 0) else None
-                proc = self._spawn(worker_command(name, self.storage_url, raised, view.config.backend), name)
+                proc = self._spawn(worker_command(name, raised, view.config.backend), name)
             except OSError as err:
                 control.claim_lease(self.storage, view.study_id, claim, None)
                 raise DashboardError(500, f"could not start a worker for {name!r}: {err.strerror or err}") from None
@@ -108,12 +120,11 @@ class Workers:
     def _spawn(self, cmd: list[str], name: str) -> subprocess.Popen:
         folder = self.artifact_dir(name)
         folder.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(folder / "worker.log", "ab") as log:
             log.write(f"\n--- {datetime.now().isoformat(timespec='seconds')} resumed from the dashboard\n".encode())
             log.flush()
             return subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                    stdout=log, stderr=subprocess.STDOUT, env=worker_env(self.storage_url), start_new_session=True,
                                     close_fds=True)
 
     def stop(self, name: str) -> dict:

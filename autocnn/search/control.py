@@ -47,7 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autocnn.errors import AutocnnError
 from autocnn.search import records
 from autocnn.search.config import CONFIG_ATTR, SearchConfig
-from autocnn.storage import read_study_attr_json, running_trial_heartbeats, swap_study_attr
+from autocnn.storage import GRACE_PERIOD, read_study_attr_json, running_trial_heartbeats, swap_study_attr
 
 STOP_ATTR = "autocnn.stop_requested"
 WORKER_ATTR = "autocnn.worker"  # {pid, host, since, phase} of the process driving the study; None when it exits
@@ -158,6 +158,46 @@ def lease_alive(lease: dict | None, *, fresh_running: int, unknown_running: int)
     return fresh_running > 0 or unknown_running > 0 or _age_s(lease.get("since")) < REMOTE_LEASE_GRACE_S
 
 
+def dead_local_lease(view: "StudyView") -> bool:
+    """The study's lease names a process on this host that is gone: its RUNNING trials are orphans."""
+    lease = view.lease
+    return bool(lease) and lease.get("host") == HOST and not view.lease_alive
+
+
+def _remote_wait_s(storage, view: "StudyView") -> float:
+    """At most how long until a remote lease stops counting: the rest of its grace, or a whole
+    heartbeat grace period while its trials beat (the last beat may come any moment)."""
+    wait = max(0.0, REMOTE_LEASE_GRACE_S - _age_s((view.lease or {}).get("since")))
+    if view.fresh_running or view.unknown_running:
+        backend = getattr(storage, "_backend", storage)
+        wait = max(wait, float(getattr(backend, "grace_period", None) or GRACE_PERIOD))
+    return round(wait, 1)
+
+
+def reclaim_dead_worker(storage, view: "StudyView") -> list[int]:
+    """Fail the RUNNING trials a dead worker of this host left behind and hand each to the storage's
+    retry callback (requeued with the same parameters), so a resume right after a crash loses nothing.
+    Numbers of the trials failed; nothing when the lease is not a dead local one."""
+    if not dead_local_lease(view):
+        return []
+    study = optuna.load_study(study_name=view.name, storage=storage)
+    retry = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
+    failed = []
+    for trial in view.trials:
+        if trial.state != TrialState.RUNNING:
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(view.study_id, trial.number)
+        try:
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # finished meanwhile
+            continue
+        failed.append(trial.number)
+        if retry is not None:
+            retry(study, storage.get_trial(trial_id))
+    return failed
+
+
 def new_lease(phase: str = "running", **extra) -> dict:
     """A lease naming this process: {pid, host, since, phase, ...}."""
     return {"pid": os.getpid(), "host": HOST, "since": datetime.now().isoformat(timespec="seconds"),
@@ -216,8 +256,9 @@ class StudyView:
     user_attrs: dict[str, Any]
     fresh_running: int = 0
     unknown_running: int = 0  # RUNNING without any heartbeat row (Ray's ask/tell, or before the first beat)
-    stale_running: int = 0
+    stale_running: int = 0  # stale heartbeat, or left behind by a lease on this host whose pid is dead
     lease_alive: bool = False
+    resumable_in_s: float | None = None  # running only by a remote lease's grace: seconds until it ends, at most
     state: str = "stopped"
     counts: dict[str, int] = field(default_factory=dict)
     finished: int = 0  # trials that used the budget (constraint-rejected candidates cost nothing)
@@ -278,6 +319,11 @@ def inspect(storage, name: str, *, owned_alive: bool = False) -> StudyView:
         view.fresh_running = len(running) - view.stale_running - view.unknown_running
     view.lease_alive = owned_alive or lease_alive(view.lease, fresh_running=view.fresh_running,
                                                   unknown_running=view.unknown_running)
+    if dead_local_lease(view):  # its heartbeats outlive the killed worker by the grace period: ignore them
+        view.stale_running += view.fresh_running + view.unknown_running
+        view.fresh_running = view.unknown_running = 0
+    elif view.lease_alive and not owned_alive and (view.lease or {}).get("host") != HOST:
+        view.resumable_in_s = _remote_wait_s(storage, view)
     view.state = study_state(view)
     return view
 

@@ -74,7 +74,8 @@ def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "con
 
 
 def worker_pids(storage_url: str, study: str) -> list[int]:
-    """Live `autocnn search --resume` processes of one study in one storage (read from /proc)."""
+    """Live `autocnn search --resume` processes of one study in one storage (read from /proc; the
+    dashboard passes the storage in $AUTOCNN_STORAGE, never in the arguments)."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -82,11 +83,28 @@ def worker_pids(storage_url: str, study: str) -> list[int]:
         try:
             args = (proc / "cmdline").read_bytes().split(b"\0")
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            if b"--resume" not in args or study.encode() not in args:
+                continue
+            environ = (proc / "environ").read_bytes().split(b"\0")
         except (OSError, IndexError):
             continue
-        if state != "Z" and b"--resume" in args and study.encode() in args and storage_url.encode() in args:
+        if state != "Z" and b"AUTOCNN_STORAGE=" + storage_url.encode() in environ:
             pids.append(int(proc.name))
     return pids
+
+
+def login(url: str, token: str) -> str | None:
+    """POST the log-in form; the Set-Cookie header of its 303 to `/`, or None when refused (401)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    conn.request("POST", "/login", body=f"token={token}",
+                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    res = conn.getresponse()
+    res.read()
+    if res.status == 401:
+        return None
+    assert res.status == 303 and res.getheader("Location") == "/", res.status
+    return res.getheader("Set-Cookie")
 
 
 class Server:
@@ -317,16 +335,11 @@ def test_token_protected_server(env, token_server):
     status, body = token_server.post(path, headers={"Authorization": f"Bearer {TOKEN}"})
     assert status == 202 and body["stop_requested"] is True
     assert token_server.get("/api/autocnn/studies")[0] == 200  # reading needs no token
-    # the browser log-in link answers 303 with an HttpOnly, SameSite=Strict cookie carrying the token
-    parts = urlsplit(token_server.url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    conn.request("GET", f"/?token={TOKEN}")
-    res = conn.getresponse()
-    cookie = res.getheader("Set-Cookie")
-    assert res.status == 303 and res.getheader("Location") == "/"
+    # the browser log-in form (POST) answers 303 with an HttpOnly, SameSite=Strict cookie carrying the token
+    cookie = login(token_server.url, TOKEN)
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert token_server.post(path, headers={"Cookie": cookie.split(";")[0]})[0] == 202
-    assert token_server.get("/?token=wrong-token-000")[0] == 401
+    assert login(token_server.url, "wrong-token-000") is None
 
 
 def test_a_ray_study_resumes_on_its_cluster(env, server):
@@ -338,8 +351,8 @@ def test_a_ray_study_resumes_on_its_cluster(env, server):
                               extra={"ray": {"address": "10.1.2.3:6379", "scheduler": "asha"}}))
     s = server.study("on-ray")
     assert (s["backend"], s["ray_address"], s["state"]) == ("ray", "10.1.2.3:6379", "stopped")
-    cmd = worker_command("on-ray", env.storage, 5, "ray")
-    assert cmd[1:] == ["-m", "autocnn", "search", "--resume", "--study", "on-ray", "--storage", env.storage,
+    cmd = worker_command("on-ray", 5, "ray")
+    assert cmd[1:] == ["-m", "autocnn", "search", "--resume", "--study", "on-ray",
                        "--backend", "ray", "--trials", "5"]  # the stored options (address included) apply
 
 

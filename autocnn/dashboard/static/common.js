@@ -51,7 +51,8 @@ const autocnn = (() => {
     const stop = el("button", { type: "button", class: "stop", text: "Stop" });
     const exp = el("button", { type: "button", class: "export", text: "Export best" });
     const download = el("a", { class: "download", hidden: true, text: "Download model (zip)" });
-    const box = el("div", { class: "actions" }, budget, resume, stop, exp, download);
+    const resumeWait = el("span", { class: "resumable-in", hidden: true });
+    const box = el("div", { class: "actions" }, budget, resume, stop, exp, download, resumeWait);
 
     async function act(button, what, body, done) {
       button.disabled = true;
@@ -81,6 +82,11 @@ const autocnn = (() => {
       const running = study.state === "running";
       const ok = study.controllable;
       resume.disabled = !ok || running;
+      // a worker on another host cannot be checked by pid: say when its lease runs out
+      resume.title = running && study.resumable_in_s !== null && study.resumable_in_s !== undefined
+        ? `resumable in at most ${Math.ceil(study.resumable_in_s)} s if its worker is gone` : "";
+      resumeWait.hidden = !resume.title;
+      resumeWait.textContent = resume.title;
       stop.disabled = !ok || !running || study.stop_requested;
       stop.textContent = running && study.stop_requested ? "Stopping…" : "Stop";
       budget.disabled = !ok || running;
