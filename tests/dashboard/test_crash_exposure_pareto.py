@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import time
 from datetime import datetime
 from pathlib import Path
@@ -25,17 +24,6 @@ from test_dashboard import (QUICK, TOKEN, Env, Server, browser, chromium, login,
                             wait_for, worker_pids)
 
 TINY_SPACE = str(Path(__file__).resolve().parents[1] / "search" / "tiny_space.yaml")
-
-
-def outward_address() -> str | None:
-    """A non-loopback IPv4 address of this machine, or None (then 0.0.0.0 stands in, reached via 127.0.0.1)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
-            address = s.getsockname()[0]
-        except OSError:
-            return None
-    return None if address.startswith("127.") else address
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +46,9 @@ def env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def exposed(env):
     """A dashboard bound beyond loopback with a token (the CLI's own `--host`)."""
-    host = outward_address() or "0.0.0.0"
-    srv = Server(env.storage, env.folder, "--host", host, "--token", TOKEN)
-    if host == "0.0.0.0":
-        srv.url = srv.url.replace("0.0.0.0", "127.0.0.1")
+    # Bound to every interface (exposed), but tests only ever talk to it through loopback.
+    srv = Server(env.storage, env.folder, "--host", "0.0.0.0", "--token", TOKEN)
+    srv.url = srv.url.replace("0.0.0.0", "127.0.0.1")
     yield srv
     srv.stop()
 
