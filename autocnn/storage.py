@@ -215,6 +215,12 @@ def study_storage(study: optuna.Study) -> BaseStorage:
     return study._storage
 
 
+def trial_id(trial) -> int:
+    """A trial's storage-wide id (what the storage's own methods take). `Trial` and `FrozenTrial` expose
+    only the per-study `number` publicly (`_trial_id`)."""
+    return trial._trial_id
+
+
 def _rdb(storage) -> RDBStorage | None:
     """The RDBStorage under `storage`: `optuna.load_study` wraps it in a private `_CachedStorage`
     (`_backend`) and Optuna has no public way to unwrap it."""

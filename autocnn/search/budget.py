@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from autocnn.search import records
 from autocnn.search.control import counts_toward_budget, stop_requested
-from autocnn.storage import fail_stale_trials
+from autocnn.storage import fail_stale_trials, trial_id
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_REJECTIONS = 100  # rejected candidates in a row after which the constraints are taken as impossible
@@ -26,7 +26,7 @@ def finished_trials(study: optuna.Study) -> int:
 def budget_use(study: optuna.Study, below: int | None = None) -> tuple[int, int]:
     """(trials that count toward the budget, RUNNING trials [created before trial id `below`])."""
     trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-    running = sum(t.state == TrialState.RUNNING and (below is None or t._trial_id < below) for t in trials)
+    running = sum(t.state == TrialState.RUNNING and (below is None or trial_id(t) < below) for t in trials)
     return sum(counts_toward_budget(t) for t in trials), running
 
 

@@ -14,6 +14,7 @@ import optuna
 from autocnn.search import engine, records
 from autocnn.search.budget import MAX_REJECTIONS, Budget, rejections_in_a_row
 from autocnn.search.config import SearchConfig
+from autocnn.storage import trial_id
 
 
 class LocalBackend:
@@ -67,7 +68,7 @@ class LocalBackend:
         Two workers that both saw a free slot may create a trial each: the later one waits for the earlier
         ones and is pruned untrained (recorded as rejected, costing no budget) if they meet the budget.
         """
-        if self._budget.wait_for_slot(below=trial._trial_id):
+        if self._budget.wait_for_slot(below=trial_id(trial)):
             return
         trial.set_user_attr(records.REJECTED, f"not needed: the budget of {self._budget.trials} trials was met by "
                                               "other workers (or the search was stopped)")

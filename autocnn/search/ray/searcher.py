@@ -25,9 +25,11 @@ from autocnn.artifacts import save_trial_weights
 from autocnn.search import records
 from autocnn.search.budget import Budget
 from autocnn.search.engine import TrialContext, sample_architecture
+from autocnn.search.ray.internals import asked_trials, searched_study, searched_study_name, told_trials
 from autocnn.search.ray.keys import (ATTRS, CHECKPOINT_DIR, EPOCH, FINAL, MAX_FAILURES, OBJECTIVES, SPEC, VAL,
                                      trial_dirname)
 from autocnn.search.ray.worker import load_state
+from autocnn.storage import study_storage, trial_id as trial_id_of
 from autocnn.training import EpochReport
 
 
@@ -54,7 +56,7 @@ class DefineByRun:
 
     def __call__(self, trial) -> dict:
         ctx = LIVE[self.study_name].ctx
-        spec: dict[str, Any] = {"trial_id": trial._trial_id, "number": trial.number}
+        spec: dict[str, Any] = {"trial_id": trial_id_of(trial), "number": trial.number}
         try:
             spec["genotype"] = sample_architecture(trial, ctx).to_dict()
         except optuna.TrialPruned as err:  # a `require` of the space failed: the trial is pruned untrained
@@ -70,23 +72,23 @@ class AutocnnSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
 
     def suggest(self, trial_id: str):
-        live = LIVE.get(self._study_name)
+        live = LIVE.get(searched_study_name(self))
         if live is not None and (live.budget.expired or live.budget.stopped()):
             return Searcher.FINISHED  # --timeout or a stop request: start no new trial, let running ones finish
         config = super().suggest(trial_id)
-        self._ot_study._storage.record_heartbeat(self._ot_trials[trial_id]._trial_id)
+        study_storage(searched_study(self)).record_heartbeat(trial_id_of(asked_trials(self)[trial_id]))
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._record(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in told_trials(self) or trial_id not in asked_trials(self):
             return
-        self._completed_trials.add(trial_id)
-        ot_trial = self._ot_trials[trial_id]
-        storage = self._ot_study._storage
-        if storage.get_trial(ot_trial._trial_id).state.is_finished():
+        told_trials(self).add(trial_id)
+        ot_trial = asked_trials(self)[trial_id]
+        storage = study_storage(searched_study(self))
+        if storage.get_trial(trial_id_of(ot_trial)).state.is_finished():
             return  # a restored experiment re-ran a trial the study already holds (stopped by SkipFinished)
         if result:
             self._record(trial_id, result)
@@ -98,38 +100,38 @@ class AutocnnSearch(OptunaSearch):
                 if error:
                     ot_trial.set_user_attr(records.FAIL_REASON, f"the Ray worker failed {MAX_FAILURES + 1} times; "
                                                                 "see the trial's error.txt in the Ray experiment")
-                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+                searched_study(self).tell(ot_trial, state=TrialState.FAIL)
             elif final == "complete":
                 weights = self._save_weights(trial_id, ot_trial.number, result.get(CHECKPOINT_DIR))
                 if weights:
                     ot_trial.set_user_attr(records.WEIGHTS_PATH, weights)
-                self._ot_study.tell(ot_trial, [float(v) for v in json.loads(result[OBJECTIVES])])
+                searched_study(self).tell(ot_trial, [float(v) for v in json.loads(result[OBJECTIVES])])
             else:  # stopped by the scheduler, or rejected untrained ("pruned")
-                self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+                searched_study(self).tell(ot_trial, state=TrialState.PRUNED)
         except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError) as err:
             optuna.logging.get_logger("autocnn").warning(f"could not tell trial {ot_trial.number}: {err}")
-        live = LIVE.get(self._study_name)
+        live = LIVE.get(searched_study_name(self))
         if live is not None and live.progress is not None:
-            live.progress.on_trial_end(self._ot_study, storage.get_trial(ot_trial._trial_id))
+            live.progress.on_trial_end(searched_study(self), storage.get_trial(trial_id_of(ot_trial)))
 
     def _save_weights(self, trial_id: str, number: int, checkpoint_dir: str | None) -> str | None:
         """Copy the trained weights from the trial's final Tune checkpoint to the study's artifacts
         (`autocnn.artifacts`, where the local backend puts them), in this process like every record."""
-        live = LIVE.get(self._study_name)
+        live = LIVE.get(searched_study_name(self))
         if live is None or live.experiment is None or not checkpoint_dir:
             return None
         checkpoint = Checkpoint(f"{live.experiment}/{trial_dirname(trial_id)}/{checkpoint_dir}")
         state = load_state(checkpoint)
-        return save_trial_weights(_StateDict(state["model"]), live.ctx.config.storage, self._study_name, number,
+        return save_trial_weights(_StateDict(state["model"]), live.ctx.config.storage, searched_study_name(self), number,
                                   live.ctx.config.artifacts)
 
     def _record(self, trial_id: str, result: dict) -> None:
         """Write the attributes a worker reported and, single-objective, the epoch's intermediate value."""
-        ot_trial = self._ot_trials.get(trial_id)
+        ot_trial = asked_trials(self).get(trial_id)
         if ot_trial is None or ATTRS not in result:
             return
-        storage = self._ot_study._storage
-        frozen = storage.get_trial(ot_trial._trial_id)
+        storage = study_storage(searched_study(self))
+        frozen = storage.get_trial(trial_id_of(ot_trial))
         if frozen.state.is_finished():
             return
         for key, value in json.loads(result[ATTRS]).items():
@@ -137,10 +139,10 @@ class AutocnnSearch(OptunaSearch):
         if result.get(FINAL):
             self._finals[trial_id] = {k: result[k] for k in (FINAL, OBJECTIVES, CHECKPOINT_DIR) if k in result}
         epoch, value, final = int(result.get(EPOCH, 0)), float(result.get(VAL, math.nan)), result.get(FINAL)
-        if (len(self._ot_study.directions) == 1 and epoch >= 1 and final in (None, "complete")
+        if (len(searched_study(self).directions) == 1 and epoch >= 1 and final in (None, "complete")
                 and math.isfinite(value) and epoch not in frozen.intermediate_values):
             ot_trial.report(value, epoch)
-        live = LIVE.get(self._study_name)
+        live = LIVE.get(searched_study_name(self))
         if live is not None and live.progress is not None and epoch >= 1 and final is None:
             live.progress.on_epoch(ot_trial.number, EpochReport(epoch, value, float(result.get("train_loss", 0.0)),
                                                                  0.0))
