@@ -163,7 +163,7 @@ def test_ray_options_are_checked_before_anything_starts(space, tmp_path):
                            "--pruner sha runs --scheduler asha on Ray, not --scheduler median"),
                           (["--backend", "ray", "--pruner", "nope"], "unknown pruner 'nope' for --pruner"),
                           (["--backend", "ray", "--objectives", "accuracy,params", "--pruner", "median"],
-                           "needs --scheduler fifo (--pruner none)")):
+                           "--pruner median judges one objective")):
         result = CliRunner().invoke(cli, ["search", "--space", space, "--storage", storage, *args])
         assert result.exit_code == 2 and message in result.output, (args, result.output)
     assert not (tmp_path / "studies.db").exists()  # nothing was created

@@ -111,7 +111,12 @@ class RayBackend:
         return tune.RunConfig(name=name, storage_path=f"{self.opts['storage_path'].rstrip('/')}/{study.study_name}",
                               verbose=0, stop=SkipFinished(storage), callbacks=[Heartbeat(storage, study.study_name)],
                               failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
-                              checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
+                              checkpoint_config=tune.CheckpointConfig(num_to_keep=self._checkpoints_kept()))
+
+    def _checkpoints_kept(self) -> int | None:
+        """Two per trial, enough to resume; PBT keeps all, since an exploit restores a donor's checkpoint
+        that the donor's later epochs would otherwise have deleted (Ray's PBT docs warn of this)."""
+        return None if self.opts["scheduler"] == "pbt" else 2
 
     def _restore_experiment(self, study: optuna.Study) -> bool:
         """Finish the Tune experiment a crashed driver left behind, if its directory is still there.
