@@ -6,11 +6,14 @@ FLOPs equal torch.utils.flop_counter's count (a multiply-add is 2 FLOPs).
 """
 from __future__ import annotations
 
+import itertools
+import math
 import statistics
 import time
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from autocnn.builder import build_model
 from autocnn.genotype import Genotype
@@ -26,107 +29,153 @@ def meta_model(g: Genotype) -> nn.Module:
         return build_model(g)
 
 
-def _multiply_adds_hook(module: nn.Module, _inputs, output: torch.Tensor) -> None:
-    """FLOPs of a conv or linear layer from its output shape: 2 x outputs x (inputs feeding each).
+def _shape_of(x) -> tuple[int, ...]:
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else ()
 
-    The same count as torch.utils.flop_counter's conv and addmm formulas (bias not counted), which
-    are the only ops with a formula in these networks; a hook per layer costs a fraction of a
-    TorchDispatchMode that intercepts every aten op.
+
+def _same_shape(x, *args, **kwargs) -> tuple[int, ...]:
+    return tuple(x.shape)
+
+
+def _broadcast(x, other=None, *args, **kwargs) -> tuple[int, ...] | None:
+    """Elementwise arithmetic's output shape (torch.broadcast_shapes handles symbolic sizes, ~100x slower)."""
+    a, b = _shape_of(x), _shape_of(other)
+    if a == b or not b:
+        return a
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
+    if any(i != j and 1 not in (i, j) for i, j in zip(a, b)):
+        return None
+    return tuple(j if i == 1 else i for i, j in zip(a, b))
+
+
+def _reduced(x, dim=None, keepdim=False, **kwargs) -> tuple[int, ...]:
+    """mean/amax/sum over `dim` (None or () reduce every dim, as these ops do)."""
+    dims = range(x.dim()) if dim is None or dim == () else ([dim] if isinstance(dim, int) else dim)
+    gone = {d % x.dim() for d in dims}
+    return tuple(1 if i in gone else n for i, n in enumerate(x.shape) if keepdim or i not in gone)
+
+
+def _concatenated(tensors, dim=0, **kwargs) -> tuple[int, ...] | None:
+    shapes = [list(t.shape) for t in tensors]
+    total = sum(shape.pop(dim) for shape in shapes)
+    if any(shape != shapes[0] for shape in shapes):
+        return None
+    shape = list(tensors[0].shape)
+    shape[dim] = total
+    return tuple(shape)
+
+
+def _adaptive_pooled(x, output_size, *args, **kwargs) -> tuple[int, ...] | None:
+    if args or kwargs.get("return_indices"):
+        return None
+    size = (output_size,) * 2 if isinstance(output_size, int) else tuple(output_size)
+    return tuple(x.shape[:-2]) + tuple(n if s is None else s for s, n in zip(size, x.shape[-2:]))
+
+
+def _conv_output(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> tuple[int, ...] | None:
+    """Output shape of conv1d/2d/3d (torch's formula, string paddings included); None for an input smaller
+    than the kernel, so that the op itself raises torch's error."""
+    spatial = weight.dim() - 2
+    if x.dim() < spatial + 1 or x.shape[-spatial - 1] != weight.shape[1] * groups:
+        return None
+    expand = (lambda v: (v,) * spatial if isinstance(v, int) else tuple(v))
+    sizes = tuple(x.shape[-spatial:])
+    if padding == "same":
+        out = sizes
+    else:
+        pads = (0,) * spatial if padding == "valid" else expand(padding)
+        out = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, p, d, k, s in
+                    zip(sizes, pads, expand(dilation), weight.shape[2:], expand(stride)))
+    if min(out) < 1:
+        return None
+    return tuple(x.shape[:-spatial - 1]) + (weight.shape[0],) + out
+
+
+def _linear_output(x, weight, bias=None) -> tuple[int, ...] | None:
+    return tuple(x.shape[:-1]) + (weight.shape[0],) if x.shape[-1] == weight.shape[1] else None
+
+
+def _math_ops(*names: str) -> list:
+    return [getattr(owner, name) for name in names for owner in (torch, torch.Tensor) if hasattr(owner, name)]
+
+
+_F = torch.nn.functional
+# op -> output shape from its arguments, or None to run the op after all (its meta kernel then raises on
+# inputs that do not fit). The ops of these networks whose meta kernels are Python reference code (batch
+# norm, reductions, broadcasting arithmetic, convs), ~1 ms a call; a shape worked out here costs microseconds.
+_SHAPE_RULES: dict = {
+    **dict.fromkeys([_F.batch_norm, _F.group_norm, _F.layer_norm, _F.dropout, _F.relu, _F.relu6, _F.hardtanh,
+                     _F.silu, _F.hardswish, _F.hardsigmoid, _F.gelu, _F.elu, _F.leaky_relu,
+                     *_math_ops("sigmoid", "sigmoid_", "tanh", "tanh_", "relu", "relu_", "bernoulli_")],
+                    _same_shape),
+    **dict.fromkeys(_math_ops("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "__add__", "__radd__",
+                              "__iadd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__imul__",
+                              "__truediv__", "__itruediv__"), _broadcast),
+    **dict.fromkeys(_math_ops("mean", "amax", "amin", "sum"), _reduced),
+    torch.cat: _concatenated,
+    _F.adaptive_avg_pool2d: _adaptive_pooled, _F.adaptive_max_pool2d: _adaptive_pooled,
+    torch.conv1d: _conv_output, torch.conv2d: _conv_output, torch.conv3d: _conv_output,
+    _F.linear: _linear_output,
+}
+_MULTIPLY_ADDS = {torch.conv1d, torch.conv2d, torch.conv3d, _F.linear}
+
+
+class _ShapeForward(TorchFunctionMode):
+    """A forward on meta tensors that works out output shapes in Python and counts FLOPs as it goes.
+
+    FLOPs are torch.utils.flop_counter's: 2 x outputs x (inputs feeding each) for every conv and linear
+    op (bias not counted), the only ops with a formula in these networks. Ops without a shape rule run
+    as usual on the meta device, so any network still runs, only slower.
     """
-    fan_in = module.in_features if isinstance(module, nn.Linear) else module.weight[0].numel()
-    module.autocnn_flops += 2 * output.numel() * fan_in
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        rule = _SHAPE_RULES.get(func)
+        shape = rule(*args, **kwargs) if rule is not None else None
+        if shape is None:
+            return func(*args, **kwargs)
+        if func in _MULTIPLY_ADDS:
+            weight = args[1] if len(args) > 1 else kwargs["weight"]
+            self.flops += 2 * math.prod(shape) * math.prod(weight.shape[1:])
+        first = args[0][0] if isinstance(args[0], (list, tuple)) else args[0]  # torch.cat takes a list
+        return torch.empty(shape, dtype=first.dtype, device="meta")
 
 
-_COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+def count_meta_flops(model: nn.Module, g: Genotype, resolution: int | None = None) -> int:
+    """FLOPs of one image at `resolution` (default: the genotype's) through `model`, a meta build of `g`.
 
-
-# Shape-preserving modules without multiply-adds: no formula counts anything in them, but on the
-# meta device their forward runs Python reference kernels (eval batch norm alone was over half of the
-# cost model's time), so the throwaway model used for counting swaps them for nn.Identity.
-_FLOP_FREE = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.Dropout, nn.ReLU, nn.ReLU6,
-              nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.Tanh, nn.Sigmoid)
-
-
-def _strip_flop_free(module: nn.Module, swapped: list | None = None) -> nn.Module:
-    """`module` with its flop-free children replaced by nn.Identity; `swapped` collects what to put back."""
-    for name, child in module.named_children():
-        if isinstance(child, _FLOP_FREE):
-            setattr(module, name, nn.Identity())
-            if swapped is not None:
-                swapped.append((module, name, child))
-        else:
-            _strip_flop_free(child, swapped)
-    return module
-
-
-class _FlopHooks:
-    """Counts FLOPs of the forward passes run while attached; detaches without a trace on the model."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.counted = [m for m in model.modules() if isinstance(m, _COUNTED)]
-        self.handles, self.final = [], None
-        for module in self.counted:
-            module.autocnn_flops = 0
-            self.handles.append(module.register_forward_hook(_multiply_adds_hook))
-
-    @property
-    def total(self) -> int:
-        return self.final if self.final is not None else int(sum(m.autocnn_flops for m in self.counted))
-
-    def detach(self) -> None:
-        if self.final is not None:
-            return
-        self.final = self.total
-        for handle in self.handles:
-            handle.remove()
-        for module in self.counted:
-            del module.autocnn_flops
-
-
-def _count_flops(model: nn.Module, g: Genotype, resolution: int | None) -> int:
-    """FLOPs of `model` (a meta copy of `g`, consumed) on one image at `resolution`."""
+    One shape-only forward: no weights, no kernels, the model left as it was (ready to materialize).
+    """
     res = resolution or g.resolution
-    hooks = _FlopHooks(_strip_flop_free(model.eval()))
-    try:
-        with torch.no_grad():
-            model(torch.empty(1, g.in_chans, res, res, device="meta"))
-    finally:
-        hooks.detach()
-    return hooks.total
-
-
-def count_meta_flops(model: nn.Module, g: Genotype) -> int:
-    """FLOPs of `g` counted on its meta build `model`, which is left as it was (ready to materialize).
-
-    Costs a meta forward and no second build: the way to price a candidate whose latency is not wanted.
-    """
-    swapped: list = []
-    was_training = model.training
-    try:
-        return _count_flops(_strip_flop_free(model, swapped), g, None)
-    finally:
-        for parent, name, child in swapped:
-            setattr(parent, name, child)
-        model.train(was_training)
+    with _ShapeForward() as counter, torch.no_grad():
+        model(torch.empty(1, g.in_chans, res, res, device="meta"))
+    return counter.flops
 
 
 def count_flops(g: Genotype, resolution: int | None = None) -> int:
     """FLOPs of one forward pass of one image at `resolution` (default: the genotype's)."""
-    return _count_flops(meta_model(g), g, resolution)
+    return count_meta_flops(meta_model(g), g, resolution)
 
 
 def genotype_costs(g: Genotype, resolution: int | None = None) -> dict[str, int]:
     model = meta_model(g)  # one meta build serves both counts
-    params = count_params(model)
-    return {"params": params, "flops": _count_flops(model, g, resolution)}
+    return {"params": count_params(model), "flops": count_meta_flops(model, g, resolution)}
 
 
 def materialize(model: nn.Module, device: str | torch.device = "cpu") -> nn.Module:
-    """Weights for a meta-built model, from the initialisers its layers' constructors run.
+    """Weights for a meta-built model, from the initialisers its layers' constructors run (a model that
+    has weights already is returned as it is).
 
     Pricing a candidate builds it once on the meta device; materializing that build instead of
     building again halves the Python work of constructing every layer.
     """
+    if not any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
+        return model
     model = model.to_empty(device=device)
     with torch.no_grad():
         for module in model.modules():
@@ -136,23 +185,14 @@ def materialize(model: nn.Module, device: str | torch.device = "cpu") -> nn.Modu
     return model
 
 
-def measure_costs(model: nn.Module, g: Genotype, *, device: str | torch.device = "cpu", warmup: int = 1,
-                  repeats: int = 3) -> dict[str, float]:
-    """FLOPs and latency of a built model in one go: the warm-up passes also count the FLOPs."""
-    hooks = _FlopHooks(model)
-    try:
-        latency = measure_latency(model, resolution=g.resolution, in_chans=g.in_chans, device=device,
-                                  warmup=max(1, warmup), repeats=repeats, after_warmup=hooks.detach)
-    except BaseException:
-        hooks.detach()
-        raise
-    return {"flops": hooks.total // max(1, warmup), "latency_ms": latency}
+def measure_latency_ms(model: nn.Module, g: Genotype, *, device: str | torch.device = "cpu") -> float:
+    """A candidate's latency as the search records it: batch 1 at its resolution, 1 warm-up and 3 timed passes."""
+    return measure_latency(model, resolution=g.resolution, in_chans=g.in_chans, device=device, warmup=1, repeats=3)
 
 
 @torch.no_grad()
 def measure_latency(model: nn.Module, *, resolution: int, in_chans: int = 3, batch_size: int = 1,
-                    device: str | torch.device = "cpu", warmup: int = 3, repeats: int = 10,
-                    after_warmup=None) -> float:
+                    device: str | torch.device = "cpu", warmup: int = 3, repeats: int = 10) -> float:
     """Median wall-clock milliseconds of one eval forward pass on `device`."""
     device = torch.device(device)
     was_training = model.training
@@ -162,8 +202,6 @@ def measure_latency(model: nn.Module, *, resolution: int, in_chans: int = 3, bat
     for _ in range(warmup):
         model(x)
     sync()
-    if after_warmup is not None:
-        after_warmup()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

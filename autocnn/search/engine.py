@@ -20,7 +20,7 @@ import optuna
 import torch
 
 from autocnn.artifacts import save_trial_weights
-from autocnn.costs import count_flops, count_meta_flops, count_params, materialize, measure_costs, meta_model
+from autocnn.costs import count_flops, count_meta_flops, count_params, materialize, measure_latency_ms, meta_model
 from autocnn.data import DataSplits, load_dataset
 from autocnn.errors import AutocnnError
 from autocnn.registry import Registry
@@ -248,11 +248,9 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
     genotype = sample_architecture(trial, ctx)
     torch.manual_seed(config.seed + trial.number)  # initial weights: a function of the trial, not of earlier trials
     model, costs = price_candidate(trial, genotype, ctx.constraints, latency=ctx.measures_latency, cache=ctx.costs)
-    start = trial.user_attrs.get(records.START_WEIGHTS)
-    if start:
-        start_from_weights(model, start, config.freeze)
     if not train:
         return objective_values(config, 0.0, costs)
+    model = weights_for(model, trial.user_attrs.get(records.START_WEIGHTS), config.freeze)
     record_epoch = epoch_recorder(trial)
 
     def report(epoch: EpochReport) -> None:
@@ -298,41 +296,38 @@ def start_from_weights(model, path: str, freeze: int) -> None:
 
 
 def price_candidate(trial, genotype, constraints: dict, *, latency: bool = True, cache: dict | None = None):
-    """Build the model and record its costs; raises optuna.TrialPruned (recorded as rejected) outside `constraints`.
+    """Build the candidate on the meta device and record its costs; raises optuna.TrialPruned (recorded as
+    rejected) outside `constraints`.
 
-    The model is built once, on the meta device: params (and FLOPs, under a FLOPs limit) are checked
-    before any weight exists. With `latency` the build is materialized and its first forward pass both
-    warms up the latency measurement and counts the FLOPs; without it FLOPs are counted on the meta
-    build and latency is recorded as not measured (None). `cache` (arch id -> costs, one per study)
-    prices a repeated architecture once.
+    Params and FLOPs come from the meta build, so a candidate over a params or FLOPs limit never gets a
+    weight. With `latency` the build is materialized and timed; otherwise latency is recorded as not
+    measured (None) and the model returned is still the meta build: `weights_for` gives it weights when
+    training starts. `cache` (arch id -> costs, one per study) prices a repeated architecture once.
     """
-    key = genotype.arch_id
-    meta = meta_model(genotype)
-    costs: dict = dict((cache or {}).get(key) or {"params": count_params(meta)})
-    if "flops" not in costs and ("max_flops" in constraints or not latency):
-        costs["flops"] = count_meta_flops(meta, genotype)
-    early = constraint_violation({k: v for k, v in constraints.items() if k != "max_latency_ms"}, costs)
-    if early:
-        if "flops" not in costs:
-            costs["flops"] = count_meta_flops(meta, genotype)
-        if cache is not None:
-            cache[key] = costs
-        trial.set_user_attr(records.PARAMS, int(costs["params"]))
-        trial.set_user_attr(records.FLOPS, int(costs["flops"]))
-        trial.set_user_attr(records.REJECTED, early)
-        raise optuna.TrialPruned(f"constraint: {early}")
-    model = materialize(meta)
-    if latency and costs.get("latency_ms") is None:
-        costs.update(measure_costs(model, genotype))
-    costs.setdefault("latency_ms", None)
+    model = meta_model(genotype)
+    costs = dict((cache or {}).get(genotype.arch_id) or {})
+    if not costs:
+        costs = {"params": count_params(model), "flops": count_meta_flops(model, genotype), "latency_ms": None}
+    violation = constraint_violation({k: v for k, v in constraints.items() if k != "max_latency_ms"}, costs)
+    if not violation and latency and costs["latency_ms"] is None:
+        model = materialize(model)
+        costs["latency_ms"] = measure_latency_ms(model, genotype)
+        violation = constraint_violation(constraints, costs)
     if cache is not None:
-        cache[key] = dict(costs)
-    records.record_costs(trial, costs)
-    violation = constraint_violation(constraints, costs)
+        cache[genotype.arch_id] = dict(costs)
+    records.record_costs(trial, costs, rejected=violation)
     if violation:
-        trial.set_user_attr(records.REJECTED, violation)
         raise optuna.TrialPruned(f"constraint: {violation}")
     return model, costs
+
+
+def weights_for(model, start: str | None, freeze: int):
+    """A priced candidate ready to train: its initial weights (materialized from the meta build under the
+    trial's seed), or the reference weights `start` with the first `freeze` blocks frozen."""
+    model = materialize(model)
+    if start:
+        start_from_weights(model, start, freeze)
+    return model
 
 
 def epoch_recorder(trial, curve: list[float] | None = None) -> Callable[[EpochReport], None]:

@@ -33,11 +33,15 @@ def record_architecture(trial, genotype: Genotype) -> None:
     trial.set_user_attr(ARCH_ID, genotype.arch_id)
 
 
-def record_costs(trial, costs: dict[str, Any]) -> None:
+def record_costs(trial, costs: dict[str, Any], rejected: str | None = None) -> None:
+    """Params, FLOPs and latency (None: not measured, no latency objective or limit), and why the
+    constraints rejected the candidate if they did."""
+    latency = costs.get("latency_ms")
     trial.set_user_attr(PARAMS, int(costs["params"]))
     trial.set_user_attr(FLOPS, int(costs["flops"]))
-    latency = costs.get("latency_ms")  # None: not measured (no latency objective or limit)
     trial.set_user_attr(LATENCY, None if latency is None else float(latency))
+    if rejected:
+        trial.set_user_attr(REJECTED, rejected)
 
 
 def record_result(trial, result, params: int) -> None:

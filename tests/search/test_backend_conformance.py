@@ -32,7 +32,7 @@ SAMPLED = {records.GENOTYPE, records.ARCH, records.ARCH_ID}
 COMPLETE_KEYS = SAMPLED | {records.PARAMS, records.FLOPS, records.LATENCY, records.METRIC, records.VAL_CURVE,
                            records.EPOCHS_RUN, records.WALL_TIME, records.TEST_METRIC, records.WEIGHTS_PATH,
                            "val_loss", "test_loss"}
-REJECTED_KEYS = SAMPLED | {records.PARAMS, records.FLOPS, records.REJECTED}
+REJECTED_KEYS = SAMPLED | {records.PARAMS, records.FLOPS, records.LATENCY, records.REJECTED}
 FAILED_KEYS = SAMPLED | {records.FAIL_REASON}
 BACKEND_KEYS = {"local": set(), "ray": {"gpu_ids"}}
 

@@ -26,10 +26,11 @@ from ray.tune import Checkpoint
 from autocnn.search import records
 from autocnn.search.config import SearchConfig
 from autocnn.search.engine import (TRIAL_ERRORS, TrialContext, epoch_recorder, fit_candidate, needs_latency,
-                                   price_candidate, record_failure, train_config_for)
+                                   price_candidate, record_failure, train_config_for, weights_for)
 from autocnn.search.ray.keys import (ATTRS, EPOCH, FAULT_ENV, FINAL, GPU_IDS, HPARAMS, OBJECTIVES, OPTUNA_ID, SPEC,
                                      TUNABLE, VAL)
 from autocnn.training import EpochReport, TrainState, train
+from autocnn.weights import freeze_blocks
 
 
 class Recorder:
@@ -122,9 +123,11 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
         if state is None:
             model, costs = price_candidate(rec, genotype, run["constraints"],
                                            latency=needs_latency(config.objectives, run["constraints"]))
-            resume = None
-        else:
+            model, resume = weights_for(model, spec.get(records.START_WEIGHTS), config.freeze), None
+        else:  # the checkpoint holds the weights; the frozen blocks stay frozen
             model, costs, resume = build_model(genotype), state["costs"], TrainState.from_dict(state)
+            if spec.get(records.START_WEIGHTS):
+                freeze_blocks(model, config.freeze)
     except optuna.TrialPruned:
         rec.report({VAL: 0.0, EPOCH: 0, FINAL: "pruned"})
         return
