@@ -120,13 +120,15 @@ def create_study(config: SearchConfig) -> tuple[optuna.Study, SearchConfig]:
 
 
 def absolute_locations(config: SearchConfig) -> dict:
-    """`artifacts` and `data_root` made absolute, so that a process in another folder finds them."""
+    """`artifacts`, `data_root` and `weights` made absolute, so that a process in another folder (a Ray
+    worker, a resumed run) finds them."""
     from pathlib import Path
 
     from autocnn.artifacts import resolve_artifacts
 
     root = str(Path(config.data_root).expanduser().resolve()) if config.data_root else None
-    return {"artifacts": resolve_artifacts(config.artifacts, config.storage), "data_root": root}
+    weights = {name: str(Path(path).expanduser().resolve()) for name, path in config.weights.items()}
+    return {"artifacts": resolve_artifacts(config.artifacts, config.storage), "data_root": root, "weights": weights}
 
 
 def reopen_study(name: str | None, storage_url: str | None, *, trials: int | None = None,
@@ -401,8 +403,6 @@ def _check_enqueue(config: SearchConfig) -> None:
     if ALL_TRIALS in config.weights and not config.space.startswith(PREFIX):
         raise ConfigError("--weights FILE without a preset name fits one fixed architecture ('autocnn train'); "
                           "in a search use --enqueue NAME --weights NAME=FILE")
-    if config.weights and config.backend == "ray":
-        raise ConfigError("--weights fine-tunes on --backend local only; drop --backend ray")
 
 
 def _check_weights(ctx: TrialContext) -> None:

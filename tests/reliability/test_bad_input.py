@@ -137,8 +137,6 @@ CASES = {
                                           ("lenet5.safetensors", "architecture"), _other_weights),
     "train-weights-missing": Case(("train", "--model", "lenet5", "--limit", "100", "--weights", "nope.pt", *STORE),
                                   ("nope.pt does not exist", "state_dict")),
-    "weights-on-ray": Case((*SEARCH, "--enqueue", "lenet5", "--weights", "lenet5=w.pt", "--backend", "ray", *STORE),
-                           ("--weights", "--backend local")),
     "map-on-single-label-data": Case((*SEARCH, "--objectives", "map", *STORE),
                                      ("--objectives map needs multi-label data", "'digits' is single-label", "f1")),
     "two-quality-objectives": Case((*SEARCH, "--objectives", "accuracy,f1", *STORE),

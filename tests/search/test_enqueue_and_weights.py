@@ -1,5 +1,6 @@
 """`--enqueue` trains every named preset, a failed start leaves no study, and fine-tuning from reference
-weights (`--weights`, `--freeze`) is reachable from `autocnn train` and `autocnn search` (issue 13: 1, 3, 9)."""
+weights (`--weights`, `--freeze`) is reachable from `autocnn train` and `autocnn search`, on both backends
+(issue 13: 1, 3, 9)."""
 from pathlib import Path
 
 import optuna
@@ -80,11 +81,14 @@ def test_train_fine_tunes_from_a_weights_file_with_frozen_blocks(cli, tmp_path):
     _assert_fine_tuned(trial, cli.storage, weights, reference)
 
 
-def test_search_fine_tunes_an_enqueued_preset_only(cli, tmp_path):
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_search_fine_tunes_an_enqueued_preset_only(backend, cli, tmp_path, request):
+    """On Ray the worker loads the file and freezes the blocks, as the local backend does in-process."""
     weights = tmp_path / "r18.pth"
     reference = _seeded_resnet18(weights)
+    on = ("--backend", "ray", "--address", request.getfixturevalue("ray_cluster")) if backend == "ray" else ()
     result = cli("search", "--space", SPACE, *SMALL, "--trials", "2", "--enqueue", "resnet18",
-                 "--weights", f"resnet18={weights}", "--freeze", str(FROZEN), "--study", "fs")
+                 "--weights", f"resnet18={weights}", "--freeze", str(FROZEN), "--study", "fs", *on)
     assert result.returncode == 0, result.stderr
     enqueued, sampled = optuna.load_study(study_name="fs", storage=cli.storage).trials
     _assert_fine_tuned(enqueued, cli.storage, weights, reference)
