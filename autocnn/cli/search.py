@@ -197,13 +197,10 @@ def search(resume: bool, as_json: bool, trials, timeout, max_params, max_flops, 
                                   progress=progress, backend=backend)
         else:
             options["objectives"] = _split(options["objectives"])
-            if len(options["objectives"]) > 1 and pruner not in (None, "none"):
-                raise ConfigError(f"--pruner {pruner} judges one objective; a Pareto search "
-                                  f"({options['objectives'][0]},...) trains every trial fully: drop --pruner")
             options["enqueue"] = _split(options["enqueue"])
             limits = {"max_params": max_params, "max_flops": max_flops, "max_latency_ms": max_latency_ms}
             config = SearchConfig(trials=trials if trials is not None else 10, timeout=timeout,
-                                  pruner=pruner or "median",
+                                  pruner=pruner,
                                   constraints={k: v for k, v in limits.items() if v is not None}, **options)
             study = run_search(config, progress=progress, backend=backend)
     except KeyboardInterrupt:

@@ -34,7 +34,7 @@ class SearchConfig:
     lr: float | None = 0.005
     warmup_epochs: float = 1.0
     sampler: str = "tpe"
-    pruner: str = "median"
+    pruner: str | None = None  # None: not named, median with one objective and none with several
     grace_epochs: int = 3  # the earliest epoch any pruner or Ray scheduler may stop a trial at
     objectives: tuple[str, ...] = ("accuracy",)
     study: str | None = None

@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 from autocnn.search.budget import MAX_REJECTIONS, Budget, finished_trials, rejections_in_a_row
 from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
 from autocnn.search.control import GIVE_UP_FAILURES, STOP_ATTR, release_worker_lease, take_worker_lease
-from autocnn.search.engine import StudyError, TrialContext, create_study, enqueue_presets, prepare_context, reopen_study
+from autocnn.search.engine import (StudyError, TrialContext, check_choices, create_study, enqueue_presets,
+                                   prepare_context, reopen_study)
 from autocnn.search.local import LocalBackend
 from autocnn.storage import fail_stale_trials, study_storage
 
@@ -60,6 +61,7 @@ def backend_for(name: str, **options) -> Backend:
 def run_search(config: SearchConfig, *, progress=None, backend: Backend | None = None) -> optuna.Study:
     """Create a study for `config` and run it to its budget (on `backend`, default `config.backend`'s)."""
     backend = backend or backend_for(config.backend)
+    check_choices(config)  # one rule for every backend, before a backend maps the pruner to its own options
     config = backend.configure(config, resume=False)
     ctx = prepare_context(config)  # a bad space, dataset or constraint creates no storage and no study
     study, ctx.config = create_study(config)

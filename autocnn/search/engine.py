@@ -51,6 +51,7 @@ PRUNERS.register("median", lambda grace: optuna.pruners.MedianPruner(n_startup_t
 PRUNERS.register("hyperband", lambda grace: optuna.pruners.HyperbandPruner(min_resource=grace))
 PRUNERS.register("sha", lambda grace: optuna.pruners.SuccessiveHalvingPruner(min_resource=grace))
 PRUNERS.register("none", lambda grace: optuna.pruners.NopPruner())
+DEFAULT_PRUNER = "median"  # for a study with one objective whose configuration names none
 
 # metric names, heartbeat retries and GPSampler are "experimental" in Optuna but stable in use
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -65,14 +66,20 @@ class StudyError(AutocnnError):
     """A study that does not exist, already exists, or cannot be continued."""
 
 
-def _check_choices(config: SearchConfig) -> None:
-    for registry, value, flag in ((SAMPLERS, config.sampler, "--sampler"), (PRUNERS, config.pruner, "--pruner")):
+def check_choices(config: SearchConfig) -> None:
+    """Refuse a sampler, pruner and objectives that do not go together, before anything is written (the
+    CLI and the Python API alike; `run_search` checks before a backend reads its options)."""
+    choices = ((SAMPLERS, config.sampler, "--sampler"), (PRUNERS, config.pruner or DEFAULT_PRUNER, "--pruner"))
+    for registry, value, flag in choices:
         if value not in registry:
             raise ConfigError(f"unknown {registry.kind} {value!r} for {flag}; choose from {', '.join(registry.names())}")
     if config.multi_objective and config.sampler in SINGLE_OBJECTIVE_SAMPLERS:
         multi = ", ".join(n for n in SAMPLERS.names() if n not in SINGLE_OBJECTIVE_SAMPLERS)
         raise ConfigError(f"--sampler {config.sampler} optimises one objective, not {','.join(config.objectives)}; "
                           f"use --sampler {multi} or a single objective")
+    if config.multi_objective and config.pruner not in (None, "none"):
+        raise ConfigError(f"--pruner {config.pruner} judges one objective; a Pareto search "
+                          f"({','.join(config.objectives)}) trains every trial fully: drop --pruner")
 
 
 def default_study_name(config: SearchConfig) -> str:
@@ -96,14 +103,21 @@ def stored_config(study: optuna.Study) -> SearchConfig:
     return SearchConfig.from_dict(data)
 
 
+def pruner_name(config: SearchConfig) -> str:
+    """The pruner a study runs: its `--pruner`, else median with one objective and none with several."""
+    return config.pruner or ("none" if config.multi_objective else DEFAULT_PRUNER)
+
+
 def pruner_for(config: SearchConfig) -> optuna.pruners.BasePruner:
-    """The study's pruner: its `--pruner` with its grace epochs (none for a multi-objective study)."""
-    return PRUNERS.get(config.pruner)(config.grace_epochs) if not config.multi_objective else optuna.pruners.NopPruner()
+    """The study's pruner with its grace epochs (none for a multi-objective study, whatever it stored)."""
+    if config.multi_objective:
+        return optuna.pruners.NopPruner()
+    return PRUNERS.get(pruner_name(config))(config.grace_epochs)
 
 
 def create_study(config: SearchConfig) -> tuple[optuna.Study, SearchConfig]:
     """A new study holding `config`; the name defaults to space-dataset-timestamp."""
-    _check_choices(config)
+    check_choices(config)
     locations = absolute_locations(config)  # before the storage: a bad --artifacts writes nothing
     storage = open_storage(config.storage, create=True)
     name = config.study or default_study_name(config)
@@ -113,7 +127,7 @@ def create_study(config: SearchConfig) -> tuple[optuna.Study, SearchConfig]:
     pruner = pruner_for(config)
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                 directions=config.directions)
-    config = config.replace(study=name, **locations)
+    config = config.replace(study=name, pruner=pruner_name(config), **locations)
     study.set_user_attr(CONFIG_ATTR, config.to_dict())
     study.set_metric_names(list(config.objectives))
     return study, config
@@ -373,7 +387,7 @@ def fit_candidate(trial, config: SearchConfig, data: DataSplits, genotype, model
 def prepare_context(config: SearchConfig) -> TrialContext:
     """Check everything a run needs before any storage is touched: options, space, dataset, constraints,
     enqueued presets and the weights they start from."""
-    _check_choices(config)
+    check_choices(config)
     _check_enqueue(config)
     ctx = TrialContext.create(config)
     if config.metric == "mAP" and not ctx.data.multilabel:

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from autocnn.search import PRUNERS, SAMPLERS
 from autocnn.search.config import ConfigError, SearchConfig
 from autocnn.search.driver import run_search
-from autocnn.search.engine import pruner_for, stored_config
+from autocnn.search.engine import create_study, pruner_for, pruner_name, stored_config
 from conftest import run_cli
 
 SPACE = str(Path(__file__).with_name("tiny_space.yaml"))
@@ -41,6 +41,23 @@ def test_every_sampler_runs_a_search(sampler, tmp_path):
     assert len(trials) == 2
     assert all(0.0 <= t.values[0] <= 1.0 for t in trials)
     assert len({t.user_attrs["arch_id"] for t in study.trials}) >= 1
+
+
+@pytest.mark.parametrize("pruner", [name for name in PRUNERS.names() if name != "none"])
+def test_a_named_pruner_with_several_objectives_is_refused_by_the_api_too(pruner, tmp_path):
+    """The CLI's rule holds for `run_search` and `create_study`: nothing silently drops the pruner."""
+    config = SearchConfig(**{**TINY, "storage": f"sqlite:///{tmp_path / 'studies.db'}", "study": "s",
+                             "pruner": pruner, "objectives": ("accuracy", "params")})
+    for start in (run_search, create_study):
+        with pytest.raises(ConfigError, match=f"--pruner {pruner} judges one objective"):
+            start(config)
+    assert not (tmp_path / "studies.db").exists()  # no storage, so no study left behind
+
+
+def test_an_unnamed_pruner_is_median_for_one_objective_and_none_for_several(tmp_path):
+    study = _search(tmp_path, objectives=("accuracy", "params"))  # SearchConfig's default: no pruner named
+    assert len(_finished(study)) == 2 and stored_config(study).pruner == "none"
+    assert pruner_name(SearchConfig()) == "median"
 
 
 @pytest.mark.parametrize("pruner", PRUNERS.names())

@@ -61,7 +61,7 @@ class DefineByRun:
             spec["genotype"] = sample_architecture(trial, ctx).to_dict()
         except optuna.TrialPruned as err:  # a `require` of the space failed: the trial is pruned untrained
             spec["pruned"] = str(err)
-        start = trial.user_attrs.get(records.START_WEIGHTS)  # fine-tuning: the worker loads it as the local backend does
+        start = trial.user_attrs.get(records.START_WEIGHTS)  # fine-tuning: the worker loads the file
         if start:
             spec[records.START_WEIGHTS] = start
         return {SPEC: spec, **self.tunable}
