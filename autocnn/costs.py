@@ -25,8 +25,25 @@ def count_params(model: nn.Module) -> int:
 
 def meta_model(g: Genotype) -> nn.Module:
     """`g` built without weights: its size is known before any memory is spent on it."""
-    with torch.device("meta"):
+    with torch.device("meta"), _SkipInit():
         return build_model(g)
+
+
+# What layer constructors initialise with (nn.init's dispatchable functions and the tensor methods the
+# others end in): on the meta device there are no values to fill, and `materialize` runs each layer's
+# `reset_parameters` for real once the weights exist.
+_INITIALISERS = frozenset({nn.init.uniform_, nn.init.normal_, nn.init.constant_, nn.init.kaiming_uniform_,
+                           torch.Tensor.uniform_, torch.Tensor.normal_, torch.Tensor.zero_, torch.Tensor.fill_})
+
+
+class _SkipInit(TorchFunctionMode):
+    """Initialisers as no-ops while building on the meta device: there they run Python reference kernels,
+    about a third of building a network, to fill tensors that hold no values."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _INITIALISERS:
+            return args[0] if args else next(iter(kwargs.values()))
+        return func(*args, **(kwargs or {}))
 
 
 def _shape_of(x) -> tuple[int, ...]:

@@ -3,7 +3,10 @@
 autocnn: the real engine (`create_study` + `TrialContext` + `drive`) on the digits defaults
 (efficientnet_compound space, TPE, median pruner, SQLite through `autocnn.storage.open_storage`)
 with a zero-epoch budget (`evaluate_trial(train=False)`): sample, genotype, cost model (params and
-FLOPs on the meta device, measured latency of the built model), storage writes, engine callbacks.
+FLOPs on the meta device; latency is measured only for a latency objective or limit, which the
+defaults have not), storage writes, engine callbacks. A candidate gets its weights when training
+starts (`engine.weights_for`), which a zero-epoch budget never reaches: initialising a network is
+part of training it, under any framework.
 Bare Optuna: the same TPE settings on the same kind of storage (`open_storage` without the
 heartbeat autocnn adds: same WAL journal and busy timeout), the same dimensions define-by-run
 (each trial suggests the space's dimensions, the conditional ones only under their branch), and an
@@ -208,9 +211,8 @@ class BareSide:
         return sum(len(t.params) for t in trials) / max(1, len(trials))
 
 
-OWN_PIECES = {"meta_model": "own.build model (meta)", "count_flops": "own.cost model (meta FLOPs)",
-              "count_meta_flops": "own.cost model (meta FLOPs)",
-              "materialize": "own.materialize weights", "measure_costs": "own.FLOPs + latency (real forwards)"}
+OWN_PIECES = {"meta_model": "own.build model (meta)", "count_meta_flops": "own.cost model (meta FLOPs)",
+              "materialize": "own.materialize weights", "measure_latency_ms": "own.latency (real forwards)"}
 
 
 class AutocnnSide:

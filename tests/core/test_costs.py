@@ -1,4 +1,5 @@
-"""The cost model's FLOPs against torch's own FlopCounterMode on real (not meta) weights."""
+"""The cost model's FLOPs against torch's own FlopCounterMode on real (not meta) weights, and the meta
+build it prices against a plain build."""
 from __future__ import annotations
 
 import optuna
@@ -7,7 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from autocnn.builder import build_model
-from autocnn.costs import count_flops, count_params, genotype_costs
+from autocnn.costs import count_flops, count_params, genotype_costs, materialize, meta_model
 from autocnn.presets import PRESETS, get_preset
 from autocnn.spaces import load_space
 
@@ -56,3 +57,16 @@ def test_flops_and_params_equal_torch_for_sampled_candidates(space):
         assert costs["params"] == count_params(build_model(genotype))
         checked += 1
     assert checked == 6
+
+
+@pytest.mark.parametrize("name", _covering_presets())
+def test_a_materialized_meta_build_is_the_plain_build(name):
+    """Pricing builds on the meta device with the initialisers skipped; the weights a trial trains from
+    (`materialize`) are still exactly those of `build_model` under the same seed."""
+    genotype = get_preset(name)
+    torch.manual_seed(7)
+    plain = build_model(genotype).state_dict()
+    torch.manual_seed(7)
+    materialized = materialize(meta_model(genotype)).state_dict()
+    assert plain.keys() == materialized.keys()
+    assert all(torch.equal(plain[k], materialized[k]) for k in plain)
