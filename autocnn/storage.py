@@ -17,11 +17,13 @@ import sqlite3
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._rdb import models  # private: the table models behind the queries below
+from optuna.storages._rdb.storage import _create_scoped_session  # private: one transaction for several writes
 from optuna.trial import TrialState
 
 from autocnn.errors import AutocnnError
@@ -219,6 +221,27 @@ def trial_id(trial) -> int:
     """A trial's storage-wide id (what the storage's own methods take). `Trial` and `FrozenTrial` expose
     only the per-study `number` publicly (`_trial_id`)."""
     return trial._trial_id
+
+
+def set_trial_user_attrs(trial, attrs: dict[str, Any]) -> None:
+    """Several user attributes of a running trial, written in one transaction.
+
+    `Trial.set_user_attr` commits one attribute per call and Optuna has no batch write; on an RDB
+    storage this opens one session (`_create_scoped_session`), upserts each attribute as Optuna does
+    (`RDBStorage._set_trial_attr_without_commit`, which also refuses a finished trial) and updates the
+    trial's cached attributes (`Trial._cached_frozen_trial`, what `trial.user_attrs` reads). Any other
+    trial-like object (a Ray worker's recorder, a space's fixed-parameter probe) or storage gets them
+    one call each.
+    """
+    backend = _rdb(trial.storage) if isinstance(trial, optuna.Trial) else None
+    if backend is None or len(attrs) < 2:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    with _create_scoped_session(backend.scoped_session, True) as session:
+        for key, value in attrs.items():
+            backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id(trial), key, value)
+    trial._cached_frozen_trial.user_attrs.update(attrs)
 
 
 def _rdb(storage) -> RDBStorage | None:

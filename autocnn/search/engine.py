@@ -290,12 +290,12 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
 # samples in its driver and prices and trains in its workers: both backends record the same way.
 
 def sample_architecture(trial, ctx: TrialContext):
-    """Sample a genotype on `trial` and record it (genotype, arch string, arch id, the weights it starts from)."""
-    genotype = ctx.sample(trial)
-    records.record_architecture(trial, genotype)
+    """Sample a genotype on `trial` and record it in one write: what the space records, the genotype, arch
+    string and id, and the weights it starts from."""
+    held = records.HeldAttrs(trial)
+    genotype = ctx.sample(held)
     start = start_weights_for(ctx.config, trial.user_attrs.get(records.ENQUEUED))
-    if start:
-        trial.set_user_attr(records.START_WEIGHTS, start)
+    records.record_architecture(trial, genotype, start, held.attrs)
     return genotype
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from autocnn.genotype import Genotype
+from autocnn.storage import set_trial_user_attrs
 
 GENOTYPE = "genotype"
 ARCH = "arch"
@@ -27,21 +28,40 @@ START_WEIGHTS = "start_weights"  # the reference weights file a fine-tuned trial
 WEIGHTS_PATH = "weights_path"  # trained weights, relative to the artifact root (autocnn.artifacts)
 
 
-def record_architecture(trial, genotype: Genotype) -> None:
-    trial.set_user_attr(GENOTYPE, genotype.to_dict())
-    trial.set_user_attr(ARCH, genotype.to_string())
-    trial.set_user_attr(ARCH_ID, genotype.arch_id)
+class HeldAttrs:
+    """`trial` with its user-attribute writes held back (in `attrs`), so that what a space records while
+    sampling is written in one go with the architecture; everything else goes to `trial`."""
+
+    def __init__(self, trial) -> None:
+        self._trial = trial
+        self.attrs: dict[str, Any] = {}
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.attrs[key] = value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trial, name)
+
+
+def record_architecture(trial, genotype: Genotype, start_weights: str | None = None,
+                        held: dict[str, Any] | None = None) -> None:
+    """The genotype, its compact string and id, and the weights file a fine-tuned trial starts from,
+    with the attributes `held` back while sampling, in one write."""
+    attrs = {**(held or {}), GENOTYPE: genotype.to_dict(), ARCH: genotype.to_string(), ARCH_ID: genotype.arch_id}
+    if start_weights:
+        attrs[START_WEIGHTS] = start_weights
+    set_trial_user_attrs(trial, attrs)
 
 
 def record_costs(trial, costs: dict[str, Any], rejected: str | None = None) -> None:
     """Params, FLOPs and latency (None: not measured, no latency objective or limit), and why the
     constraints rejected the candidate if they did."""
     latency = costs.get("latency_ms")
-    trial.set_user_attr(PARAMS, int(costs["params"]))
-    trial.set_user_attr(FLOPS, int(costs["flops"]))
-    trial.set_user_attr(LATENCY, None if latency is None else float(latency))
+    attrs = {PARAMS: int(costs["params"]), FLOPS: int(costs["flops"]),
+             LATENCY: None if latency is None else float(latency)}
     if rejected:
-        trial.set_user_attr(REJECTED, rejected)
+        attrs[REJECTED] = rejected
+    set_trial_user_attrs(trial, attrs)
 
 
 def record_result(trial, result, params: int) -> None:

@@ -3,6 +3,7 @@ import contextlib
 import json
 
 import optuna
+import pytest
 import torch
 from optuna.trial import TrialState
 
@@ -85,3 +86,32 @@ def test_unmeasured_latency_reads_as_not_measured(cli):
     exported = cli("export", "--study", "n", "--out", str(out))
     assert exported.returncode == 0, exported.stderr
     assert "| CPU latency, batch 1 | not measured |" in (out / "README.md").read_text()
+
+
+def test_records_are_written_in_one_transaction_and_read_back_as_optuna_writes_them(tmp_path):
+    """`set_trial_user_attrs` batches what a trial records (one commit, not one per attribute) and
+    behaves as `Trial.set_user_attr` does: the trial sees the values, a fresh load reads them, a finished
+    trial refuses them."""
+    import sqlalchemy
+
+    from autocnn.storage import open_storage, set_trial_user_attrs
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    study = optuna.create_study(study_name="a", storage=open_storage(url))
+    trial = study.ask()
+    attrs = {"genotype": {"stages": [1, 2]}, "arch": "c3", "params": 12, "latency_ms": None}
+    commits = []
+    engine = study._storage._backend.engine
+
+    def count(connection):
+        commits.append(connection)
+
+    sqlalchemy.event.listen(engine, "commit", count)
+    set_trial_user_attrs(trial, attrs)
+    sqlalchemy.event.remove(engine, "commit", count)
+    assert len(commits) == 1
+    assert trial.user_attrs == attrs
+    study.tell(trial, 1.0)
+    assert optuna.load_study(study_name="a", storage=url).trials[0].user_attrs == attrs
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        set_trial_user_attrs(trial, {"late": 1, "later": 2})
