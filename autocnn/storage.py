@@ -21,9 +21,11 @@ from typing import Any
 
 import optuna
 import sqlalchemy
+import sqlalchemy.dialects.mysql
+import sqlalchemy.dialects.postgresql
+import sqlalchemy.dialects.sqlite
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._rdb import models  # private: the table models behind the queries below
-from optuna.storages._rdb.storage import _create_scoped_session  # private: one transaction for several writes
 from optuna.trial import TrialState
 
 from autocnn.errors import AutocnnError
@@ -223,24 +225,44 @@ def trial_id(trial) -> int:
     return trial._trial_id
 
 
-def set_trial_user_attrs(trial, attrs: dict[str, Any]) -> None:
-    """Several user attributes of a running trial, written in one transaction.
+def _upsert(dialect: str, table):
+    """INSERT ... ON CONFLICT (trial_id, key) UPDATE value_json for `table`, as Optuna writes attributes;
+    None for a database this does not know (its writes go through Optuna one by one)."""
+    if dialect in ("sqlite", "postgresql"):
+        query = getattr(sqlalchemy.dialects, dialect).insert(table)
+        return query.on_conflict_do_update(index_elements=[table.c.trial_id, table.c.key],
+                                           set_={"value_json": query.excluded.value_json})
+    if dialect == "mysql":
+        query = sqlalchemy.dialects.mysql.insert(table)
+        return query.on_duplicate_key_update(value_json=query.inserted.value_json)
+    return None
 
-    `Trial.set_user_attr` commits one attribute per call and Optuna has no batch write; on an RDB
-    storage this opens one session (`_create_scoped_session`), upserts each attribute as Optuna does
-    (`RDBStorage._set_trial_attr_without_commit`, which also refuses a finished trial) and updates the
-    trial's cached attributes (`Trial._cached_frozen_trial`, what `trial.user_attrs` reads). Any other
-    trial-like object (a Ray worker's recorder, a space's fixed-parameter probe) or storage gets them
-    one call each.
+
+def set_trial_user_attrs(trial, attrs: dict[str, Any]) -> None:
+    """Several user attributes of a running trial in one transaction of two statements.
+
+    `Trial.set_user_attr` commits each attribute in its own transaction (a state check and an upsert)
+    and Optuna has no batch write. This checks the trial once (`check_trial_is_updatable`: a finished
+    trial refuses, as Optuna's does), upserts every attribute in one statement, JSON-encoded as Optuna
+    encodes them, and updates the trial's cached attributes (`Trial._cached_frozen_trial`, what
+    `trial.user_attrs` reads: no public setter). Any other trial-like object (a Ray worker's recorder,
+    a space's probe), storage or database gets them one call each.
     """
     backend = _rdb(trial.storage) if isinstance(trial, optuna.Trial) else None
-    if backend is None or len(attrs) < 2:
+    table = models.TrialUserAttributeModel.__table__
+    upsert = _upsert(backend.engine.dialect.name, table) if backend is not None else None
+    if upsert is None or len(attrs) < 2:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         return
-    with _create_scoped_session(backend.scoped_session, True) as session:
-        for key, value in attrs.items():
-            backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id(trial), key, value)
+    tid = trial_id(trial)
+    rows = [{"trial_id": tid, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
+    with backend.engine.begin() as con:
+        state = con.execute(sqlalchemy.select(models.TrialModel.state).where(models.TrialModel.trial_id == tid)).scalar()
+        if state is None:
+            raise KeyError(f"no trial with id {tid}")
+        backend.check_trial_is_updatable(tid, state)
+        con.execute(upsert.values(rows))
     trial._cached_frozen_trial.user_attrs.update(attrs)
 
 

@@ -111,6 +111,9 @@ def test_records_are_written_in_one_transaction_and_read_back_as_optuna_writes_t
     sqlalchemy.event.remove(engine, "commit", count)
     assert len(commits) == 1
     assert trial.user_attrs == attrs
+    set_trial_user_attrs(trial, {"arch": "c5", "flops": 7})  # an attribute written again is replaced
+    attrs.update(arch="c5", flops=7)
+    assert trial.user_attrs == attrs
     study.tell(trial, 1.0)
     assert optuna.load_study(study_name="a", storage=url).trials[0].user_attrs == attrs
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
