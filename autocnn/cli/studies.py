@@ -66,7 +66,9 @@ def studies(storage: str | None, fmt: str) -> None:
         table.add_column(col)
     for r in rows:
         best = f"{r['best']:.4f}" if isinstance(r["best"], float) else str(r["best"] or "-")
-        table.add_row(r["name"], r["state"], f"{r['finished']}/{r['requested'] or '?'}", best,
+        rejected = ", ".join(f"{why} {n}" for why, n in r["rejected"].items() if n)
+        trials = f"{r['finished']}/{r['requested'] or '?'}" + (f" (rejected: {rejected})" if rejected else "")
+        table.add_row(r["name"], r["state"], trials, best,
                       str(r["space"]), str(r["dataset"]), str(r["last_activity"] or "-"))
     _console().print(table)
 

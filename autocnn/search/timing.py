@@ -30,10 +30,11 @@ from autocnn.search import records
 # one shared CPU core (digits, small conv nets and EfficientNet samples) and rounded down, so that a
 # first guess errs towards "fits": the study's own epochs correct it after the first one.
 PRIORS: dict[str, tuple[float, float, float, float]] = {
-    "cpu": (0.02, 2.5e-11, 2e-9, 5e-5),
-    "cuda": (0.02, 1e-13, 2e-11, 2e-5),
+    "cpu": (0.01, 2e-11, 3e-8, 1e-4),
+    "cuda": (0.01, 2e-13, 3e-10, 2e-5),
 }
-PRIOR_WEIGHT = 1e-4  # tiny: the prior only decides what the epochs leave open (the min-norm correction)
+PRIOR_WEIGHT = 4.0  # epochs' worth of evidence the prior on each coefficient's log counts as (see `fit`)
+MIN_NOISE = 1e-3  # the least relative spread of epoch times the fit assumes
 ROBUST_SCALE = 0.25  # relative residuals beyond this are down-weighted (Huber) in the fit
 
 
@@ -87,50 +88,57 @@ class TimeModel:
 def fit(points: Sequence[tuple[np.ndarray, float]], prior: TimeModel) -> TimeModel:
     """The model of `points` (features, seconds of one epoch), pulled towards `prior`.
 
-    The prior is first scaled by the median ratio of measured to predicted seconds (the device's speed),
-    then the fit minimises sum(w_i * ((x_i . c - y_i) / y_i)^2) + PRIOR_WEIGHT * sum(((c_j - p_j) / p_j)^2)
-    over c >= 0, with Huber weights w_i from the previous pass: relative error is what a budget check
-    needs, and the prior term corrects each coefficient in proportion to its share of the measured time,
-    so one candidate's epochs calibrate the model without deciding the coefficients it says nothing about.
+    The prior is first scaled by the median ratio of measured to predicted seconds (the device's speed:
+    a busy or faster machine scales every cost alike); the coefficients are then c_j = p_j * exp(v_j)
+    for the v minimising sum(w_i * ((x_i . c - y_i) / y_i)^2) + PRIOR_WEIGHT * s^2 * |v|^2, with Huber
+    weights w_i and s the robust spread of the relative errors, both from the previous pass. Relative
+    error is what a budget check needs. The prior on the log of each coefficient keeps it positive and
+    where the prior put it unless the epochs say otherwise, as firmly as they are noisy: exact epochs
+    are fitted exactly, while the noisy epochs of small candidates alone do not decide how long a large
+    one takes.
     """
     theta0 = np.asarray(prior.coef, dtype=float)
-    if not points:
-        return prior
-    x = np.array([p[0] for p in points], dtype=float)
+    x = np.array([p[0] for p in points], dtype=float).reshape(-1, len(theta0))
     y = np.array([p[1] for p in points], dtype=float)
     keep = y > 0
     x, y = x[keep], y[keep]
     if not len(y):
         return prior
-    # the device's speed first (a busy or faster machine scales every cost alike), robustly: the
-    # median ratio of measured to prior seconds; then the shape, around the scaled prior
     theta0 = theta0 * float(np.exp(np.median(np.log(y / (x @ theta0)))))
-    # in units of the prior's coefficients, so every column and the prior term are on one scale
-    rows = x * theta0 / y[:, None]
+    rows = x * theta0 / y[:, None]  # each epoch's seconds by feature, relative to its measured seconds
+    v = np.zeros(len(theta0))
     weights = np.ones(len(y))
     for _ in range(4):
-        u = _nonnegative_ridge(rows, np.ones(len(y)), weights)
-        residual = np.abs(rows @ u - 1.0)
+        residual = np.abs(rows @ np.exp(v) - 1.0)
+        noise = max(1.4826 * float(np.median(residual)), MIN_NOISE)  # robust spread of the relative errors
         weights = np.minimum(1.0, ROBUST_SCALE / np.maximum(residual, 1e-12))
-    return TimeModel(tuple(float(v) for v in u * theta0), int(len(y)))
+        v = _log_ridge(rows, weights, v, PRIOR_WEIGHT * noise ** 2)
+    return TimeModel(tuple(float(c) for c in theta0 * np.exp(v)), int(len(y)))
 
 
-def _nonnegative_ridge(rows: np.ndarray, target: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """argmin_u sum(w * (rows . u - target)^2) + PRIOR_WEIGHT * |u - 1|^2 over u >= 0 (active set)."""
-    free = np.ones(rows.shape[1], dtype=bool)
-    u = np.zeros(rows.shape[1])
-    for _ in range(rows.shape[1]):
-        a = rows[:, free]
-        lhs = a.T @ (a * weights[:, None]) + PRIOR_WEIGHT * np.eye(int(free.sum()))
-        rhs = a.T @ (weights * target) + PRIOR_WEIGHT * np.ones(int(free.sum()))
-        u = np.zeros(rows.shape[1])
-        u[free] = np.linalg.solve(lhs, rhs)
-        if (u >= 0).all():
-            return u
-        free &= u > 0
-        if not free.any():
-            return np.zeros(rows.shape[1])
-    return np.maximum(u, 0.0)
+def _log_ridge(rows: np.ndarray, weights: np.ndarray, v: np.ndarray, strength: float, steps: int = 50) -> np.ndarray:
+    """argmin_v sum(w * (rows . exp(v) - 1)^2) + strength * |v|^2, by damped Gauss-Newton from `v`."""
+    def loss(v: np.ndarray) -> float:
+        return float(weights @ (rows @ np.exp(v) - 1.0) ** 2 + strength * v @ v)
+
+    damping, current = 1e-3, loss(v)
+    for _ in range(steps):
+        jacobian = rows * np.exp(v)
+        residual = jacobian.sum(axis=1) - 1.0
+        gradient = jacobian.T @ (weights * residual) + strength * v
+        hessian = jacobian.T @ (jacobian * weights[:, None]) + strength * np.eye(len(v))
+        while damping < 1e8:
+            step = np.linalg.solve(hessian + damping * np.eye(len(v)), -gradient)
+            trial = np.clip(v + step, -30.0, 30.0)
+            if loss(trial) <= current:
+                v, current, damping = trial, loss(trial), damping / 3
+                break
+            damping *= 10
+        else:
+            break
+        if np.abs(step).max() < 1e-6:
+            break
+    return v
 
 
 def observations(trials: Iterable, shape: EpochShape) -> list[tuple[np.ndarray, float]]:
