@@ -91,7 +91,7 @@ class RichProgress:
             value = trial.values[0]
             if self.best is None or (value > self.best if self.maximize else value < self.best):
                 self.best = value
-        detail = row["rejected"] or row["fail_reason"] or ""
+        detail = row["rejected"] or row["fail_reason"] or row["out_of_time"] or ""
         value = f"{trial.values[0]:.4f}" if trial.values else "-"
         self.progress.console.print(
             f"trial {trial.number:>3} {trial.state.name:<8} val {value} params {row['params'] or 0:,} "

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autocnn.cli import cli
-from autocnn.search import control, records
+from autocnn.search import control, records, timing
 from autocnn.storage import open_storage
 
 
@@ -28,9 +28,11 @@ def print_best(study, as_json: bool, *, state: str | None = None) -> None:
     ranked = control.ranked_trials(trials, directions)
     shown = ranked if len(directions) > 1 else ranked[:1]
     rows = [records.summary(t) for t in shown]
+    error, timed = timing.median_error(trials)
     if as_json:
         out = {"study": name, **({"state": state} if state else {}),
-               "best_trial": shown[0].number if shown else None, "best": rows}
+               "best_trial": shown[0].number if shown else None, "best": rows,
+               "time_model": {"median_error": error, "trials": timed}}
         click.echo(json.dumps(out, indent=2))
         return
     console = _console()
@@ -50,6 +52,9 @@ def print_best(study, as_json: bool, *, state: str | None = None) -> None:
     console.print(table)
     for r in rows:
         console.print(f"trial {r['number']} architecture: {r['arch']}", soft_wrap=True)
+    line = timing.error_line(trials)
+    if line:
+        console.print(line, soft_wrap=True)
 
 
 @cli.command()

@@ -83,4 +83,5 @@ def summary(trial: FrozenTrial) -> dict[str, Any]:
         "params": attrs.get(PARAMS), "flops": attrs.get(FLOPS), "latency_ms": attrs.get(LATENCY),
         "epochs_run": attrs.get(EPOCHS_RUN), "wall_time": attrs.get(WALL_TIME),
         "arch": attrs.get(ARCH), "rejected": attrs.get(REJECTED), "fail_reason": attrs.get(FAIL_REASON),
+        "out_of_time": attrs.get(OUT_OF_TIME),
     }

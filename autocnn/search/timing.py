@@ -178,3 +178,12 @@ def median_error(trials: Iterable, *, min_epochs: int = 0) -> tuple[float | None
     """(The median of `relative_errors`, how many trials it is over); None without any."""
     errors = relative_errors(trials, min_epochs=min_epochs)
     return (statistics.median(errors) if errors else None), len(errors)
+
+
+def error_line(trials: Iterable) -> str | None:
+    """How well the study's time model predicted its trained trials, in one line (None: no trial yet)."""
+    error, count = median_error(trials)
+    if error is None:
+        return None
+    return (f"training-time model: median error {error:.0%} over {count} trained trial{'s' * (count != 1)} "
+            "(predicted vs measured seconds per epoch)")

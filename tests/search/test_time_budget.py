@@ -71,7 +71,7 @@ def test_timeout_ends_the_search_on_time_and_keeps_the_stopped_trials(search):
 def test_candidates_that_would_not_finish_are_rejected_untrained(search, tmp_path):
     """One cheap width and one that needs minutes per epoch, in a two-minute budget."""
     space = _space(tmp_path, "[4, 4096]")
-    result = search("--space", space, *FAST[2:], "--epochs", "3", "--trials", "6", "--timeout", "2m",
+    result = search("--space", space, *FAST[2:], "--epochs", "3", "--trials", "2", "--timeout", "2m",
                     "--sampler", "random", "--pruner", "none", "--study", "r")
     trials = search.trials("r")
     big = [t for t in trials if t.params["width"] == 4096]
@@ -80,9 +80,10 @@ def test_candidates_that_would_not_finish_are_rejected_untrained(search, tmp_pat
     for t in big:
         attrs = t.user_attrs
         assert t.state == TrialState.PRUNED and records.rejected_for_time(t), attrs.get(records.REJECTED)
-        assert attrs[records.PREDICTED_S] > 0.5 * attrs[records.REMAINING_S]  # the default share, 0.5
-        assert attrs[records.REJECTED] == (f"would not finish: predicted {attrs[records.PREDICTED_S]}s > "
-                                           f"remaining {attrs[records.REMAINING_S]}s x 0.5")
+        predicted, left = attrs[records.PREDICTED_S], attrs[records.REMAINING_S]
+        assert predicted > 0.5 * left  # the default share, 0.5; none is left once the deadline passed
+        assert attrs[records.REJECTED] == (f"would not finish: predicted {predicted}s > remaining {left}s"
+                                           + (" x 0.5" if left > 0 else ""))
         assert not t.intermediate_values and records.EPOCH_SECONDS not in attrs and records.WEIGHTS_PATH not in attrs
     trained = [t for t in small if t.state == TrialState.COMPLETE]
     assert trained, [(t.number, t.state.name) for t in small]
@@ -96,6 +97,22 @@ def test_candidates_that_would_not_finish_are_rejected_untrained(search, tmp_pat
     table = run_cli("studies", "--storage", search.storage)
     assert f"rejected: would not finish {len(big)}" in table.stdout, table.stdout
 
+    # a resume gets a budget of its own, and the study's epochs calibrate its time model
+    before = _budget(search, "r")
+    search("--resume", "--study", "r", "--trials", "3", "--timeout", "90s", local=True)
+    after = _budget(search, "r")
+    assert (before["timeout_s"], after["timeout_s"]) == (120, 90)
+    assert after["started"] >= before["started"] and after["ends_at"] == pytest.approx(after["started"] + 90)
+    trained = [t for t in search.trials("r") if t.state == TrialState.COMPLETE]
+    calibrated = [t.user_attrs[records.TIME_MODEL_EPOCHS] for t in trained]
+    assert len(trained) == 3 and calibrated == sorted(calibrated) and calibrated[-1] >= 6, calibrated
+    shown = json.loads(run_cli("best", "--study", "r", "--storage", search.storage, "--json").stdout)["time_model"]
+    assert shown["trials"] == 3 and shown["median_error"] >= 0
+    out = search.path / "report"
+    assert run_cli("report", "--study", "r", "--storage", search.storage, "--out", str(out)).returncode == 0
+    assert (f"training-time model: median error {shown['median_error']:.0%} over 3 trained trials"
+            in (out / "index.html").read_text())
+
 
 def test_a_budget_no_candidate_fits_ends_the_search_without_an_error(cli, tmp_path):
     """Every candidate needs minutes: the search ends once it has rejected enough in a row, well before its
@@ -105,11 +122,16 @@ def test_a_budget_no_candidate_fits_ends_the_search_without_an_error(cli, tmp_pa
                  "--study", "n")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "time budget spent" in result.stderr and "Traceback" not in result.stderr
-    trials = search_trials(cli, "n")
+    trials = _study(cli, "n").get_trials()
     assert len(trials) == TIME_REJECTIONS_TO_END and all(records.rejected_for_time(t) for t in trials)
 
 
-def search_trials(cli, name: str):
+def _study(runner, name: str):
+    """The study `name` of a `cli` or `search` runner's storage."""
     import optuna
 
-    return optuna.load_study(study_name=name, storage=cli.storage).get_trials()
+    return optuna.load_study(study_name=name, storage=runner.storage)
+
+
+def _budget(runner, name: str) -> dict:
+    return _study(runner, name).user_attrs[BUDGET_ATTR]
