@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from autocnn.cli import cli
 from autocnn.cli.studies import print_best as _print_best
 from autocnn.search import records
-from autocnn.search.config import ConfigError, SearchConfig
+from autocnn.search.config import DEFAULT_TRIAL_SHARE, ConfigError, SearchConfig, parse_duration
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -91,7 +91,7 @@ class RichProgress:
             value = trial.values[0]
             if self.best is None or (value > self.best if self.maximize else value < self.best):
                 self.best = value
-        detail = row["rejected"] or row["fail_reason"] or ""
+        detail = row["rejected"] or row["fail_reason"] or row["out_of_time"] or ""
         value = f"{trial.values[0]:.4f}" if trial.values else "-"
         self.progress.console.print(
             f"trial {trial.number:>3} {trial.state.name:<8} val {value} params {row['params'] or 0:,} "
@@ -105,6 +105,21 @@ class RichProgress:
 
 
 RAY_OPTIONS = ("address", "scheduler", "gpus_per_trial", "cpus_per_trial", "max_concurrent", "ray_storage")
+
+
+def _duration(ctx, param, value: str | None) -> float | None:
+    return None if value is None else parse_duration(value, f"--{param.name.replace('_', '-')}")
+
+
+def _trial_share(ctx, param, value: str) -> float | None:
+    """`--max-trial-share`: a fraction of the time left, or none (never reject a candidate for time)."""
+    if value.strip().lower() in ("none", "off"):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"--max-trial-share {value!r} is not a number; give a fraction of the time left "
+                          "such as 0.5, or none") from None
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -129,7 +144,14 @@ def _named_weights(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--dataset", default="digits", show_default=True)
 @click.option("--data-root", type=click.Path(), default=None, help="Folder holding the dataset (never downloaded).")
 @click.option("--trials", type=int, default=None, help="Trials to finish (default 10; on --resume: raise the budget).")
-@click.option("--timeout", type=float, default=None, help="Stop starting trials after this many seconds.")
+@click.option("--timeout", callback=_duration, default=None, metavar="DURATION",
+              help="Time budget of the whole run (90s, 20m, 2h or seconds; a resume gets it afresh): running trials "
+                   "stop at an epoch boundary when it runs out, recorded as pruned with their weights.")
+@click.option("--stop-starting-after", callback=_duration, default=None, metavar="DURATION",
+              help="Start no trial after this long; running trials finish (the old --timeout).")
+@click.option("--max-trial-share", callback=_trial_share, default=str(DEFAULT_TRIAL_SHARE), show_default=True,
+              help="Under --timeout, reject (untrained, at no cost) a candidate whose predicted training would take "
+                   "more than this share of the time left; none: never.")
 @click.option("--epochs", type=int, default=12, show_default=True, help="Training epochs per candidate.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="adamw", show_default=True)
@@ -173,7 +195,8 @@ def _named_weights(pairs: tuple[str, ...]) -> dict[str, str]:
               help="[ray] Checkpoint folder or URI (shared by all nodes on a cluster; default next to the study).")
 @click.option("--resume", is_flag=True, help="Continue --study (default: the latest) to its budget.")
 @click.option("--json", "as_json", is_flag=True, help="Print the best trial as JSON at the end.")
-def search(resume: bool, as_json: bool, trials, timeout, max_params, max_flops, max_latency_ms, **options) -> None:
+def search(resume: bool, as_json: bool, trials, timeout, stop_starting_after, max_params, max_flops, max_latency_ms,
+           **options) -> None:
     """Search a space of architectures, training every candidate on real data."""
     from autocnn.search.driver import backend_for, resume_search, run_search
 
@@ -194,13 +217,13 @@ def search(resume: bool, as_json: bool, trials, timeout, max_params, max_flops, 
         backend = backend_for(options["backend"], **ray_options)
         if resume:
             study = resume_search(options["study"], options["storage"], trials=trials, timeout=timeout,
-                                  progress=progress, backend=backend)
+                                  stop_starting_after=stop_starting_after, progress=progress, backend=backend)
         else:
             options["objectives"] = _split(options["objectives"])
             options["enqueue"] = _split(options["enqueue"])
             limits = {"max_params": max_params, "max_flops": max_flops, "max_latency_ms": max_latency_ms}
             config = SearchConfig(trials=trials if trials is not None else 10, timeout=timeout,
-                                  pruner=pruner,
+                                  stop_starting_after=stop_starting_after, pruner=pruner,
                                   constraints={k: v for k, v in limits.items() if v is not None}, **options)
             study = run_search(config, progress=progress, backend=backend)
     except KeyboardInterrupt:
