@@ -139,7 +139,8 @@ def _named_weights(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--max-latency-ms", type=float, default=None, help="Skip candidates slower than this (CPU, batch 1).")
 @click.option("--sampler", default="tpe", show_default=True, help="tpe, random, cmaes, gp or nsga2.")
 @click.option("--pruner", default=None,
-              help="median (default), hyperband, sha or none; on Ray the Tune scheduler of the same rule.")
+              help="median, hyperband, sha or none; on Ray the Tune scheduler of the same rule. Default: sha "
+                   "(successive halving over epochs) with --timeout, else median.")
 @click.option("--grace-epochs", type=int, default=3, show_default=True,
               help="No pruner or Ray scheduler stops a trial before this epoch.")
 @click.option("--objectives", default="accuracy", show_default=True,
@@ -203,7 +204,7 @@ def search(resume: bool, as_json: bool, trials, timeout, max_params, max_flops, 
             options["enqueue"] = _split(options["enqueue"])
             limits = {"max_params": max_params, "max_flops": max_flops, "max_latency_ms": max_latency_ms}
             config = SearchConfig(trials=trials if trials is not None else 10, timeout=timeout,
-                                  pruner=pruner or "median",
+                                  pruner=pruner,
                                   constraints={k: v for k, v in limits.items() if v is not None}, **options)
             study = run_search(config, progress=progress, backend=backend)
     except KeyboardInterrupt:

@@ -15,10 +15,18 @@ MINIMIZE = {"params", "flops", "latency"}
 CONFIG_ATTR = "autocnn.config"
 CONSTRAINTS = ("max_params", "max_flops", "max_latency_ms")
 ALL_TRIALS = "*"  # a `weights` key: every trial starts from the file (`autocnn train`, one fixed architecture)
+BUDGET_PRUNER = "sha"
+"""The pruner of a search under a time budget that names none: successive halving over epochs gives many
+candidates a cheap first look (`grace_epochs`) and the survivors the full recipe (Ray: ASHA)."""
 
 
 class ConfigError(AutocnnError):
     """A search option that cannot work."""
+
+
+def default_pruner(timeout: float | None, objectives: tuple[str, ...]) -> str:
+    """The pruner of a search that names none: `BUDGET_PRUNER` under a time budget, else median."""
+    return BUDGET_PRUNER if timeout is not None and len(objectives) == 1 else "median"
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,11 @@ class SearchConfig:
     lr: float | None = 0.005
     warmup_epochs: float = 1.0
     sampler: str = "tpe"
-    pruner: str = "median"
+    initial_design: int = 5
+    """The first trials of a new study: a design from the space's smallest candidates to its largest,
+    smallest first (`autocnn.search.design`); as many as TPE's random startup trials. 0: none."""
+    pruner: str | None = None
+    """`--pruner`; None: `BUDGET_PRUNER` under a `timeout`, else "median" (a Pareto search prunes nothing)."""
     grace_epochs: int = 3  # the earliest epoch any pruner or Ray scheduler may stop a trial at
     objectives: tuple[str, ...] = ("accuracy",)
     study: str | None = None
@@ -53,12 +65,16 @@ class SearchConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.pruner is None:  # frozen: the resolved default is what the study stores
+            object.__setattr__(self, "pruner", default_pruner(self.timeout, self.objectives))
         if self.trials < 1:
             raise ConfigError(f"--trials must be >= 1, got {self.trials}; ask for at least one trial")
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}; train each candidate at least one epoch")
         if self.grace_epochs < 1:
             raise ConfigError(f"--grace-epochs must be >= 1, got {self.grace_epochs}; no trial can be judged before it trains")
+        if self.initial_design < 0:
+            raise ConfigError(f"--initial-design must be >= 0 trials, got {self.initial_design}; 0 turns it off")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.timeout is not None and self.timeout <= 0:

@@ -17,7 +17,9 @@ from optuna.trial import TrialState
 
 from autocnn.search.budget import MAX_REJECTIONS, Budget, finished_trials, rejections_in_a_row
 from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
-from autocnn.search.control import GIVE_UP_FAILURES, STOP_ATTR, release_worker_lease, take_worker_lease
+from autocnn.search.control import (GIVE_UP_FAILURES, STARTED_ATTR, STOP_ATTR, release_worker_lease,
+                                    take_worker_lease)
+from autocnn.search.design import enqueue_design
 from autocnn.search.engine import StudyError, TrialContext, create_study, enqueue_presets, prepare_context, reopen_study
 from autocnn.search.local import LocalBackend
 from autocnn.storage import fail_stale_trials, study_storage
@@ -59,12 +61,15 @@ def backend_for(name: str, **options) -> Backend:
 
 def run_search(config: SearchConfig, *, progress=None, backend: Backend | None = None) -> optuna.Study:
     """Create a study for `config` and run it to its budget (on `backend`, default `config.backend`'s)."""
+    started = time.time()
     backend = backend or backend_for(config.backend)
     config = backend.configure(config, resume=False)
     ctx = prepare_context(config)  # a bad space, dataset or constraint creates no storage and no study
     study, ctx.config = create_study(config)
     try:
+        study.set_user_attr(STARTED_ATTR, started)  # where the anytime curve (best so far vs time) starts
         enqueue_presets(study, ctx)
+        enqueue_design(study, ctx)
         return drive(study, ctx, backend, progress)
     except BaseException:
         delete_if_unstarted(study)

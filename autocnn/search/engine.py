@@ -49,7 +49,8 @@ SINGLE_OBJECTIVE_SAMPLERS = frozenset({"cmaes"})
 # schedulers (autocnn.search.ray.schedulers) take the same rule.
 PRUNERS.register("median", lambda grace: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=grace))
 PRUNERS.register("hyperband", lambda grace: optuna.pruners.HyperbandPruner(min_resource=grace))
-PRUNERS.register("sha", lambda grace: optuna.pruners.SuccessiveHalvingPruner(min_resource=grace))
+# reduction factor 3, as Ray's ASHA and Optuna's HyperbandPruner: with 12 epochs, looks at epochs 3 and 9
+PRUNERS.register("sha", lambda grace: optuna.pruners.SuccessiveHalvingPruner(min_resource=grace, reduction_factor=3))
 PRUNERS.register("none", lambda grace: optuna.pruners.NopPruner())
 
 # metric names, heartbeat retries and GPSampler are "experimental" in Optuna but stable in use
@@ -261,7 +262,7 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
             on_epoch(epoch)
         if prune and not config.multi_objective and math.isfinite(epoch.val_metric):
             trial.report(epoch.val_metric, epoch.epoch)
-            if trial.should_prune():
+            if epoch.epoch < config.epochs and trial.should_prune():  # a fully trained trial is complete
                 raise optuna.TrialPruned(f"pruned after epoch {epoch.epoch}")
 
     values = fit_candidate(trial, config, ctx.data, genotype, model, costs,

@@ -10,7 +10,7 @@ import ray
 from ray import tune
 
 from autocnn.search.budget import Budget
-from autocnn.search.config import SearchConfig
+from autocnn.search.config import BUDGET_PRUNER, SearchConfig
 from autocnn.search.engine import SAMPLERS, TrialContext
 from autocnn.search.ray.callbacks import STALE_CHECKPOINTS, Heartbeat, SkipFinished
 from autocnn.search.ray.cluster import connect
@@ -29,7 +29,8 @@ class RayBackend:
 
     The options are stored with the study (`config.extra["ray"]`), so a resume needs none of them again.
     `pruner` (the search's `--pruner`, when given) runs the Tune scheduler of the same rule
-    (`schedulers.PRUNER_SCHEDULERS`); a `scheduler` that says otherwise is refused.
+    (`schedulers.PRUNER_SCHEDULERS`); a `scheduler` that says otherwise is refused. A new study with a
+    `--timeout` that names neither runs the budget pruner's (`config.BUDGET_PRUNER`: ASHA).
     """
 
     name = "ray"
@@ -47,8 +48,12 @@ class RayBackend:
 
     def configure(self, config: SearchConfig, *, resume: bool) -> SearchConfig:
         overrides = dict(self.overrides)
-        if self.pruner is not None:
-            overrides["scheduler"] = scheduler_for_pruner(self.pruner, overrides["scheduler"])
+        pruner = self.pruner
+        if pruner is None and overrides["scheduler"] is None and not resume and config.timeout is not None \
+                and not config.multi_objective:
+            pruner = BUDGET_PRUNER  # a time budget that names no rule: asynchronous successive halving
+        if pruner is not None:
+            overrides["scheduler"] = scheduler_for_pruner(pruner, overrides["scheduler"])
         self.opts = resolve_options(config, config.extra.get("ray", {}) if resume else {}, overrides)
         # the study keeps the pruner of its rule, so the local backend continues it alike
         changes = {"pruner": pruner_of(self.opts["scheduler"])} if overrides["scheduler"] or not resume else {}
