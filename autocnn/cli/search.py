@@ -141,6 +141,9 @@ def _named_weights(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--pruner", default=None,
               help="median, hyperband, sha or none; on Ray the Tune scheduler of the same rule. Default: sha "
                    "(successive halving over epochs) with --timeout, else median.")
+@click.option("--initial-design", type=int, default=5, show_default=True,
+              help="First trials of a new study: a design from the space's smallest candidates to its largest, "
+                   "smallest first; 0: the sampler's own first trials.")
 @click.option("--grace-epochs", type=int, default=3, show_default=True,
               help="No pruner or Ray scheduler stops a trial before this epoch.")
 @click.option("--objectives", default="accuracy", show_default=True,

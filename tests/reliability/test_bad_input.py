@@ -117,6 +117,8 @@ CASES = {
     "negative-trials": Case((*SEARCH, "--trials", "-3", *STORE), ("--trials must be >= 1, got -3",)),
     "zero-epochs": Case((*SEARCH, "--epochs", "0", *STORE), ("--epochs must be >= 1",)),
     "zero-grace-epochs": Case((*SEARCH, "--grace-epochs", "0", *STORE), ("--grace-epochs must be >= 1",)),
+    "negative-initial-design": Case((*SEARCH, "--initial-design", "-1", *STORE),
+                                    ("--initial-design must be >= 0", "0 turns it off")),
     "unknown-sampler": Case((*SEARCH, "--sampler", "nope", *STORE), ("unknown sampler 'nope'", "tpe")),
     "unknown-pruner": Case((*SEARCH, "--pruner", "nope", *STORE), ("unknown pruner 'nope'", "median")),
     "enqueue-unknown-preset": Case((*SEARCH, "--enqueue", "lenet5,resnet9000", *STORE),
