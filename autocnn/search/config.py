@@ -15,6 +15,7 @@ MINIMIZE = {"params", "flops", "latency"}
 CONFIG_ATTR = "autocnn.config"
 CONSTRAINTS = ("max_params", "max_flops", "max_latency_ms")
 ALL_TRIALS = "*"  # a `weights` key: every trial starts from the file (`autocnn train`, one fixed architecture)
+UNTIL_TIMEOUT_TRIALS = 1_000_000  # the trial budget of a search given a time budget and no --trials
 BUDGET_PRUNER = "sha"
 """The pruner of a search under a time budget that names none: successive halving over epochs gives many
 candidates a cheap first look (`grace_epochs`) and the survivors the full recipe (Ray: ASHA)."""

@@ -1,18 +1,23 @@
 """The first trials of a new study: a design that spans the space from its cheapest candidates to its
-largest, enqueued smallest first.
+largest, tried smallest first.
 
 Left to a sampler, the first trials are random draws: with `--seed 0` every built-in space started
 with a ~9.5 M-parameter network, whatever the data or the time budget. Instead the first
 `config.initial_design` trials are rungs of a ladder through the unit cube of the space's dimensions
-(`SearchSpace.dimensions`): a rung puts every ordered dimension (numbers: widths, depths, scaling
-coefficients, kernels) at one level in [0, 1] and the dimensions without a size order (block kinds,
-attention, families) at a scrambled Halton point of its own, so rungs also differ in kind. The first
-rung is level 0 (the low end of every size), the last the highest level the constraints allow (found
-by bisection), and the rungs between are placed, again by bisection, so that their parameter counts
-step evenly in log scale from the first to the last: sizes multiply across dimensions, so even levels
-would put most rungs at one end. Candidates are priced on the meta device (the costs are cached for
-their trials), and the rungs are enqueued by FLOPs, cheapest first, so under a tight budget a small
-candidate finishes first. The Halton scramble is seeded by `config.seed`: a seed gives the same design.
+(`SearchSpace.dimensions`). A rung climbs to a level in [0, 1]: every ordered dimension (numbers:
+widths, depths, scaling coefficients, kernels) sits at level ** e, its exponent e set by a scrambled
+Halton draw, while the dimensions without a size order (block kinds, attention, families) take the
+draw's value, so rungs also differ in kind. The first rung is level 0 (the low end of every size; the
+smallest of a few draws), the last the highest level a draw reaches within the constraints (bisection;
+the largest of a few draws), and the rungs between sit where the last rung's climb passed parameter
+counts evenly spaced in log scale between the two. Candidates are priced on the meta device (the costs
+are cached for their trials; one whose forward pass fails is skipped) and ordered by FLOPs, cheapest
+first, so under a tight budget a small candidate finishes first. The Halton scramble is seeded by
+`config.seed`: a seed gives the same design.
+
+`DesignSampler` hands the design to the trials that follow the `--enqueue` presets, by trial number,
+on either backend and on resume, and leaves every later trial to the study's sampler. (Enqueued
+Optuna trials would do the same, but a run stopped early would leave the rest of them WAITING.)
 
 It applies to any space, generically: nothing here knows a space's parameters by name.
 """
@@ -27,7 +32,6 @@ from scipy.stats import qmc
 
 from autocnn.costs import count_meta_flops, count_params, meta_model
 from autocnn.genotype import GenotypeError
-from autocnn.search import records
 from autocnn.spaces import SpaceError
 from autocnn.spaces.dimensions import Dimension
 from autocnn.spaces.space import AnsweringTrial
@@ -51,7 +55,7 @@ class _DesignTrial(AnsweringTrial):
 
 @dataclass(frozen=True)
 class DesignPoint:
-    """One rung: the parameters to enqueue and what its candidate costs."""
+    """One rung: the parameters its trial takes and what its candidate costs."""
 
     rung: int
     params: dict
@@ -71,7 +75,7 @@ class _Candidate:
 
 class _Pricer:
     """Prices the candidate at a level of a draw (None: a `require` or the params/FLOPs limits refuse it),
-    each architecture once; `trace` keeps (level, params) of every feasible one.
+    each architecture once.
 
     The ordered dimensions climb from 0 to 1 with the level, each on its own curve (level ** e, e in
     [1/SPREAD, SPREAD] by its coordinate of the draw): they reach their larger values at different
@@ -96,16 +100,22 @@ class _Pricer:
         limits = self.ctx.constraints
         if params > limits.get("max_params", math.inf):
             return None
-        if "max_flops" in limits and self.flops(genotype, meta, params) > limits["max_flops"]:
+        if "max_flops" in limits and (self.flops(genotype, meta, params) or math.inf) > limits["max_flops"]:
             return None
         return _Candidate(level, dict(trial.params), genotype, meta, params)
 
-    def flops(self, genotype, meta, params: int) -> int:
-        """FLOPs, recorded in the run's cost cache (`TrialContext.costs`) so the trial is not priced again."""
-        costs = self.ctx.costs.setdefault(genotype.arch_id, {"params": params})
-        if "flops" not in costs:
-            costs["flops"] = count_meta_flops(meta, genotype)
-        return costs["flops"]
+    def flops(self, genotype, meta, params: int) -> int | None:
+        """FLOPs, recorded in the run's cost cache (`TrialContext.costs`) so the trial is not priced again;
+        None for a candidate whose forward pass fails (its trial would fail: the design skips it)."""
+        costs = self.ctx.costs.get(genotype.arch_id) or {}
+        if "flops" in costs:
+            return costs["flops"]
+        try:
+            flops = count_meta_flops(meta, genotype)
+        except (RuntimeError, ValueError):
+            return None
+        self.ctx.costs[genotype.arch_id] = {"params": params, **costs, "flops": flops}
+        return flops
 
     def climb(self, draw: dict[str, float]) -> list[_Candidate]:
         """The feasible candidates met while finding how high `draw` may climb (level 1, else bisection)."""
@@ -159,17 +169,54 @@ def initial_design(ctx, rungs: int) -> list[DesignPoint]:
                 chosen[k] = next(filter(None, (pricer.at(d, level) for d in draws[k])), None)
     kept: dict[str, DesignPoint] = {}
     for k, found in sorted(chosen.items()):
-        if found is not None and found.genotype.arch_id not in kept:
-            flops = pricer.flops(found.genotype, found.meta, found.params_count)
+        flops = None if found is None or found.genotype.arch_id in kept else \
+            pricer.flops(found.genotype, found.meta, found.params_count)
+        if flops is not None:
             kept[found.genotype.arch_id] = DesignPoint(k, found.params, found.genotype.arch_id,
                                                        found.params_count, flops)
     return sorted(kept.values(), key=lambda p: (p.flops, p.params_count, p.rung))
 
 
-def enqueue_design(study: optuna.Study, ctx) -> list[DesignPoint]:
-    """Enqueue the initial design of a new study (after any `--enqueue` presets), cheapest first."""
-    rungs = min(ctx.config.initial_design, ctx.config.trials)
-    points = initial_design(ctx, rungs)
-    for order, point in enumerate(points):
-        study.enqueue_trial(point.params, user_attrs={records.DESIGN: order})
-    return points
+def plan_design(ctx) -> list[DesignPoint]:
+    """The design of a run: `config.initial_design` rungs at most, within the trial budget left after the
+    enqueued presets."""
+    config = ctx.config
+    return initial_design(ctx, min(config.initial_design, config.trials - len(config.enqueue)))
+
+
+class DesignSampler(optuna.samplers.BaseSampler):
+    """`base`, except that trials `offset`, `offset + 1`, ... take the parameters of design point 0, 1, ...
+    (a parameter a point lacks, and every later trial, comes from `base`)."""
+
+    def __init__(self, base: optuna.samplers.BaseSampler, points: list[dict], offset: int) -> None:
+        self.base, self.points, self.offset = base, list(points), offset
+
+    def point(self, number: int) -> dict | None:
+        index = number - self.offset
+        return self.points[index] if 0 <= index < len(self.points) else None
+
+    def infer_relative_search_space(self, study, trial):
+        return {} if self.point(trial.number) is not None else self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return {} if self.point(trial.number) is not None else self.base.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        point = self.point(trial.number)
+        if point is not None and param_name in point:
+            return point[param_name]
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+
+
+def with_design(sampler: optuna.samplers.BaseSampler, design: list[DesignPoint], offset: int):
+    """`sampler` handing `design` to the trials from number `offset` on (itself when there is no design)."""
+    return DesignSampler(sampler, [p.params for p in design], offset) if design else sampler

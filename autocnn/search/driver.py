@@ -19,8 +19,9 @@ from autocnn.search.budget import MAX_REJECTIONS, Budget, finished_trials, rejec
 from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
 from autocnn.search.control import (GIVE_UP_FAILURES, STARTED_ATTR, STOP_ATTR, release_worker_lease,
                                     take_worker_lease)
-from autocnn.search.design import enqueue_design
-from autocnn.search.engine import StudyError, TrialContext, create_study, enqueue_presets, prepare_context, reopen_study
+from autocnn.search.design import plan_design
+from autocnn.search.engine import (StudyError, TrialContext, attach_sampler, create_study, enqueue_presets,
+                                   prepare_context, reopen_study)
 from autocnn.search.local import LocalBackend
 from autocnn.storage import fail_stale_trials, study_storage
 
@@ -65,11 +66,11 @@ def run_search(config: SearchConfig, *, progress=None, backend: Backend | None =
     backend = backend or backend_for(config.backend)
     config = backend.configure(config, resume=False)
     ctx = prepare_context(config)  # a bad space, dataset or constraint creates no storage and no study
-    study, ctx.config = create_study(config)
+    ctx.design = plan_design(ctx)
+    study, ctx.config = create_study(config, ctx.design)
     try:
         study.set_user_attr(STARTED_ATTR, started)  # where the anytime curve (best so far vs time) starts
         enqueue_presets(study, ctx)
-        enqueue_design(study, ctx)
         return drive(study, ctx, backend, progress)
     except BaseException:
         delete_if_unstarted(study)
@@ -98,7 +99,11 @@ def resume_search(name: str | None, storage_url: str | None, *, trials: int | No
     config = backend.configure(config, resume=True)
     if config != stored:
         study.set_user_attr(CONFIG_ATTR, config.to_dict())
-    return drive(study, TrialContext.create(config), backend, progress, resume=True)
+    ctx = TrialContext.create(config)
+    if len(study.trials) < len(config.enqueue) + config.initial_design:  # stopped before its design was through
+        ctx.design = plan_design(ctx)
+        attach_sampler(study, config, ctx.design)
+    return drive(study, ctx, backend, progress, resume=True)
 
 
 def drive(study: optuna.Study, ctx: TrialContext, backend: Backend | None = None, progress=None, *,

@@ -28,6 +28,7 @@ from autocnn.search import records
 from autocnn.search.budget import MAX_REJECTIONS
 from autocnn.search.config import ALL_TRIALS, CONFIG_ATTR, ConfigError, SearchConfig
 from autocnn.search.control import latest_study
+from autocnn.search.design import DesignPoint, with_design
 from autocnn.storage import open_storage
 from autocnn.training import DivergedError, EpochReport, TrainConfig, train
 from autocnn.weights import freeze_blocks, load_reference_weights
@@ -97,20 +98,26 @@ def stored_config(study: optuna.Study) -> SearchConfig:
     return SearchConfig.from_dict(data)
 
 
+def study_sampler(config: SearchConfig, seed: int, design: list[DesignPoint] = ()) -> optuna.samplers.BaseSampler:
+    """The `--sampler` of the study (seeded by `seed`), handing `design` to the trials after the presets."""
+    return with_design(SAMPLERS.get(config.sampler)(seed, config.multi_objective), design, len(config.enqueue))
+
+
 def pruner_for(config: SearchConfig) -> optuna.pruners.BasePruner:
     """The study's pruner: its `--pruner` with its grace epochs (none for a multi-objective study)."""
     return PRUNERS.get(config.pruner)(config.grace_epochs) if not config.multi_objective else optuna.pruners.NopPruner()
 
 
-def create_study(config: SearchConfig) -> tuple[optuna.Study, SearchConfig]:
-    """A new study holding `config`; the name defaults to space-dataset-timestamp."""
+def create_study(config: SearchConfig, design: list[DesignPoint] = ()) -> tuple[optuna.Study, SearchConfig]:
+    """A new study holding `config`; the name defaults to space-dataset-timestamp. Its first trials after
+    the enqueued presets take the points of `design` (`autocnn.search.design`)."""
     _check_choices(config)
     locations = absolute_locations(config)  # before the storage: a bad --artifacts writes nothing
     storage = open_storage(config.storage, create=True)
     name = config.study or default_study_name(config)
     if name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}:
         raise StudyError(f"study {name!r} already exists; pass --resume to continue it or choose another --study")
-    sampler = SAMPLERS.get(config.sampler)(config.seed, config.multi_objective)
+    sampler = study_sampler(config, config.seed, design)
     pruner = pruner_for(config)
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                 directions=config.directions)
@@ -147,9 +154,10 @@ def reopen_study(name: str | None, storage_url: str | None, *, trials: int | Non
     return attach_sampler(study, config), config
 
 
-def attach_sampler(study: optuna.Study, config: SearchConfig) -> optuna.Study:
-    """A loaded study gets the sampler and pruner of its configuration back (Optuna does not store them)."""
-    study.sampler = SAMPLERS.get(config.sampler)(config.seed + len(study.trials), config.multi_objective)
+def attach_sampler(study: optuna.Study, config: SearchConfig, design: list[DesignPoint] = ()) -> optuna.Study:
+    """A loaded study gets the sampler and pruner of its configuration back (Optuna does not store them),
+    with the rest of its initial design when a run stopped before the design was through."""
+    study.sampler = study_sampler(config, config.seed + len(study.trials), design)
     study.pruner = pruner_for(config)
     return study
 
@@ -162,6 +170,12 @@ class TrialContext:
     space: object
     data: DataSplits
     costs: dict = dataclasses.field(default_factory=dict, repr=False)  # by arch id: a repeat is priced once
+    design: list[DesignPoint] = dataclasses.field(default_factory=list, repr=False)  # the initial design
+
+    def design_index(self, number: int) -> int | None:
+        """Which point of the initial design trial `number` takes (None: the sampler's own trial)."""
+        index = number - len(self.config.enqueue)
+        return index if 0 <= index < len(self.design) else None
 
     @classmethod
     def create(cls, config: SearchConfig) -> "TrialContext":
@@ -280,6 +294,9 @@ def sample_architecture(trial, ctx: TrialContext):
     """Sample a genotype on `trial` and record it (genotype, arch string, arch id, the weights it starts from)."""
     genotype = ctx.sample(trial)
     records.record_architecture(trial, genotype)
+    design = ctx.design_index(trial.number)
+    if design is not None and not trial.user_attrs.get(records.ENQUEUED):
+        trial.set_user_attr(records.DESIGN, design)
     start = start_weights_for(ctx.config, trial.user_attrs.get(records.ENQUEUED))
     if start:
         trial.set_user_attr(records.START_WEIGHTS, start)

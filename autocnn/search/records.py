@@ -25,7 +25,7 @@ ENQUEUED = "enqueued_preset"
 OUTSIDE_SPACE = "outside_space"  # an enqueued preset the space cannot express, trained as a fixed architecture
 START_WEIGHTS = "start_weights"  # the reference weights file a fine-tuned trial started from
 WEIGHTS_PATH = "weights_path"  # trained weights, relative to the artifact root (autocnn.artifacts)
-DESIGN = "initial_design"  # place of an enqueued point of the initial design (autocnn.search.design), 0: cheapest
+DESIGN = "initial_design"  # the point of the initial design a trial took (autocnn.search.design), 0: cheapest
 
 
 def record_architecture(trial, genotype: Genotype) -> None:

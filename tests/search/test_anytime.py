@@ -15,11 +15,12 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 from PIL import Image
 
+from autocnn.cli.search import predicted_finish
 from autocnn.costs import count_meta_flops, count_params, meta_model
 from autocnn.search import records
 from autocnn.search.config import BUDGET_PRUNER, SearchConfig
 from autocnn.search.control import STARTED_ATTR, anytime_curve, best_trial, inspect
-from autocnn.search.design import initial_design
+from autocnn.search.design import DesignSampler, initial_design
 from autocnn.search.engine import TrialContext
 from autocnn.spaces import Categorical, Float, Int
 from autocnn.storage import open_storage
@@ -57,6 +58,7 @@ def test_a_timed_search_prunes_spans_the_space_and_draws_its_anytime_curve(cli):
     result = cli("search", *FAST, "--epochs", "3", "--grace-epochs", "1", "--trials", "10", "--timeout", "3600",
                  "--study", "t")
     assert result.returncode == 0, result.stderr
+    assert "budget left" in result.stderr and "ETA" in result.stderr and "10/10 trials" in result.stderr
     storage = open_storage(cli.storage, create=False, heartbeat=False)
     view = inspect(storage, "t")
     assert view.config.pruner == "sha"
@@ -85,6 +87,14 @@ def test_a_timed_search_prunes_spans_the_space_and_draws_its_anytime_curve(cli):
     with Image.open(out / "best_vs_time.png") as img:
         assert img.size[0] > 100
     assert "Best vs time" in (out / "index.html").read_text()
+
+
+def test_the_predicted_finish_is_the_pace_so_far_capped_by_the_time_left():
+    assert predicted_finish(60.0, 3, 7, None) == 140.0  # 20 s a trial, 7 to go
+    assert predicted_finish(60.0, 3, 7, 100.0) == 100.0  # the time budget ends first
+    assert predicted_finish(60.0, 3, 1, 100.0) == 20.0  # the trial budget ends first
+    assert predicted_finish(5.0, 0, 10, 30.0) == 30.0 and predicted_finish(5.0, 0, 10, None) is None
+    assert predicted_finish(90.0, 2, 5, -3.0) == 0.0  # past the deadline: ending now
 
 
 # -- the anytime curve --------------------------------------------------------------------------------
@@ -165,3 +175,10 @@ def test_the_design_is_a_function_of_the_seed_and_keeps_the_constraints():
     assert len(bounded) >= 4 and all(p.params_count <= limit for p in bounded)
     assert max(p.params_count for p in bounded) > limit / 4  # it still climbs towards the limit
     assert initial_design(_context("vgg"), 0) == []
+
+
+def test_the_design_sampler_hands_its_points_to_the_trials_after_the_presets():
+    study = optuna.create_study(sampler=DesignSampler(optuna.samplers.RandomSampler(seed=0), [{"x": 0.25}, {"x": 0.75}],
+                                                      offset=1))
+    values = [study.ask().suggest_float("x", 0.0, 1.0) for _ in range(4)]
+    assert values[1:3] == [0.25, 0.75] and values[0] not in (0.25, 0.75) and values[3] not in (0.25, 0.75)

@@ -11,7 +11,7 @@ from ray import tune
 
 from autocnn.search.budget import Budget
 from autocnn.search.config import BUDGET_PRUNER, SearchConfig
-from autocnn.search.engine import SAMPLERS, TrialContext
+from autocnn.search.engine import TrialContext, study_sampler
 from autocnn.search.ray.callbacks import STALE_CHECKPOINTS, Heartbeat, SkipFinished
 from autocnn.search.ray.cluster import connect
 from autocnn.search.ray.keys import (DEFAULT_WEIGHT_DECAY, EXPERIMENT_ATTR, MAX_FAILURES, RUNS_ATTR, VAL,
@@ -105,7 +105,7 @@ class RayBackend:
         tunable: dict[str, float] = {}
         if self.opts["scheduler"] == "pbt":
             tunable = {"lr": starting_lr(config), "weight_decay": DEFAULT_WEIGHT_DECAY}
-        sampler = SAMPLERS.get(config.sampler)(config.seed + len(study.trials), config.multi_objective)
+        sampler = study_sampler(config, config.seed + len(study.trials), self._ctx.design)
         # metric/mode only satisfy Tune: the study exists, so Optuna loads its own directions (and objectives,
         # which the workers' last report carries for every objective)
         return AutocnnSearch(space=DefineByRun(study.study_name, tunable), metric=VAL, mode="max", sampler=sampler,
