@@ -20,6 +20,11 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def count_layers(model: nn.Module) -> int:
+    """Leaf modules: each runs once per batch, a fixed cost whatever its size (`autocnn.search.timing`)."""
+    return sum(1 for m in model.modules() if next(m.children(), None) is None)
+
+
 def meta_model(g: Genotype) -> nn.Module:
     """`g` built without weights: its size is known before any memory is spent on it."""
     with torch.device("meta"):

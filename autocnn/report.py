@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from autocnn.search import control, records  # noqa: E402
+from autocnn.search import control, records, timing  # noqa: E402
 from autocnn.storage import open_storage  # noqa: E402
 
 
@@ -164,6 +164,7 @@ def _html(study, view, figures) -> str:
         f'<figure><img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
         f"<figcaption>{p.stem.replace('_', ' ').capitalize()}</figcaption></figure>" for p in figures)
     summary = records.summary(best)
+    time_model = timing.error_line(view.trials)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(study.study_name)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}figure{{display:inline-block;margin:1em}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}</style></head><body>
@@ -171,6 +172,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}<
 <p>space {html.escape(config.space.split(':')[0])} · dataset {html.escape(config.dataset)} ·
 {len(view.trials)} trials · objectives {html.escape(', '.join(config.objectives))} ·
 state <span id="state">{view.state}</span></p>
+{f'<p id="time-model">{html.escape(time_model)}</p>' if time_model else ''}
 <h2>Best architecture (trial <span id="best-trial">{best.number}</span>)</h2>
 <p>validation {summary['values'][0]:.4f} · test {summary['test_metric'] if summary['test_metric'] is not None else '-'}
 · params {summary['params']:,} · FLOPs {summary['flops']:,}</p>

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/venv.sh
 study="quickstart-$(date +%Y%m%d-%H%M%S)"
 # --max-flops keeps candidates CPU-sized (larger ones are recorded as rejected and cost nothing);
-# --timeout bounds the search: no trial starts after 6 minutes.
+# --timeout bounds the search: it ends within 6 minutes (running trials stop at an epoch boundary).
 .venv/bin/autocnn search --space efficientnet_compound --max-flops 40e6 --timeout 360 --study "$study"
 .venv/bin/autocnn export --study "$study" --out "studies/$study/best"
 echo "exported to studies/$study/best (see its README.md); watch studies with: .venv/bin/autocnn dashboard"

@@ -10,13 +10,14 @@ import click
 import optuna
 from optuna.trial import TrialState
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn
 from rich.text import Text
 
 from autocnn.cli import cli
 from autocnn.cli.studies import print_best as _print_best
 from autocnn.search import records
-from autocnn.search.config import UNTIL_TIMEOUT_TRIALS, ConfigError, SearchConfig
+from autocnn.search.config import (DEFAULT_TRIAL_SHARE, UNTIL_TIMEOUT_TRIALS, ConfigError, SearchConfig,
+                                   parse_duration)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -65,8 +66,8 @@ def _clock(seconds: float | None) -> str:
 
 
 class BudgetColumn(ProgressColumn):
-    """Under a time budget what is left of it, and for every run the predicted finish (ETA and clock time),
-    worked out at each refresh."""
+    """Time since the run started, under a time budget what is left of it, and the predicted finish (ETA
+    and clock time), worked out at each refresh."""
 
     def __init__(self, owner: "RichProgress") -> None:
         super().__init__()
@@ -84,26 +85,29 @@ class RichProgress:
         self.console = console
         self.interrupt = interrupt
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[trials]}"),
-                                 TimeElapsedColumn(), BudgetColumn(self), console=console, transient=False)
+                                 BudgetColumn(self), console=console, transient=False)
         self.task = None
         self.best: float | None = None
         self.epochs = 0
-        self.started = time.monotonic()
+        self.started = time.time()
         self.timeout: float | None = None
+        self.ends_at: float | None = None
         self.trials = 0
         self.done_before = self.done = 0
 
     def start(self, study, config: SearchConfig) -> None:
-        from autocnn.search.budget import finished_trials
+        from autocnn.search.budget import BUDGET_ATTR, finished_trials
 
         self.epochs = config.epochs
         self.maximize = config.directions[0] == "maximize"
-        self.started, self.timeout, self.trials = time.monotonic(), config.timeout, config.trials
+        budget = study.user_attrs.get(BUDGET_ATTR) or {}  # this run's time budget, as the driver keeps it
+        self.started, self.ends_at = budget.get("started", time.time()), budget.get("ends_at")
+        self.timeout, self.trials = budget.get("timeout_s"), config.trials
         done = self.done_before = self.done = finished_trials(study)
         values = [t.values[0] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         if values:
             self.best = max(values) if self.maximize else min(values)
-        budget = f", time budget {_clock(config.timeout)}" if config.timeout else ""
+        budget = f", time budget {_clock(self.timeout)}" if self.timeout else ""
         self.console.print(f"study [bold]{study.study_name}[/bold]: {done}/{config.trials} trials done, "
                            f"space {config.space.split(':')[0]}, dataset {config.dataset}, "
                            f"{config.epochs} epochs/trial{budget}")
@@ -118,16 +122,16 @@ class RichProgress:
 
     def _update(self, **changes) -> None:
         """The bar is the time budget used under --timeout, else the trial budget."""
-        used = min(time.monotonic() - self.started, self.timeout) if self.timeout else self.done
+        used = min(time.time() - self.started, self.timeout) if self.timeout else self.done
         self.progress.update(self.task, completed=used, trials=self._trials_text(), **changes)
 
     def budget_text(self) -> str:
-        elapsed = time.monotonic() - self.started
-        left = None if self.timeout is None else max(self.timeout - elapsed, 0.0)
+        elapsed = time.time() - self.started
+        left = None if self.ends_at is None else max(self.ends_at - time.time(), 0.0)
         finish = predicted_finish(elapsed, self.done - self.done_before, self.trials - self.done, left)
         at = "" if finish is None else f" (~{datetime.now() + timedelta(seconds=finish):%H:%M:%S})"
         budget = "" if left is None else f"budget left {_clock(left)} "
-        return f"{budget}ETA {_clock(finish)}{at}"
+        return f"{_clock(elapsed)} {budget}ETA {_clock(finish)}{at}"
 
     def _describe(self, number, epoch, value) -> str:
         best = f"{self.best:.4f}" if self.best is not None else "-"
@@ -148,7 +152,7 @@ class RichProgress:
             value = trial.values[0]
             if self.best is None or (value > self.best if self.maximize else value < self.best):
                 self.best = value
-        detail = row["rejected"] or row["fail_reason"] or ""
+        detail = row["rejected"] or row["fail_reason"] or row["out_of_time"] or ""
         value = f"{trial.values[0]:.4f}" if trial.values else "-"
         self.progress.console.print(
             f"trial {trial.number:>3} {trial.state.name:<8} val {value} params {row['params'] or 0:,} "
@@ -163,6 +167,21 @@ class RichProgress:
 
 
 RAY_OPTIONS = ("address", "scheduler", "gpus_per_trial", "cpus_per_trial", "max_concurrent", "ray_storage")
+
+
+def _duration(ctx, param, value: str | None) -> float | None:
+    return None if value is None else parse_duration(value, f"--{param.name.replace('_', '-')}")
+
+
+def _trial_share(ctx, param, value: str) -> float | None:
+    """`--max-trial-share`: a fraction of the time left, or none (never reject a candidate for time)."""
+    if value.strip().lower() in ("none", "off"):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"--max-trial-share {value!r} is not a number; give a fraction of the time left "
+                          "such as 0.5, or none") from None
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -188,7 +207,14 @@ def _named_weights(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--data-root", type=click.Path(), default=None, help="Folder holding the dataset (never downloaded).")
 @click.option("--trials", type=int, default=None,
               help="Trials to finish (default 10, or as many as --timeout allows; on --resume: raise the budget).")
-@click.option("--timeout", type=float, default=None, help="Stop starting trials after this many seconds.")
+@click.option("--timeout", callback=_duration, default=None, metavar="DURATION",
+              help="Time budget of the whole run (90s, 20m, 2h or seconds; a resume gets it afresh): running trials "
+                   "stop at an epoch boundary when it runs out, recorded as pruned with their weights.")
+@click.option("--stop-starting-after", callback=_duration, default=None, metavar="DURATION",
+              help="Start no trial after this long; running trials finish (the old --timeout).")
+@click.option("--max-trial-share", callback=_trial_share, default=str(DEFAULT_TRIAL_SHARE), show_default=True,
+              help="Under --timeout, reject (untrained, at no cost) a candidate whose predicted training would take "
+                   "more than this share of the time left; none: never.")
 @click.option("--epochs", type=int, default=12, show_default=True, help="Training epochs per candidate.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="adamw", show_default=True)
@@ -236,7 +262,8 @@ def _named_weights(pairs: tuple[str, ...]) -> dict[str, str]:
               help="[ray] Checkpoint folder or URI (shared by all nodes on a cluster; default next to the study).")
 @click.option("--resume", is_flag=True, help="Continue --study (default: the latest) to its budget.")
 @click.option("--json", "as_json", is_flag=True, help="Print the best trial as JSON at the end.")
-def search(resume: bool, as_json: bool, trials, timeout, max_params, max_flops, max_latency_ms, **options) -> None:
+def search(resume: bool, as_json: bool, trials, timeout, stop_starting_after, max_params, max_flops, max_latency_ms,
+           **options) -> None:
     """Search a space of architectures, training every candidate on real data."""
     from autocnn.search.driver import backend_for, resume_search, run_search
 
@@ -257,7 +284,7 @@ def search(resume: bool, as_json: bool, trials, timeout, max_params, max_flops, 
         backend = backend_for(options["backend"], **ray_options)
         if resume:
             study = resume_search(options["study"], options["storage"], trials=trials, timeout=timeout,
-                                  progress=progress, backend=backend)
+                                  stop_starting_after=stop_starting_after, progress=progress, backend=backend)
         else:
             options["objectives"] = _split(options["objectives"])
             if len(options["objectives"]) > 1 and pruner not in (None, "none"):
@@ -267,7 +294,7 @@ def search(resume: bool, as_json: bool, trials, timeout, max_params, max_flops, 
             limits = {"max_params": max_params, "max_flops": max_flops, "max_latency_ms": max_latency_ms}
             if trials is None:  # a time budget alone runs trials until it is spent
                 trials = 10 if timeout is None else UNTIL_TIMEOUT_TRIALS
-            config = SearchConfig(trials=trials, timeout=timeout,
+            config = SearchConfig(trials=trials, timeout=timeout, stop_starting_after=stop_starting_after,
                                   pruner=pruner,
                                   constraints={k: v for k, v in limits.items() if v is not None}, **options)
             study = run_search(config, progress=progress, backend=backend)

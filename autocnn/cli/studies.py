@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autocnn.cli import cli
-from autocnn.search import control, records
+from autocnn.search import control, records, timing
 from autocnn.storage import open_storage
 
 
@@ -28,9 +28,11 @@ def print_best(study, as_json: bool, *, state: str | None = None) -> None:
     ranked = control.ranked_trials(trials, directions)
     shown = ranked if len(directions) > 1 else ranked[:1]
     rows = [records.summary(t) for t in shown]
+    error, timed = timing.median_error(trials)
     if as_json:
         out = {"study": name, **({"state": state} if state else {}),
-               "best_trial": shown[0].number if shown else None, "best": rows}
+               "best_trial": shown[0].number if shown else None, "best": rows,
+               "time_model": {"median_error": error, "trials": timed}}
         click.echo(json.dumps(out, indent=2))
         return
     console = _console()
@@ -50,6 +52,9 @@ def print_best(study, as_json: bool, *, state: str | None = None) -> None:
     console.print(table)
     for r in rows:
         console.print(f"trial {r['number']} architecture: {r['arch']}", soft_wrap=True)
+    line = timing.error_line(trials)
+    if line:
+        console.print(line, soft_wrap=True)
 
 
 @cli.command()
@@ -66,7 +71,9 @@ def studies(storage: str | None, fmt: str) -> None:
         table.add_column(col)
     for r in rows:
         best = f"{r['best']:.4f}" if isinstance(r["best"], float) else str(r["best"] or "-")
-        table.add_row(r["name"], r["state"], f"{r['finished']}/{r['requested'] or '?'}", best,
+        rejected = ", ".join(f"{why} {n}" for why, n in r["rejected"].items() if n)
+        trials = f"{r['finished']}/{r['requested'] or '?'}" + (f" (rejected: {rejected})" if rejected else "")
+        table.add_row(r["name"], r["state"], trials, best,
                       str(r["space"]), str(r["dataset"]), str(r["last_activity"] or "-"))
     _console().print(table)
 

@@ -1,8 +1,15 @@
-"""How much of a study's budget is used, read from the study alone (so every backend and reader agrees).
+"""How much of a study's budget is used, read from the study alone (so every backend and reader agrees),
+and the run's time budget.
 
 What counts is `control.counts_toward_budget`: complete and pruner-stopped trials; candidates rejected
-by the constraints (pruned untrained, with `records.REJECTED`) cost nothing, and neither do failed
-ones (they are retried or replaced).
+by the constraints or for time (pruned untrained, with `records.REJECTED`) cost nothing, and neither do
+failed ones (they are retried or replaced).
+
+Time (`--timeout`): a run ends at a wall-clock deadline (`Budget.ends_at`, `time.time()`, so workers on
+other machines share it through their trial's configuration). No trial starts after it, and a running
+trial does not start an epoch it would not finish before it (`check_deadline`, called at every epoch
+boundary by both backends): it stops with `OutOfTime`, and is recorded as pruned with its last score
+and its weights. `--stop-starting-after` only stops starting trials.
 """
 from __future__ import annotations
 
@@ -17,6 +24,30 @@ from autocnn.storage import fail_stale_trials, trial_id
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_REJECTIONS = 100  # rejected candidates in a row after which the constraints are taken as impossible
+# Candidates in a row that would not finish in the time left after which the time is taken as spent: the
+# search ends then, rather than sampling until the deadline.
+TIME_REJECTIONS_TO_END = 20
+BUDGET_ATTR = "autocnn.budget"  # study user attr: {timeout_s, started, ends_at} of the run in progress (time.time())
+
+
+class OutOfTime(Exception):
+    """A trial stopped at an epoch boundary because its next epoch would end past the run's deadline."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"the time budget ran out: stopped after epoch {epoch}")
+        self.epoch = epoch
+
+
+def remaining_s(deadline: float | None) -> float | None:
+    """Seconds left until `deadline` (`time.time()`; None: no time budget)."""
+    return None if deadline is None else deadline - time.time()
+
+
+def check_deadline(deadline: float | None, epoch: int, epochs: int, epoch_seconds: float) -> None:
+    """At the end of epoch `epoch` of `epochs`: raise OutOfTime when another epoch as long as this one
+    would end past `deadline`. A trial that just finished its last epoch is never stopped."""
+    if deadline is not None and epoch < epochs and time.time() + epoch_seconds > deadline:
+        raise OutOfTime(epoch)
 
 
 def finished_trials(study: optuna.Study) -> int:
@@ -30,30 +61,63 @@ def budget_use(study: optuna.Study, below: int | None = None) -> tuple[int, int]
     return sum(counts_toward_budget(t) for t in trials), running
 
 
-def rejections_in_a_row(study: optuna.Study) -> int:
-    """Constraint-rejected trials at the end of the study (they cost no budget, so a round can be all of them)."""
-    count = 0
+def rejections_in_a_row(study: optuna.Study) -> tuple[int, int]:
+    """(Rejected trials at the end of the study, how many of them would not have finished in time).
+
+    Rejections cost no budget, so a round can be all of them.
+    """
+    count = for_time = 0
     for trial in reversed(study.get_trials(deepcopy=False, states=FINISHED)):
         if records.REJECTED not in trial.user_attrs:
             break
         count += 1
-    return count
+        for_time += records.rejected_for_time(trial)
+    return count, for_time
+
+
+def rejection_verdict(study: optuna.Study) -> str | None:
+    """Why sampling more candidates is pointless: "time" (the last ones would not finish in the time left:
+    the budget is spent), "constraints" (`MAX_REJECTIONS` in a row: they look impossible), else None."""
+    count, for_time = rejections_in_a_row(study)
+    if for_time >= TIME_REJECTIONS_TO_END or (count >= MAX_REJECTIONS and for_time):
+        return "time"
+    return "constraints" if count >= MAX_REJECTIONS else None
 
 
 class Budget:
-    """The run's budget as the backends see it: how many trials count, until when, whether one may start."""
+    """The run's budget as the backends see it: how many trials count, until when, whether one may start.
 
-    def __init__(self, study: optuna.Study, trials: int, deadline: float | None) -> None:
+    `timeout` (seconds from `started`, a `time.time()`) ends the run: `ends_at` is its deadline;
+    `stop_starting_after` only stops new trials. Both are measured from the start of the run.
+    """
+
+    def __init__(self, study: optuna.Study, trials: int, *, timeout: float | None = None,
+                 stop_starting_after: float | None = None, started: float | None = None) -> None:
         self.study = study
         self.trials = trials
-        self.deadline = deadline  # time.monotonic() after which no trial starts
+        self.started = time.time() if started is None else started
+        self.timeout = timeout
+        self.ends_at = None if timeout is None else self.started + timeout
+        limits = [s for s in (timeout, stop_starting_after) if s is not None]
+        self._last_start = self.started + min(limits) if limits else None  # no trial starts after it
 
     @property
     def expired(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
+        """No trial may start any more (the timeout or --stop-starting-after has passed)."""
+        return self._last_start is not None and time.time() >= self._last_start
 
     def remaining_time(self) -> float | None:
-        return None if self.deadline is None else self.deadline - time.monotonic()
+        """Seconds until no trial may start (None: no limit)."""
+        return None if self._last_start is None else self._last_start - time.time()
+
+    def remaining_s(self) -> float | None:
+        """Seconds left of the run's time budget (None: no --timeout)."""
+        return remaining_s(self.ends_at)
+
+    def record(self) -> None:
+        """Store the run's time budget on the study, for readers of its progress (None: no --timeout)."""
+        self.study.set_user_attr(BUDGET_ATTR, None if self.ends_at is None else
+                                 {"timeout_s": self.timeout, "started": self.started, "ends_at": self.ends_at})
 
     def stopped(self) -> bool:
         return stop_requested(self.study)
@@ -66,11 +130,9 @@ class Budget:
         """
         while True:
             finished, running = budget_use(self.study, below)
-            if finished >= self.trials or self.stopped():
+            if finished >= self.trials or self.stopped() or self.expired:
                 return False
             if finished + running < self.trials:
                 return True
-            if self.expired:
-                return False
             time.sleep(poll)
             fail_stale_trials(self.study)

@@ -15,6 +15,8 @@ MINIMIZE = {"params", "flops", "latency"}
 CONFIG_ATTR = "autocnn.config"
 CONSTRAINTS = ("max_params", "max_flops", "max_latency_ms")
 ALL_TRIALS = "*"  # a `weights` key: every trial starts from the file (`autocnn train`, one fixed architecture)
+DEFAULT_TRIAL_SHARE = 0.5  # --max-trial-share: a candidate may take at most half the time left (see `timing`)
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 UNTIL_TIMEOUT_TRIALS = 1_000_000  # the trial budget of a search given a time budget and no --trials
 BUDGET_PRUNER = "sha"
 """The pruner of a search under a time budget that names none: successive halving over epochs gives many
@@ -30,6 +32,21 @@ def default_pruner(timeout: float | None, objectives: tuple[str, ...]) -> str:
     return BUDGET_PRUNER if timeout is not None and len(objectives) == 1 else "median"
 
 
+def parse_duration(text: str, flag: str = "--timeout") -> float:
+    """Seconds in `text`: plain seconds or a number with a unit, `90s`, `20m`, `2h`, `1.5h`."""
+    value = str(text).strip().lower()
+    scale = DURATION_UNITS.get(value[-1:], None)
+    number = value[:-1] if scale is not None else value
+    try:
+        seconds = float(number) * (scale or 1.0)
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r} is not a duration; give seconds or a number with s, m or h, "
+                          "e.g. 90s, 20m, 2h") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"{flag} must be a positive duration, got {text!r}; e.g. 90s, 20m or 2h")
+    return seconds
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     space: str = "efficientnet_compound"
@@ -37,6 +54,12 @@ class SearchConfig:
     data_root: str | None = None
     trials: int = 10
     timeout: float | None = None
+    """Seconds the whole run may take (each run: a resume gets it afresh); running trials stop at an epoch
+    boundary when it runs out (`autocnn.search.budget`)."""
+    stop_starting_after: float | None = None  # seconds after which no trial starts (running ones finish)
+    max_trial_share: float | None = DEFAULT_TRIAL_SHARE
+    """Under a timeout, the share of the time left that one candidate's predicted training may take
+    (`autocnn.search.timing`); None: candidates are never rejected for time."""
     epochs: int = 12
     batch_size: int = 32
     optimizer: str = "adamw"
@@ -78,8 +101,12 @@ class SearchConfig:
             raise ConfigError(f"--initial-design must be >= 0 trials, got {self.initial_design}; 0 turns it off")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ConfigError(f"--timeout must be > 0 seconds, got {self.timeout}")
+        for flag, value in (("--timeout", self.timeout), ("--stop-starting-after", self.stop_starting_after)):
+            if value is not None and not value > 0:
+                raise ConfigError(f"{flag} must be > 0 seconds, got {value:g}; e.g. 90s, 20m or 2h")
+        if self.max_trial_share is not None and not 0 < self.max_trial_share <= 1:
+            raise ConfigError(f"--max-trial-share must be in (0, 1], got {self.max_trial_share:g}; "
+                              "or 'none' to never reject a candidate for time")
         if self.resolution is not None and self.resolution < 4:
             raise ConfigError(f"--resolution must be >= 4 pixels, got {self.resolution}")
         if not self.objectives:

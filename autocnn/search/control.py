@@ -359,6 +359,7 @@ def inspect(storage, name: str, *, owned_alive: bool = False) -> StudyView:
                      directions=[d.name.lower() for d in storage.get_study_directions(study_id)])
     view.counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
     view.counts["rejected"] = sum(t.state == TrialState.PRUNED and records.REJECTED in t.user_attrs for t in trials)
+    view.counts["would_not_finish"] = sum(t.state == TrialState.PRUNED and records.rejected_for_time(t) for t in trials)
     view.finished = sum(counts_toward_budget(t) for t in trials)
     running = [t for t in trials if t.state == TrialState.RUNNING]
     if running:
@@ -424,8 +425,15 @@ def study_overview(storage) -> list[dict]:
             "best": value, "best_trial": best.number if best else None,
             "space": config.space.split(":")[0] if config else None,
             "dataset": config.dataset if config else None, "last_activity": last_activity(view),
+            "rejected": rejection_counts(view),
         })
     return rows
+
+
+def rejection_counts(view: StudyView) -> dict[str, int]:
+    """Candidates rejected untrained: by the constraints (or not needed), and for time ("would not finish")."""
+    for_time = view.counts.get("would_not_finish", 0)
+    return {"constraints": view.counts.get("rejected", 0) - for_time, "would not finish": for_time}
 
 
 # -- the stage table --------------------------------------------------------------------------------

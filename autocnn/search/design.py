@@ -12,7 +12,7 @@ smallest of a few draws), the last the highest level a draw reaches within the c
 the largest of a few draws), and the rungs between sit where the last rung's climb passed parameter
 counts evenly spaced in log scale between the two. Candidates are priced on the meta device (the costs
 are cached for their trials; one whose forward pass fails is skipped) and ordered by FLOPs, cheapest
-first, so under a tight budget a small candidate finishes first. The Halton scramble is seeded by
+first, so under a tight budget a small candidate finishes first. The Halton scrambling is seeded by
 `config.seed`: a seed gives the same design.
 
 `DesignSampler` hands the design to the trials that follow the `--enqueue` presets, by trial number,
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from scipy.stats import qmc
+import numpy as np
 
-from autocnn.costs import count_meta_flops, count_params, meta_model
+from autocnn.costs import count_layers, count_meta_flops, count_params, meta_model
 from autocnn.genotype import GenotypeError
 from autocnn.spaces import SpaceError
 from autocnn.spaces.dimensions import Dimension
@@ -40,6 +40,34 @@ DRAWS = 3  # Halton draws per end of the ladder: the first rung keeps the smalle
 # highest any climbs to within the constraints (the rungs between take their first feasible draw)
 BISECTIONS = 5  # steps that find how high a draw may climb within the constraints
 SPREAD = 4.0  # an ordered dimension sits at level ** SPREAD ** (2q - 1), q its Halton coordinate (see `_Pricer.at`)
+
+
+def halton(n: int, dims: int, seed: int) -> np.ndarray:
+    """n points of the Halton sequence in [0, 1)^dims (bases: the first `dims` primes), scrambled: each digit
+    position of each base permutes its digits at random (seeded), and a point moves at random within its
+    finest cell. Plain Halton points step by 1/base in large bases, so the first few would be near copies
+    of each other in every dimension past the first few; scrambled ones stay evenly spread, and each seed
+    gives another such design. (scipy's `qmc` does the same but costs seconds to import in every process.)"""
+    rng = np.random.default_rng(seed)
+    bases, candidate = [], 2
+    while len(bases) < dims:
+        if all(candidate % p for p in bases if p * p <= candidate):
+            bases.append(candidate)
+        candidate += 1
+    points = np.empty((n, dims))
+    for j, base in enumerate(bases):
+        digits = 1
+        while base ** digits < n:
+            digits += 1
+        perms = [rng.permutation(base) for _ in range(digits)]
+        for i in range(n):
+            index, value = i, 0.0
+            for k in range(digits):
+                value += perms[k][index % base] / base ** (k + 1)
+                index //= base
+            points[i, j] = value
+        points[:, j] += rng.random(n) / base ** digits
+    return points
 
 
 class _DesignTrial(AnsweringTrial):
@@ -114,7 +142,7 @@ class _Pricer:
             flops = count_meta_flops(meta, genotype)
         except (RuntimeError, ValueError):
             return None
-        self.ctx.costs[genotype.arch_id] = {"params": params, **costs, "flops": flops}
+        self.ctx.costs[genotype.arch_id] = {"params": params, "layers": count_layers(meta), **costs, "flops": flops}
         return flops
 
     def climb(self, draw: dict[str, float]) -> list[_Candidate]:
@@ -152,7 +180,7 @@ def initial_design(ctx, rungs: int) -> list[DesignPoint]:
     dimensions = getattr(ctx.space, "dimensions", lambda: {})()
     if rungs < 1 or not dimensions:
         return []
-    rows = qmc.Halton(d=len(dimensions), scramble=True, seed=ctx.config.seed).random(rungs * DRAWS)
+    rows = halton(rungs * DRAWS, len(dimensions), ctx.config.seed)
     draws = [[dict(zip(dimensions, rows[k * DRAWS + a])) for a in range(DRAWS)] for k in range(rungs)]
     pricer = _Pricer(ctx, dimensions)
     chosen: dict[int, _Candidate | None] = {0: min(filter(None, (pricer.at(d, 0.0) for d in draws[0])),

@@ -3,19 +3,25 @@
 A `Backend` only decides how trials are launched and where they run (`LocalBackend`: Optuna's
 `study.optimize` in this process; `RayBackend`: a Ray Tune experiment per round). The driver runs
 rounds until the study holds `config.trials` trials that count toward the budget
-(`autocnn.search.budget`), the `--timeout` passes or a stop is requested, and ends the search with a
+(`autocnn.search.budget`), the time budget is spent or a stop is requested, and ends the search with a
 `StudyError` when the constraints rejected `MAX_REJECTIONS` candidates in a row or
 `MAX_FAILED_ROUNDS` rounds in a row ended in failed trials only.
+
+The time budget (`--timeout`) runs from the call of `run_search` / `resume_search`: its deadline
+(`Budget.ends_at`) is handed to the backend in the `TrialContext`, so that candidates are priced in
+time against what is left and running trials stop at an epoch boundary on both backends. When the last
+candidates would not finish in the time left, the budget is spent: the search ends without an error.
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Protocol
 
 import optuna
 from optuna.trial import TrialState
 
-from autocnn.search.budget import MAX_REJECTIONS, Budget, finished_trials, rejections_in_a_row
+from autocnn.search.budget import Budget, finished_trials, rejection_verdict, rejections_in_a_row
 from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
 from autocnn.search.control import (GIVE_UP_FAILURES, STARTED_ATTR, STOP_ATTR, release_worker_lease,
                                     take_worker_lease)
@@ -62,7 +68,7 @@ def backend_for(name: str, **options) -> Backend:
 
 def run_search(config: SearchConfig, *, progress=None, backend: Backend | None = None) -> optuna.Study:
     """Create a study for `config` and run it to its budget (on `backend`, default `config.backend`'s)."""
-    started = time.time()
+    started = time.time()  # the time budget includes loading the data
     backend = backend or backend_for(config.backend)
     config = backend.configure(config, resume=False)
     ctx = prepare_context(config)  # a bad space, dataset or constraint creates no storage and no study
@@ -71,7 +77,7 @@ def run_search(config: SearchConfig, *, progress=None, backend: Backend | None =
     try:
         study.set_user_attr(STARTED_ATTR, started)  # where the anytime curve (best so far vs time) starts
         enqueue_presets(study, ctx)
-        return drive(study, ctx, backend, progress)
+        return drive(study, ctx, backend, progress, started=started)
     except BaseException:
         delete_if_unstarted(study)
         raise
@@ -87,13 +93,16 @@ def delete_if_unstarted(study: optuna.Study) -> None:
 
 
 def resume_search(name: str | None, storage_url: str | None, *, trials: int | None = None,
-                  timeout: float | None = None, progress=None, backend: Backend | None = None) -> optuna.Study:
+                  timeout: float | None = None, stop_starting_after: float | None = None, progress=None,
+                  backend: Backend | None = None) -> optuna.Study:
     """Continue a stopped or crashed study (default: the latest) to its (possibly raised) budget.
 
     No finished trial reruns; either backend continues a study started by either. Options a backend
-    is not given are taken from the study.
+    is not given are taken from the study. A time budget is this run's, afresh (`timeout`, else the stored one).
     """
-    study, config = reopen_study(name, storage_url, trials=trials, timeout=timeout)
+    started = time.time()
+    study, config = reopen_study(name, storage_url, trials=trials, timeout=timeout,
+                                 stop_starting_after=stop_starting_after)
     backend = backend or LocalBackend()
     stored = config
     config = backend.configure(config, resume=True)
@@ -103,19 +112,23 @@ def resume_search(name: str | None, storage_url: str | None, *, trials: int | No
     if len(study.trials) < len(config.enqueue) + config.initial_design:  # stopped before its design was through
         ctx.design = plan_design(ctx)
         attach_sampler(study, config, ctx.design)
-    return drive(study, ctx, backend, progress, resume=True)
+    return drive(study, ctx, backend, progress, resume=True, started=started)
 
 
 def drive(study: optuna.Study, ctx: TrialContext, backend: Backend | None = None, progress=None, *,
-          resume: bool = False) -> optuna.Study:
-    """Run rounds of trials on `backend` until `config.trials` trials count toward the budget.
+          resume: bool = False, started: float | None = None) -> optuna.Study:
+    """Run rounds of trials on `backend` until `config.trials` trials count toward the budget, or its time
+    (from `started`, a `time.time()`; default now) is spent.
 
     Failed trials (diverged, out of memory, killed workers) do not count: stale ones are failed and
     retried, new samples replace the rest.
     """
     backend = backend or LocalBackend()
     config = ctx.config
-    budget = Budget(study, config.trials, time.monotonic() + config.timeout if config.timeout else None)
+    budget = Budget(study, config.trials, timeout=config.timeout, stop_starting_after=config.stop_starting_after,
+                    started=started)
+    ctx.deadline = budget.ends_at
+    budget.record()
     study.set_user_attr(STOP_ATTR, False)
     lease = take_worker_lease(study)
     if progress is not None:
@@ -127,8 +140,14 @@ def drive(study: optuna.Study, ctx: TrialContext, backend: Backend | None = None
         while not budget.expired and budget.wait_for_slot():
             before = finished_trials(study)
             backend.run(study, config.trials - before)
-            rejected = rejections_in_a_row(study)
-            if rejected >= MAX_REJECTIONS:
+            rejected, for_time = rejections_in_a_row(study)
+            verdict = rejection_verdict(study)
+            if verdict == "time":
+                logging.getLogger("autocnn").warning(
+                    f"time budget spent: the last {for_time} sampled candidates would not finish in the "
+                    f"{max(0.0, budget.remaining_s() or 0.0):.0f}s left")
+                break
+            if verdict == "constraints":
                 raise StudyError(f"the constraints {ctx.constraints} rejected {rejected} sampled candidates in a "
                                  "row; relax --max-params/--max-flops/--max-latency-ms or the space's")
             if finished_trials(study) > before:

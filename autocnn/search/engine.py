@@ -14,23 +14,26 @@ import time
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Callable
 
 import optuna
 import torch
 
 from autocnn.artifacts import save_trial_weights
-from autocnn.costs import count_flops, count_meta_flops, count_params, materialize, measure_costs, meta_model
+from autocnn.costs import (count_flops, count_layers, count_meta_flops, count_params, materialize, measure_costs,
+                           meta_model)
 from autocnn.data import DataSplits, load_dataset
 from autocnn.errors import AutocnnError
 from autocnn.registry import Registry
 from autocnn.search import records
-from autocnn.search.budget import MAX_REJECTIONS
+from autocnn.search.budget import MAX_REJECTIONS, OutOfTime, check_deadline, remaining_s
 from autocnn.search.config import ALL_TRIALS, CONFIG_ATTR, ConfigError, SearchConfig
 from autocnn.search.control import latest_study
 from autocnn.search.design import DesignPoint, with_design
+from autocnn.search.timing import EpochShape, TimeModel, study_model
 from autocnn.storage import open_storage
-from autocnn.training import DivergedError, EpochReport, TrainConfig, train
+from autocnn.training import DivergedError, EpochReport, TrainConfig, resolve_device, train
 from autocnn.weights import freeze_blocks, load_reference_weights
 
 SAMPLERS: Registry[Callable[..., optuna.samplers.BaseSampler]] = Registry("sampler")
@@ -138,10 +141,12 @@ def absolute_locations(config: SearchConfig) -> dict:
 
 
 def reopen_study(name: str | None, storage_url: str | None, *, trials: int | None = None,
-                 timeout: float | None = None) -> tuple[optuna.Study, SearchConfig]:
+                 timeout: float | None = None, stop_starting_after: float | None = None
+                 ) -> tuple[optuna.Study, SearchConfig]:
     """Load a study (default: the latest autocnn study) with its stored configuration.
 
-    Only the budget may change on resume: a larger `trials` or a new `timeout`.
+    Only the budget may change on resume: a larger `trials`, a new `timeout` or `stop_starting_after`
+    (each run gets its time afresh; without one, the stored one).
     """
     if name is None:
         name = latest_study(open_storage(storage_url, create=False))
@@ -149,7 +154,8 @@ def reopen_study(name: str | None, storage_url: str | None, *, trials: int | Non
     config = stored_config(study).replace(storage=storage_url)
     if trials is not None and trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {trials}")
-    config = config.replace(trials=max(config.trials, trials or 0), timeout=timeout or config.timeout)
+    config = config.replace(trials=max(config.trials, trials or 0), timeout=timeout or config.timeout,
+                            stop_starting_after=stop_starting_after or config.stop_starting_after)
     study.set_user_attr(CONFIG_ATTR, config.to_dict())
     return attach_sampler(study, config), config
 
@@ -170,6 +176,7 @@ class TrialContext:
     space: object
     data: DataSplits
     costs: dict = dataclasses.field(default_factory=dict, repr=False)  # by arch id: a repeat is priced once
+    deadline: float | None = None  # the run's end (time.time(), `Budget.ends_at`); None: no --timeout
     design: list[DesignPoint] = dataclasses.field(default_factory=list, repr=False)  # the initial design
 
     def design_index(self, number: int) -> int | None:
@@ -198,6 +205,15 @@ class TrialContext:
     @property
     def measures_latency(self) -> bool:
         return needs_latency(self.config.objectives, self.constraints)
+
+    @property
+    def epoch_shape(self) -> EpochShape:
+        return EpochShape(len(self.data.train), len(self.data.val), self.config.batch_size)
+
+    def time_model(self, study: optuna.Study, device: str | None = None) -> TimeModel:
+        """The training-time model calibrated on every finished epoch of `study` so far (`timing`)."""
+        device = device or resolve_device(self.config.device).type
+        return study_model(study.get_trials(deepcopy=False), self.epoch_shape, device)
 
     def sample(self, trial):
         space = self.space
@@ -254,15 +270,19 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
                     prune: bool = True, device: str | None = None, train: bool = True) -> list[float]:
     """Sample, price, (maybe) train and record one trial; returns the objective values.
 
-    Raises optuna.TrialPruned for candidates outside the constraints (never trained) and for
-    trials the pruner stops; DivergedError for a trial whose loss blew up. `train=False` skips
-    training and scores the candidate with a constant metric of 0 (a zero-epoch budget: what
+    Raises optuna.TrialPruned for candidates outside the constraints or that would not finish in the
+    time left (never trained), for trials the pruner stops and for trials the run's deadline stops at an
+    epoch boundary (their weights saved); DivergedError for a trial whose loss blew up. `train=False`
+    skips training and scores the candidate with a constant metric of 0 (a zero-epoch budget: what
     scripts/bench_overhead.py times as the framework's own per-trial cost).
     """
     config = ctx.config
     genotype = sample_architecture(trial, ctx)
     torch.manual_seed(config.seed + trial.number)  # initial weights: a function of the trial, not of earlier trials
-    model, costs = price_candidate(trial, genotype, ctx.constraints, latency=ctx.measures_latency, cache=ctx.costs)
+    admit = None if not train else partial(price_time, trial, config=config, shape=ctx.epoch_shape,
+                                           model=ctx.time_model(trial.study, device), deadline=ctx.deadline)
+    model, costs = price_candidate(trial, genotype, ctx.constraints, latency=ctx.measures_latency, cache=ctx.costs,
+                                   admit=admit)
     start = trial.user_attrs.get(records.START_WEIGHTS)
     if start:
         start_from_weights(model, start, config.freeze)
@@ -274,17 +294,27 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
         record_epoch(epoch)
         if on_epoch is not None:
             on_epoch(epoch)
-        if prune and not config.multi_objective and math.isfinite(epoch.val_metric):
-            trial.report(epoch.val_metric, epoch.epoch)
-            if epoch.epoch < config.epochs and trial.should_prune():  # a fully trained trial is complete
+        if not config.multi_objective and math.isfinite(epoch.val_metric):
+            trial.report(epoch.val_metric, epoch.epoch)  # a trial stopped early is valued by its last epoch
+            if prune and epoch.epoch < config.epochs and trial.should_prune():  # a fully trained trial is complete
                 raise optuna.TrialPruned(f"pruned after epoch {epoch.epoch}")
+        check_deadline(ctx.deadline, epoch.epoch, config.epochs, epoch.seconds)
 
-    values = fit_candidate(trial, config, ctx.data, genotype, model, costs,
-                           train_config=train_config_for(config, trial.number, device), on_epoch=report)
+    try:
+        values = fit_candidate(trial, config, ctx.data, genotype, model, costs,
+                               train_config=train_config_for(config, trial.number, device), on_epoch=report)
+    except OutOfTime as stop:
+        trial.set_user_attr(records.OUT_OF_TIME, str(stop))
+        _save_weights(trial, model, config)
+        raise optuna.TrialPruned(str(stop)) from None
+    _save_weights(trial, model, config)
+    return values
+
+
+def _save_weights(trial, model, config: SearchConfig) -> None:
     weights = save_trial_weights(model, config.storage, trial.study.study_name, trial.number, config.artifacts)
     if weights:
         trial.set_user_attr(records.WEIGHTS_PATH, weights)
-    return values
 
 
 # The pieces of `evaluate_trial`, shared with the Ray backend (autocnn.search.ray.worker), which
@@ -315,18 +345,20 @@ def start_from_weights(model, path: str, freeze: int) -> None:
         freeze_blocks(model, freeze)
 
 
-def price_candidate(trial, genotype, constraints: dict, *, latency: bool = True, cache: dict | None = None):
+def price_candidate(trial, genotype, constraints: dict, *, latency: bool = True, cache: dict | None = None,
+                    admit: Callable[[dict], object] | None = None):
     """Build the model and record its costs; raises optuna.TrialPruned (recorded as rejected) outside `constraints`.
 
     The model is built once, on the meta device: params (and FLOPs, under a FLOPs limit) are checked
     before any weight exists. With `latency` the build is materialized and its first forward pass both
     warms up the latency measurement and counts the FLOPs; without it FLOPs are counted on the meta
     build and latency is recorded as not measured (None). `cache` (arch id -> costs, one per study)
-    prices a repeated architecture once.
+    prices a repeated architecture once. `admit(costs)` (the time check, `price_time`) runs once params,
+    FLOPs and layers are known: before any weight exists unless latency must be measured first.
     """
     key = genotype.arch_id
     meta = meta_model(genotype)
-    costs: dict = dict((cache or {}).get(key) or {"params": count_params(meta)})
+    costs: dict = dict((cache or {}).get(key) or {"params": count_params(meta), "layers": count_layers(meta)})
     if "flops" not in costs and ("max_flops" in constraints or not latency):
         costs["flops"] = count_meta_flops(meta, genotype)
     early = constraint_violation({k: v for k, v in constraints.items() if k != "max_latency_ms"}, costs)
@@ -339,6 +371,9 @@ def price_candidate(trial, genotype, constraints: dict, *, latency: bool = True,
         trial.set_user_attr(records.FLOPS, int(costs["flops"]))
         trial.set_user_attr(records.REJECTED, early)
         raise optuna.TrialPruned(f"constraint: {early}")
+    admitted = admit is not None and "flops" in costs
+    if admitted:
+        admit(costs)
     model = materialize(meta)
     if latency and costs.get("latency_ms") is None:
         costs.update(measure_costs(model, genotype))
@@ -350,17 +385,52 @@ def price_candidate(trial, genotype, constraints: dict, *, latency: bool = True,
     if violation:
         trial.set_user_attr(records.REJECTED, violation)
         raise optuna.TrialPruned(f"constraint: {violation}")
+    if admit is not None and not admitted:
+        admit(costs)
     return model, costs
 
 
-def epoch_recorder(trial, curve: list[float] | None = None) -> Callable[[EpochReport], None]:
-    """An on_epoch that records the validation curve so far and the epochs run (`curve`: epochs already run)."""
-    curve = list(curve or [])
+def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, model: TimeModel,
+               deadline: float | None, epochs: int | None = None) -> float:
+    """Predict the candidate's seconds per epoch on this device (`timing`) and record them; returns them.
+
+    Under a time budget a candidate is rejected (pruned untrained, at no cost, recorded with the predicted
+    and the remaining seconds) when its `epochs` (default: the run's) would take more than
+    `config.max_trial_share` of the time left until `deadline`; with no share, when not even one epoch
+    would finish. Past the deadline nothing starts.
+    """
+    per_epoch = model.epoch_seconds(costs["flops"], costs["params"], costs["layers"], shape)
+    trial.set_user_attr(records.PREDICTED_EPOCH_S, round(per_epoch, 4))
+    trial.set_user_attr(records.TIME_MODEL_EPOCHS, model.epochs)
+    left = remaining_s(deadline)
+    if left is None:
+        return per_epoch
+    share = config.max_trial_share
+    needed = per_epoch if share is None else (epochs or config.epochs) * per_epoch
+    if left > 0 and needed <= (share or 1.0) * left:
+        return per_epoch
+    needed, left = round(needed, 1), round(max(left, 0.0), 1)
+    trial.set_user_attr(records.PREDICTED_S, needed)
+    trial.set_user_attr(records.REMAINING_S, left)
+    what = "per epoch " if share is None else ""
+    limit = f" x {share:g}" if share not in (None, 1) and left > 0 else ""
+    reason = f"{records.WOULD_NOT_FINISH}: predicted {needed}s {what}> remaining {left}s{limit}"
+    trial.set_user_attr(records.REJECTED, reason)
+    raise optuna.TrialPruned(reason)
+
+
+def epoch_recorder(trial, curve: list[float] | None = None,
+                   seconds: list[float] | None = None) -> Callable[[EpochReport], None]:
+    """An on_epoch that records the validation curve so far, the epochs run and their seconds (`curve`,
+    `seconds`: of the epochs already run)."""
+    curve, seconds = list(curve or []), list(seconds or [])
 
     def record(epoch: EpochReport) -> None:
         curve.append(epoch.val_metric)
+        seconds.append(epoch.seconds)
         trial.set_user_attr(records.VAL_CURVE, list(curve))
         trial.set_user_attr(records.EPOCHS_RUN, epoch.epoch)
+        records.record_epoch_seconds(trial, seconds)
 
     return record
 

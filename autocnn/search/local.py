@@ -12,7 +12,7 @@ from functools import partial
 import optuna
 
 from autocnn.search import engine, records
-from autocnn.search.budget import MAX_REJECTIONS, Budget, rejections_in_a_row
+from autocnn.search.budget import Budget, rejection_verdict
 from autocnn.search.config import SearchConfig
 from autocnn.storage import trial_id
 
@@ -56,10 +56,11 @@ class LocalBackend:
         return engine.evaluate_trial(trial, self._ctx, on_epoch=on_epoch)  # looked up late: benchmarks time it
 
     def _after_trial(self, study: optuna.Study, trial) -> None:
-        """Ends the round at the budget, on a stop request, or when the constraints reject every candidate;
-        with other workers on the study, waits until a trial may start without overshooting the budget."""
-        impossible = records.REJECTED in trial.user_attrs and rejections_in_a_row(study) >= MAX_REJECTIONS
-        if impossible or not self._budget.wait_for_slot():
+        """Ends the round at the budget, on a stop request, when the constraints reject every candidate or
+        none fits in the time left; with other workers on the study, waits until a trial may start without
+        overshooting the budget."""
+        hopeless = records.REJECTED in trial.user_attrs and rejection_verdict(study) is not None
+        if hopeless or not self._budget.wait_for_slot():
             study.stop()
 
     def _claim_slot(self, trial) -> None:
@@ -71,7 +72,7 @@ class LocalBackend:
         if self._budget.wait_for_slot(below=trial_id(trial)):
             return
         trial.set_user_attr(records.REJECTED, f"not needed: the budget of {self._budget.trials} trials was met by "
-                                              "other workers (or the search was stopped)")
+                                              "other workers (or the search was stopped or out of time)")
         raise optuna.TrialPruned("not needed")
 
 

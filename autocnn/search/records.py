@@ -25,6 +25,14 @@ ENQUEUED = "enqueued_preset"
 OUTSIDE_SPACE = "outside_space"  # an enqueued preset the space cannot express, trained as a fixed architecture
 START_WEIGHTS = "start_weights"  # the reference weights file a fine-tuned trial started from
 WEIGHTS_PATH = "weights_path"  # trained weights, relative to the artifact root (autocnn.artifacts)
+LAYERS = "layers"  # leaf modules of the built network: the per-step overhead the time model prices
+EPOCH_SECONDS = "epoch_seconds"  # wall seconds of each finished epoch (training and validation)
+PREDICTED_EPOCH_S = "predicted_epoch_s"  # seconds per epoch the time model predicted before training
+TIME_MODEL_EPOCHS = "time_model_epochs"  # finished epochs of the study the prediction was fitted on
+PREDICTED_S = "predicted_s"  # a candidate rejected for time: its predicted training seconds
+REMAINING_S = "remaining_s"  # ... and the seconds left of the run's time budget when it was priced
+OUT_OF_TIME = "out_of_time"  # a trial the --timeout stopped at an epoch boundary (pruned, weights saved)
+WOULD_NOT_FINISH = "would not finish"  # how a REJECTED message for time begins
 DESIGN = "initial_design"  # the point of the initial design a trial took (autocnn.search.design), 0: cheapest
 
 
@@ -39,6 +47,8 @@ def record_costs(trial, costs: dict[str, Any]) -> None:
     trial.set_user_attr(FLOPS, int(costs["flops"]))
     latency = costs.get("latency_ms")  # None: not measured (no latency objective or limit)
     trial.set_user_attr(LATENCY, None if latency is None else float(latency))
+    if "layers" in costs:
+        trial.set_user_attr(LAYERS, int(costs["layers"]))
 
 
 def record_result(trial, result, params: int) -> None:
@@ -49,6 +59,15 @@ def record_result(trial, result, params: int) -> None:
         trial.set_user_attr(TEST_METRIC, float(result.test_metric))
     for key, value in result.extra.items():
         trial.set_user_attr(key, float(value))
+
+
+def record_epoch_seconds(trial, seconds: list[float]) -> None:
+    trial.set_user_attr(EPOCH_SECONDS, [round(s, 4) for s in seconds])
+
+
+def rejected_for_time(trial) -> bool:
+    """A candidate rejected untrained because its predicted training would not finish in the time left."""
+    return str(trial.user_attrs.get(REJECTED, "")).startswith(WOULD_NOT_FINISH)
 
 
 def genotype_of(trial: FrozenTrial) -> Genotype:
@@ -65,4 +84,5 @@ def summary(trial: FrozenTrial) -> dict[str, Any]:
         "params": attrs.get(PARAMS), "flops": attrs.get(FLOPS), "latency_ms": attrs.get(LATENCY),
         "epochs_run": attrs.get(EPOCHS_RUN), "wall_time": attrs.get(WALL_TIME),
         "arch": attrs.get(ARCH), "rejected": attrs.get(REJECTED), "fail_reason": attrs.get(FAIL_REASON),
+        "out_of_time": attrs.get(OUT_OF_TIME),
     }

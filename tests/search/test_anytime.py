@@ -55,7 +55,7 @@ def test_a_ray_search_under_a_time_budget_runs_asha(tmp_path):
 def test_a_timed_search_prunes_spans_the_space_and_draws_its_anytime_curve(cli):
     """--timeout without --pruner: SHA stops some trials after the grace epoch, the best is fully trained;
     the first trials are the design, cheapest first; the study's curve is what the report plots."""
-    result = cli("search", *FAST, "--epochs", "3", "--grace-epochs", "1", "--trials", "10", "--timeout", "3600",
+    result = cli("search", *FAST, "--epochs", "3", "--grace-epochs", "1", "--trials", "10", "--timeout", "1h",
                  "--study", "t")
     assert result.returncode == 0, result.stderr
     assert "budget left" in result.stderr and "ETA" in result.stderr and "10/10 trials" in result.stderr
@@ -163,7 +163,8 @@ def test_the_design_spans_the_space_from_its_cheapest_candidates(space):
     assert [p.flops for p in design] == sorted(p.flops for p in design)  # cheapest first
     assert design[0].flops <= _decile([f for _, f in sampled], 0.1)
     for point in design:  # the costs are cached for the trials, which price nothing again
-        assert ctx.costs[point.arch_id] == {"params": point.params_count, "flops": point.flops}
+        cached = ctx.costs[point.arch_id]
+        assert (cached["params"], cached["flops"], cached["layers"] > 0) == (point.params_count, point.flops, True)
 
 
 def test_the_design_is_a_function_of_the_seed_and_keeps_the_constraints():

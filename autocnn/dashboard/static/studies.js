@@ -35,7 +35,8 @@
     stateBadge(c.stateBadge, s.state);
     c.finished.textContent = String(s.finished);
     c.requested.textContent = s.requested === null ? "?" : String(s.requested);
-    c.trials.title = `complete ${s.complete}, pruned ${s.pruned} (rejected by constraints ${s.rejected}), failed ${s.failed}, running ${s.running}`;
+    c.trials.title = `complete ${s.complete}, pruned ${s.pruned} (rejected by constraints ${s.rejected - s.rejected_time}, ` +
+      `rejected: would not finish ${s.rejected_time}), failed ${s.failed}, running ${s.running}`;
     c.best.textContent = best(s);
     c.last.textContent = s.last_activity ? s.last_activity.replace("T", " ") : "–";
     entry.act.update(s);

@@ -20,7 +20,8 @@
     stateBadge(document.getElementById("state"), s.state);
     document.getElementById("facts").textContent =
       `space ${s.space || "–"} · dataset ${s.dataset || "–"} · backend ${s.backend || "–"} · ` +
-      `${s.finished} / ${s.requested ?? "?"} trials (complete ${s.complete}, pruned ${s.pruned}, failed ${s.failed}) · ` +
+      `${s.finished} / ${s.requested ?? "?"} trials (complete ${s.complete}, pruned ${s.pruned}, failed ${s.failed}` +
+      `${s.rejected_time ? `; rejected: would not finish ${s.rejected_time}` : ""}) · ` +
       `best ${best(s)} · last activity ${s.last_activity ? s.last_activity.replace("T", " ") : "–"}`;
     act.update({ ...s, export: d.export });
     const links = document.getElementById("links");

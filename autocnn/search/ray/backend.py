@@ -108,8 +108,10 @@ class RayBackend:
         sampler = study_sampler(config, config.seed + len(study.trials), self._ctx.design)
         # metric/mode only satisfy Tune: the study exists, so Optuna loads its own directions (and objectives,
         # which the workers' last report carries for every objective)
-        return AutocnnSearch(space=DefineByRun(study.study_name, tunable), metric=VAL, mode="max", sampler=sampler,
-                             study_name=study.study_name, storage=open_storage(config.storage, create=False))
+        device = "cuda" if self.opts["gpus_per_trial"] > 0 else "cpu"
+        return AutocnnSearch(space=DefineByRun(study.study_name, tunable, device), metric=VAL, mode="max",
+                             sampler=sampler, study_name=study.study_name,
+                             storage=open_storage(config.storage, create=False))
 
     def _run_config(self, study: optuna.Study, name: str) -> tune.RunConfig:
         storage = self._ctx.config.storage

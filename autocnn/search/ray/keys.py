@@ -7,6 +7,7 @@ RUNS_ATTR = "autocnn.ray_runs"   # study user attr: Tune experiments started so 
 FAULT_ENV = "AUTOCNN_RAY_FAULT"  # test hook "TRIAL:EPOCH:MARKER": that trial's worker dies once after that epoch
 
 SPEC = "autocnn"                 # key of the per-trial constants in a Tune trial's config
+TIME_MODEL = "time_model"        # SPEC key: the training-time model as the driver fitted it (`timing.TimeModel`)
 VAL, EPOCH, FINAL = "val_metric", "epoch", "autocnn_final"
 ATTRS, OBJECTIVES, OPTUNA_ID = "autocnn_attrs", "autocnn_objectives", "autocnn_trial_id"
 CHECKPOINT_DIR = "checkpoint_dir_name"  # Tune's result key naming the checkpoint reported with it

@@ -1,12 +1,13 @@
 """The driver side of a Ray trial: Ray's `OptunaSearch` on the study, sampling and recording as the local backend.
 
 `OptunaSearch.suggest` asks the study for a trial and `DefineByRun` samples the genotype on it with
-`engine.sample_architecture`, returning it (with the Optuna trial id) as constants of the Tune trial's
-config. `AutocnnSearch.on_trial_result` / `on_trial_complete` write what the worker reported and tell
+`engine.sample_architecture`, returning it (with the Optuna trial id and the training-time model fitted
+on the study so far, for the worker's time pricing) as constants of the Tune trial's config. `AutocnnSearch.on_trial_result` / `on_trial_complete` write what the worker reported and tell
 the trial's final state: Optuna's `OptunaSearch` tells a trial a scheduler stopped as COMPLETE with its
-last value; here the worker's last report carries `FINAL` ("complete", "failed" or "pruned" for a
-rejected candidate), and a trial that ends without it was stopped by the scheduler and is told PRUNED,
-so Optuna gives it its last intermediate value, as for a trial the local pruner stopped.
+last value; here the worker's last report carries `FINAL` ("complete", "failed", "pruned" for a
+rejected candidate or "stopped" for one the run's deadline stopped, with its weights), and a trial that
+ends without it was stopped by the scheduler; stopped trials are told PRUNED, so Optuna gives them their
+last intermediate value, as for a trial the local pruner stopped.
 """
 from __future__ import annotations
 
@@ -23,11 +24,11 @@ from ray.tune.search.optuna import OptunaSearch
 
 from autocnn.artifacts import save_trial_weights
 from autocnn.search import records
-from autocnn.search.budget import Budget
+from autocnn.search.budget import Budget, rejection_verdict
 from autocnn.search.engine import TrialContext, sample_architecture
 from autocnn.search.ray.internals import asked_trials, searched_study, searched_study_name, told_trials
-from autocnn.search.ray.keys import (ATTRS, CHECKPOINT_DIR, EPOCH, FINAL, MAX_FAILURES, OBJECTIVES, SPEC, VAL,
-                                     trial_dirname)
+from autocnn.search.ray.keys import (ATTRS, CHECKPOINT_DIR, EPOCH, FINAL, MAX_FAILURES, OBJECTIVES, SPEC,
+                                     TIME_MODEL, VAL, trial_dirname)
 from autocnn.search.ray.worker import load_state
 from autocnn.storage import study_storage, trial_id as trial_id_of
 from autocnn.training import EpochReport
@@ -50,13 +51,15 @@ LIVE: dict[str, Live] = {}  # study name -> the run in this process (Tuner.resto
 class DefineByRun:
     """OptunaSearch's define-by-run space: samples and records the genotype on the Optuna trial."""
 
-    def __init__(self, study_name: str, tunable: dict[str, float]) -> None:
+    def __init__(self, study_name: str, tunable: dict[str, float], device: str = "cpu") -> None:
         self.study_name = study_name
         self.tunable = tunable  # PBT's starting hyperparameters (empty otherwise)
+        self.device = device  # where the workers train: the time model's prior
 
     def __call__(self, trial) -> dict:
         ctx = LIVE[self.study_name].ctx
-        spec: dict[str, Any] = {"trial_id": trial_id_of(trial), "number": trial.number}
+        spec: dict[str, Any] = {"trial_id": trial_id_of(trial), "number": trial.number,
+                                TIME_MODEL: ctx.time_model(trial.study, self.device).to_dict()}
         try:
             spec["genotype"] = sample_architecture(trial, ctx).to_dict()
         except optuna.TrialPruned as err:  # a `require` of the space failed: the trial is pruned untrained
@@ -73,8 +76,9 @@ class AutocnnSearch(OptunaSearch):
 
     def suggest(self, trial_id: str):
         live = LIVE.get(searched_study_name(self))
-        if live is not None and (live.budget.expired or live.budget.stopped()):
-            return Searcher.FINISHED  # --timeout or a stop request: start no new trial, let running ones finish
+        if live is not None and (live.budget.expired or live.budget.stopped()
+                                 or rejection_verdict(searched_study(self)) == "time"):
+            return Searcher.FINISHED  # out of time or a stop request: start no new trial, let running ones finish
         config = super().suggest(trial_id)
         study_storage(searched_study(self)).record_heartbeat(trial_id_of(asked_trials(self)[trial_id]))
         return config
@@ -101,11 +105,14 @@ class AutocnnSearch(OptunaSearch):
                     ot_trial.set_user_attr(records.FAIL_REASON, f"the Ray worker failed {MAX_FAILURES + 1} times; "
                                                                 "see the trial's error.txt in the Ray experiment")
                 searched_study(self).tell(ot_trial, state=TrialState.FAIL)
-            elif final == "complete":
+            elif final in ("complete", "stopped"):  # trained, to its end or to the run's deadline
                 weights = self._save_weights(trial_id, ot_trial.number, result.get(CHECKPOINT_DIR))
                 if weights:
                     ot_trial.set_user_attr(records.WEIGHTS_PATH, weights)
-                searched_study(self).tell(ot_trial, [float(v) for v in json.loads(result[OBJECTIVES])])
+                if final == "complete":
+                    searched_study(self).tell(ot_trial, [float(v) for v in json.loads(result[OBJECTIVES])])
+                else:
+                    searched_study(self).tell(ot_trial, state=TrialState.PRUNED)
             else:  # stopped by the scheduler, or rejected untrained ("pruned")
                 searched_study(self).tell(ot_trial, state=TrialState.PRUNED)
         except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError) as err:
@@ -139,7 +146,7 @@ class AutocnnSearch(OptunaSearch):
         if result.get(FINAL):
             self._finals[trial_id] = {k: result[k] for k in (FINAL, OBJECTIVES, CHECKPOINT_DIR) if k in result}
         epoch, value, final = int(result.get(EPOCH, 0)), float(result.get(VAL, math.nan)), result.get(FINAL)
-        if (len(searched_study(self).directions) == 1 and epoch >= 1 and final in (None, "complete")
+        if (len(searched_study(self).directions) == 1 and epoch >= 1 and final in (None, "complete", "stopped")
                 and math.isfinite(value) and epoch not in frozen.intermediate_values):
             ot_trial.report(value, epoch)
         live = LIVE.get(searched_study_name(self))

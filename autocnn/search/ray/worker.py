@@ -24,11 +24,13 @@ from ray import tune
 from ray.tune import Checkpoint
 
 from autocnn.search import records
+from autocnn.search.budget import OutOfTime, check_deadline
 from autocnn.search.config import SearchConfig
 from autocnn.search.engine import (TRIAL_ERRORS, TrialContext, epoch_recorder, fit_candidate, needs_latency,
-                                   price_candidate, record_failure, train_config_for)
+                                   price_candidate, price_time, record_failure, train_config_for)
 from autocnn.search.ray.keys import (ATTRS, EPOCH, FAULT_ENV, FINAL, GPU_IDS, HPARAMS, OBJECTIVES, OPTUNA_ID, SPEC,
-                                     TUNABLE, VAL)
+                                     TIME_MODEL, TUNABLE, VAL)
+from autocnn.search.timing import EpochShape, TimeModel
 from autocnn.training import EpochReport, TrainState, train
 
 
@@ -66,7 +68,8 @@ def _report(rec: Recorder, metrics: dict, state: dict) -> None:
 
 
 def _report_final(rec: Recorder, metrics: dict, weights: dict) -> None:
-    """The last report of a trained trial, with a checkpoint of its weights (the driver saves them)."""
+    """The last report of a trained trial, or of one the deadline stopped, with a checkpoint of its weights
+    (the driver saves them)."""
     _report(rec, metrics, {"final": metrics, "attrs": dict(rec.user_attrs), "model": weights})
 
 
@@ -88,10 +91,16 @@ def _maybe_die(number: int, epoch: int) -> None:
         os._exit(17)
 
 
+def time_model_of(spec: dict) -> TimeModel:
+    """The time model the driver sent with the trial (a trial of an older experiment has none: the prior)."""
+    return TimeModel.from_dict(spec[TIME_MODEL]) if TIME_MODEL in spec else TimeModel.prior()
+
+
 def trainable_for(ctx: TrialContext, opts: dict):
     """The Tune trainable of a run: `trainable` with the data and the run's constants, and its resources."""
     run = {"config": ctx.config.to_dict(), "constraints": ctx.constraints,
-           "threads": max(1, int(opts["cpus_per_trial"]))}
+           "threads": max(1, int(opts["cpus_per_trial"])), "deadline": ctx.deadline,
+           "shape": dataclasses.asdict(ctx.epoch_shape)}
     resources = {"cpu": opts["cpus_per_trial"], "gpu": opts["gpus_per_trial"]}
     return tune.with_resources(tune.with_parameters(trainable, data=ctx.data, run=run), resources)
 
@@ -120,7 +129,9 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
         return
     try:
         if state is None:
-            model, costs = price_candidate(rec, genotype, run["constraints"],
+            admit = partial(price_time, rec, config=config, shape=EpochShape(**run["shape"]),
+                            model=time_model_of(spec), deadline=run["deadline"])
+            model, costs = price_candidate(rec, genotype, run["constraints"], admit=admit,
                                            latency=needs_latency(config.objectives, run["constraints"]))
             resume = None
         else:
@@ -141,16 +152,18 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
         rec.set_user_attr(HPARAMS, history)
     elapsed = state["elapsed"] if state else 0.0
     started = time.perf_counter()
-    record_epoch = epoch_recorder(rec, list(resume.curve) if resume else [])
+    record_epoch = epoch_recorder(rec, list(resume.curve) if resume else [], (state or {}).get("epoch_seconds"))
 
     def on_epoch(report: EpochReport) -> None:
         record_epoch(report)
         rec.set_user_attr(records.WALL_TIME, elapsed + time.perf_counter() - started)
         if report.epoch >= config.epochs:
             return  # the final report, after the test evaluation, carries the last epoch
+        check_deadline(run["deadline"], report.epoch, config.epochs, report.seconds)  # before its report: the last
         _report(rec, {VAL: report.val_metric, EPOCH: report.epoch, "train_loss": report.train_loss},
                  {**report.state().to_dict(), "costs": costs, "elapsed": elapsed + time.perf_counter() - started,
-                  "hparams": rec.user_attrs.get(HPARAMS, []), "number": spec["number"]})
+                  "hparams": rec.user_attrs.get(HPARAMS, []), "number": spec["number"],
+                  "epoch_seconds": rec.user_attrs.get(records.EPOCH_SECONDS, [])})
         _maybe_die(spec["number"], report.epoch)
 
     try:
@@ -158,6 +171,12 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
                                on_epoch=on_epoch, run=partial(train, resume=resume), elapsed=elapsed)
     except TRIAL_ERRORS as err:
         _report_failed(rec, err)
+        return
+    except OutOfTime as stop:  # pruned with its last score, its weights saved by the driver
+        rec.set_user_attr(records.OUT_OF_TIME, str(stop))
+        curve = rec.user_attrs[records.VAL_CURVE]
+        _report_final(rec, {VAL: curve[-1], EPOCH: len(curve), FINAL: "stopped"},
+                      {k: v.cpu() for k, v in model.state_dict().items()})
         return
     curve = rec.user_attrs[records.VAL_CURVE]
     _report_final(rec, {VAL: curve[-1], EPOCH: len(curve), FINAL: "complete", OBJECTIVES: json.dumps(values)},
