@@ -40,6 +40,27 @@ def _history(study, complete, out: Path) -> Path:
     return _save(fig, out / "history.png")
 
 
+def _anytime(view, complete, out: Path) -> Path:
+    """Best so far against wall time since the search started (`control.anytime_curve`), every complete
+    trial at its completion, and the --timeout when there was one."""
+    curve, origin = view.anytime, view.started
+    timeout = view.config.timeout
+    done = [(t.datetime_complete - origin).total_seconds() for t in complete]
+    end = max([*done, timeout or 0.0])
+    unit, scale = ("min", 60.0) if end > 300 else ("s", 1.0)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter([x / scale for x in done], [t.values[0] for t in complete], s=14, color="0.6", label="complete trial")
+    ys = [p.value for p in curve]
+    ax.step([*(p.seconds / scale for p in curve), end / scale], [*ys, ys[-1]], where="post", color="C3",
+            label="best so far")
+    if timeout:
+        ax.axvline(timeout / scale, color="0.3", linestyle="--", linewidth=1, label="--timeout")
+    ax.set(xlabel=f"wall time since the search started ({unit})", ylabel="validation metric",
+           title="Best so far vs wall time", xlim=(0, None))
+    ax.legend()
+    return _save(fig, out / "best_vs_time.png")
+
+
 def _cost_scatter(complete, out: Path) -> list[Path]:
     paths = []
     for cost in (records.PARAMS, records.FLOPS):
@@ -124,7 +145,7 @@ def write_report(study_name: str, storage: str | None, out_dir: str | os.PathLik
         raise StudyError(f"study {study_name!r} has no complete trial to report on; run or resume it first")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    figures = [_history(study, complete, out), *_cost_scatter(complete, out), _curves(study, complete, out)]
+    figures = [_history(study, complete, out), _anytime(view, complete, out), *_cost_scatter(complete, out), _curves(study, complete, out)]
     if len(study.directions) > 1:
         figures.extend(_pareto(study, view, complete, out))
     importance = _importances(study, out)

@@ -4,17 +4,20 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from datetime import datetime, timedelta
 
 import click
 import optuna
 from optuna.trial import TrialState
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn
+from rich.text import Text
 
 from autocnn.cli import cli
 from autocnn.cli.studies import print_best as _print_best
 from autocnn.search import records
-from autocnn.search.config import DEFAULT_TRIAL_SHARE, ConfigError, SearchConfig, parse_duration
+from autocnn.search.config import (DEFAULT_TRIAL_SHARE, UNTIL_TIMEOUT_TRIALS, ConfigError, SearchConfig,
+                                   parse_duration)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -45,32 +48,90 @@ class GracefulInterrupt:
             raise KeyboardInterrupt
 
 
+def predicted_finish(elapsed: float, done: int, remaining: int, time_left: float | None) -> float | None:
+    """Seconds until the run ends: the remaining trials at this run's pace so far (`done` trials in
+    `elapsed` seconds), capped by what is left of the time budget; None when neither is known yet."""
+    pace = elapsed / done * max(remaining, 0) if done > 0 else None
+    if time_left is None:
+        return pace
+    time_left = max(time_left, 0.0)
+    return time_left if pace is None else min(pace, time_left)
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--:--"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class BudgetColumn(ProgressColumn):
+    """Time since the run started, under a time budget what is left of it, and the predicted finish (ETA
+    and clock time), worked out at each refresh."""
+
+    def __init__(self, owner: "RichProgress") -> None:
+        super().__init__()
+        self.owner = owner
+
+    def render(self, task) -> Text:
+        return Text(self.owner.budget_text(), style="progress.remaining")
+
+
 class RichProgress:
-    """Trial n/N with ETA, the running trial's epoch and accuracy, and the best so far."""
+    """Trial n/N (under --timeout: the share of the time budget used), the budget left, the predicted
+    finish (ETA), the running trial's epoch and accuracy, and the best so far."""
 
     def __init__(self, console: Console, interrupt: GracefulInterrupt | None = None) -> None:
         self.console = console
         self.interrupt = interrupt
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                 console=console, transient=False)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[trials]}"),
+                                 BudgetColumn(self), console=console, transient=False)
         self.task = None
         self.best: float | None = None
         self.epochs = 0
+        self.started = time.time()
+        self.timeout: float | None = None
+        self.ends_at: float | None = None
+        self.trials = 0
+        self.done_before = self.done = 0
 
     def start(self, study, config: SearchConfig) -> None:
-        from autocnn.search.budget import finished_trials
+        from autocnn.search.budget import BUDGET_ATTR, finished_trials
 
         self.epochs = config.epochs
         self.maximize = config.directions[0] == "maximize"
-        done = finished_trials(study)
+        budget = study.user_attrs.get(BUDGET_ATTR) or {}  # this run's time budget, as the driver keeps it
+        self.started, self.ends_at = budget.get("started", time.time()), budget.get("ends_at")
+        self.timeout, self.trials = budget.get("timeout_s"), config.trials
+        done = self.done_before = self.done = finished_trials(study)
         values = [t.values[0] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         if values:
             self.best = max(values) if self.maximize else min(values)
+        budget = f", time budget {_clock(self.timeout)}" if self.timeout else ""
         self.console.print(f"study [bold]{study.study_name}[/bold]: {done}/{config.trials} trials done, "
-                           f"space {config.space.split(':')[0]}, dataset {config.dataset}, {config.epochs} epochs/trial")
+                           f"space {config.space.split(':')[0]}, dataset {config.dataset}, "
+                           f"{config.epochs} epochs/trial{budget}")
         self.progress.start()
-        self.task = self.progress.add_task(self._describe(None, None, None), total=config.trials, completed=done)
+        self.task = self.progress.add_task(self._describe(None, None, None), total=self.timeout or config.trials,
+                                           trials=self._trials_text())
+        self._update()
+
+    def _trials_text(self) -> str:
+        """n/N trials; under a time budget without a trial budget (`UNTIL_TIMEOUT_TRIALS`) only n."""
+        return f"{self.done} trials" if self.trials >= UNTIL_TIMEOUT_TRIALS else f"{self.done}/{self.trials} trials"
+
+    def _update(self, **changes) -> None:
+        """The bar is the time budget used under --timeout, else the trial budget."""
+        used = min(time.time() - self.started, self.timeout) if self.timeout else self.done
+        self.progress.update(self.task, completed=used, trials=self._trials_text(), **changes)
+
+    def budget_text(self) -> str:
+        elapsed = time.time() - self.started
+        left = None if self.ends_at is None else max(self.ends_at - time.time(), 0.0)
+        finish = predicted_finish(elapsed, self.done - self.done_before, self.trials - self.done, left)
+        at = "" if finish is None else f" (~{datetime.now() + timedelta(seconds=finish):%H:%M:%S})"
+        budget = "" if left is None else f"budget left {_clock(left)} "
+        return f"{_clock(elapsed)} {budget}ETA {_clock(finish)}{at}"
 
     def _describe(self, number, epoch, value) -> str:
         best = f"{self.best:.4f}" if self.best is not None else "-"
@@ -79,7 +140,7 @@ class RichProgress:
         return f"trial {number} epoch {epoch}/{self.epochs} val {value:.4f} best {best}"
 
     def on_epoch(self, number: int, report) -> None:
-        self.progress.update(self.task, description=self._describe(number, report.epoch, report.val_metric))
+        self._update(description=self._describe(number, report.epoch, report.val_metric))
         if self.interrupt is not None:
             self.interrupt.check()
 
@@ -96,7 +157,8 @@ class RichProgress:
         self.progress.console.print(
             f"trial {trial.number:>3} {trial.state.name:<8} val {value} params {row['params'] or 0:,} "
             f"epochs {row['epochs_run'] or 0} {detail}".rstrip())
-        self.progress.update(self.task, completed=finished_trials(study), description=self._describe(None, None, None))
+        self.done = finished_trials(study)
+        self._update(description=self._describe(None, None, None))
         if self.interrupt is not None:
             self.interrupt.check()
 
@@ -143,7 +205,8 @@ def _named_weights(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--space", default="efficientnet_compound", show_default=True, help="Built-in space name or YAML path.")
 @click.option("--dataset", default="digits", show_default=True)
 @click.option("--data-root", type=click.Path(), default=None, help="Folder holding the dataset (never downloaded).")
-@click.option("--trials", type=int, default=None, help="Trials to finish (default 10; on --resume: raise the budget).")
+@click.option("--trials", type=int, default=None,
+              help="Trials to finish (default 10, or as many as --timeout allows; on --resume: raise the budget).")
 @click.option("--timeout", callback=_duration, default=None, metavar="DURATION",
               help="Time budget of the whole run (90s, 20m, 2h or seconds; a resume gets it afresh): running trials "
                    "stop at an epoch boundary when it runs out, recorded as pruned with their weights.")
@@ -161,7 +224,11 @@ def _named_weights(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--max-latency-ms", type=float, default=None, help="Skip candidates slower than this (CPU, batch 1).")
 @click.option("--sampler", default="tpe", show_default=True, help="tpe, random, cmaes, gp or nsga2.")
 @click.option("--pruner", default=None,
-              help="median (default), hyperband, sha or none; on Ray the Tune scheduler of the same rule.")
+              help="median, hyperband, sha or none; on Ray the Tune scheduler of the same rule. Default: sha "
+                   "(successive halving over epochs) with --timeout, else median.")
+@click.option("--initial-design", type=int, default=5, show_default=True,
+              help="First trials of a new study: a design from the space's smallest candidates to its largest, "
+                   "smallest first; 0: the sampler's own first trials.")
 @click.option("--grace-epochs", type=int, default=3, show_default=True,
               help="No pruner or Ray scheduler stops a trial before this epoch.")
 @click.option("--objectives", default="accuracy", show_default=True,
@@ -222,8 +289,10 @@ def search(resume: bool, as_json: bool, trials, timeout, stop_starting_after, ma
             options["objectives"] = _split(options["objectives"])
             options["enqueue"] = _split(options["enqueue"])
             limits = {"max_params": max_params, "max_flops": max_flops, "max_latency_ms": max_latency_ms}
-            config = SearchConfig(trials=trials if trials is not None else 10, timeout=timeout,
-                                  stop_starting_after=stop_starting_after, pruner=pruner,
+            if trials is None:  # a time budget alone runs trials until it is spent
+                trials = 10 if timeout is None else UNTIL_TIMEOUT_TRIALS
+            config = SearchConfig(trials=trials, timeout=timeout, stop_starting_after=stop_starting_after,
+                                  pruner=pruner,
                                   constraints={k: v for k, v in limits.items() if v is not None}, **options)
             study = run_search(config, progress=progress, backend=backend)
     except KeyboardInterrupt:

@@ -17,10 +17,22 @@ CONSTRAINTS = ("max_params", "max_flops", "max_latency_ms")
 ALL_TRIALS = "*"  # a `weights` key: every trial starts from the file (`autocnn train`, one fixed architecture)
 DEFAULT_TRIAL_SHARE = 0.5  # --max-trial-share: a candidate may take at most half the time left (see `timing`)
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+UNTIL_TIMEOUT_TRIALS = 1_000_000  # the trial budget of a search given a time budget and no --trials
+BUDGET_PRUNER = "sha"
+"""The pruner of a search under a time budget that names none: successive halving over epochs gives many
+candidates a cheap first look (`grace_epochs`) and the survivors the full recipe (Ray: ASHA)."""
 
 
 class ConfigError(AutocnnError):
     """A search option that cannot work."""
+
+
+def default_pruner(timeout: float | None, objectives: tuple[str, ...]) -> str:
+    """The pruner of a search that names none: `BUDGET_PRUNER` under a time budget, else median; none for
+    a Pareto search (several objectives: every trial is trained fully)."""
+    if len(objectives) > 1:
+        return "none"
+    return BUDGET_PRUNER if timeout is not None else "median"
 
 
 def parse_duration(text: str, flag: str = "--timeout") -> float:
@@ -57,7 +69,11 @@ class SearchConfig:
     lr: float | None = 0.005
     warmup_epochs: float = 1.0
     sampler: str = "tpe"
-    pruner: str | None = None  # None: not named, median with one objective and none with several
+    initial_design: int = 5
+    """The first trials of a new study: a design from the space's smallest candidates to its largest,
+    smallest first (`autocnn.search.design`); as many as TPE's random startup trials. 0: none."""
+    pruner: str | None = None
+    """`--pruner`; None: not named (`default_pruner`; the study stores the one it runs)."""
     grace_epochs: int = 3  # the earliest epoch any pruner or Ray scheduler may stop a trial at
     objectives: tuple[str, ...] = ("accuracy",)
     study: str | None = None
@@ -82,6 +98,8 @@ class SearchConfig:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}; train each candidate at least one epoch")
         if self.grace_epochs < 1:
             raise ConfigError(f"--grace-epochs must be >= 1, got {self.grace_epochs}; no trial can be judged before it trains")
+        if self.initial_design < 0:
+            raise ConfigError(f"--initial-design must be >= 0 trials, got {self.initial_design}; 0 turns it off")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         for flag, value in (("--timeout", self.timeout), ("--stop-starting-after", self.stop_starting_after)):

@@ -29,6 +29,10 @@ they agree on every study:
   `release_worker_lease` and `lease_alive`.
 
 - **Stop requests**: `request_stop` / `stop_requested` (`STOP_ATTR`), honoured by every backend.
+
+- **Anytime curve** (`anytime_curve`, `StudyView.anytime`): the best value of the first objective so
+  far against wall time since the search started (`STARTED_ATTR`), derived from the complete trials'
+  completion times and values; its last value is the best trial's.
 """
 from __future__ import annotations
 
@@ -50,6 +54,7 @@ from autocnn.search.config import CONFIG_ATTR, SearchConfig
 from autocnn.storage import GRACE_PERIOD, read_study_attr_json, running_trial_heartbeats, swap_study_attr
 
 STOP_ATTR = "autocnn.stop_requested"
+STARTED_ATTR = "autocnn.started"  # time.time() when the study's first run began: where anytime curves start
 WORKER_ATTR = "autocnn.worker"  # {pid, host, since, phase} of the process driving the study; None when it exits
 STATES = ("running", "stopped", "finished", "failed")
 HOST = socket.gethostname()
@@ -107,6 +112,42 @@ def best_trial(trials: Iterable[FrozenTrial], directions: Sequence) -> FrozenTri
     """The study's best trial under the one rule of the module docstring; None before any trial completes."""
     ranked = ranked_trials(trials, directions)
     return ranked[0] if ranked else None
+
+
+@dataclass(frozen=True)
+class AnytimePoint:
+    """The best value so far became `value` (trial `trial`) `seconds` after the search started."""
+
+    seconds: float
+    value: float
+    trial: int
+
+
+def search_started(trials: Iterable[FrozenTrial], started: float | None = None) -> datetime | None:
+    """When the search started: `started` (`STARTED_ATTR`), else its first trial's start (None: no trial)."""
+    if started is not None:
+        return datetime.fromtimestamp(started)
+    return min((t.datetime_start for t in trials if t.datetime_start), default=None)
+
+
+def anytime_curve(trials: Iterable[FrozenTrial], directions: Sequence,
+                  started: float | None = None) -> list[AnytimePoint]:
+    """Best-so-far of the first objective against wall time: one point per complete trial that improved
+    it, at its completion, in seconds since `started` (a `time.time()`; default: the first trial's start).
+
+    Derived from the trials alone, so every reader (report, dashboard, benchmarks) draws the same curve.
+    """
+    trials = list(trials)
+    done = sorted((t for t in _complete(trials) if t.datetime_complete), key=lambda t: (t.datetime_complete, t.number))
+    if not done:
+        return []
+    origin = search_started(trials, started)
+    sign = _signs(directions)[0]
+    curve: list[AnytimePoint] = []
+    for t in done:
+        if not curve or sign * t.values[0] < sign * curve[-1].value:
+            curve.append(AnytimePoint((t.datetime_complete - origin).total_seconds(), t.values[0], t.number))
+    return curve
 
 
 # -- worker lease -----------------------------------------------------------------------------------
@@ -286,6 +327,14 @@ class StudyView:
     @property
     def pareto(self) -> list[FrozenTrial]:
         return pareto_front(self.trials, self.directions)
+
+    @property
+    def anytime(self) -> list[AnytimePoint]:
+        return anytime_curve(self.trials, self.directions, self.user_attrs.get(STARTED_ATTR))
+
+    @property
+    def started(self) -> datetime | None:
+        return search_started(self.trials, self.user_attrs.get(STARTED_ATTR))
 
 
 def inspect(storage, name: str, *, owned_alive: bool = False) -> StudyView:

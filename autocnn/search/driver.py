@@ -23,8 +23,11 @@ from optuna.trial import TrialState
 
 from autocnn.search.budget import Budget, finished_trials, rejection_verdict, rejections_in_a_row
 from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
-from autocnn.search.control import GIVE_UP_FAILURES, STOP_ATTR, release_worker_lease, take_worker_lease
-from autocnn.search.engine import (StudyError, TrialContext, check_choices, create_study, enqueue_presets,
+from autocnn.search.control import (GIVE_UP_FAILURES, STARTED_ATTR, STOP_ATTR, release_worker_lease,
+                                    take_worker_lease)
+from autocnn.search.design import plan_design
+from autocnn.search.engine import (StudyError, TrialContext, attach_sampler, check_choices, create_study,
+                                   enqueue_presets,
                                    prepare_context, reopen_study)
 from autocnn.search.local import LocalBackend
 from autocnn.storage import fail_stale_trials, study_storage
@@ -71,8 +74,10 @@ def run_search(config: SearchConfig, *, progress=None, backend: Backend | None =
     check_choices(config)  # one rule for every backend, before a backend maps the pruner to its own options
     config = backend.configure(config, resume=False)
     ctx = prepare_context(config)  # a bad space, dataset or constraint creates no storage and no study
-    study, ctx.config = create_study(config)
+    ctx.design = plan_design(ctx)
+    study, ctx.config = create_study(config, ctx.design)
     try:
+        study.set_user_attr(STARTED_ATTR, started)  # where the anytime curve (best so far vs time) starts
         enqueue_presets(study, ctx)
         return drive(study, ctx, backend, progress, started=started)
     except BaseException:
@@ -105,7 +110,11 @@ def resume_search(name: str | None, storage_url: str | None, *, trials: int | No
     config = backend.configure(config, resume=True)
     if config != stored:
         study.set_user_attr(CONFIG_ATTR, config.to_dict())
-    return drive(study, TrialContext.create(config), backend, progress, resume=True, started=started)
+    ctx = TrialContext.create(config)
+    if len(study.trials) < len(config.enqueue) + config.initial_design:  # stopped before its design was through
+        ctx.design = plan_design(ctx)
+        attach_sampler(study, config, ctx.design)
+    return drive(study, ctx, backend, progress, resume=True, started=started)
 
 
 def drive(study: optuna.Study, ctx: TrialContext, backend: Backend | None = None, progress=None, *,

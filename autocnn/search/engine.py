@@ -28,8 +28,9 @@ from autocnn.errors import AutocnnError
 from autocnn.registry import Registry
 from autocnn.search import records
 from autocnn.search.budget import MAX_REJECTIONS, OutOfTime, check_deadline, remaining_s
-from autocnn.search.config import ALL_TRIALS, CONFIG_ATTR, ConfigError, SearchConfig
+from autocnn.search.config import ALL_TRIALS, CONFIG_ATTR, ConfigError, SearchConfig, default_pruner
 from autocnn.search.control import latest_study
+from autocnn.search.design import DesignPoint, with_design
 from autocnn.search.timing import EpochShape, TimeModel, study_model
 from autocnn.storage import open_storage
 from autocnn.training import DivergedError, EpochReport, TrainConfig, resolve_device, train
@@ -52,9 +53,9 @@ SINGLE_OBJECTIVE_SAMPLERS = frozenset({"cmaes"})
 # schedulers (autocnn.search.ray.schedulers) take the same rule.
 PRUNERS.register("median", lambda grace: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=grace))
 PRUNERS.register("hyperband", lambda grace: optuna.pruners.HyperbandPruner(min_resource=grace))
-PRUNERS.register("sha", lambda grace: optuna.pruners.SuccessiveHalvingPruner(min_resource=grace))
+# reduction factor 3, as Ray's ASHA and Optuna's HyperbandPruner: with 12 epochs, looks at epochs 3 and 9
+PRUNERS.register("sha", lambda grace: optuna.pruners.SuccessiveHalvingPruner(min_resource=grace, reduction_factor=3))
 PRUNERS.register("none", lambda grace: optuna.pruners.NopPruner())
-DEFAULT_PRUNER = "median"  # for a study with one objective whose configuration names none
 
 # metric names, heartbeat retries and GPSampler are "experimental" in Optuna but stable in use
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -72,7 +73,7 @@ class StudyError(AutocnnError):
 def check_choices(config: SearchConfig) -> None:
     """Refuse a sampler, pruner and objectives that do not go together, before anything is written (the
     CLI and the Python API alike; `run_search` checks before a backend reads its options)."""
-    choices = ((SAMPLERS, config.sampler, "--sampler"), (PRUNERS, config.pruner or DEFAULT_PRUNER, "--pruner"))
+    choices = ((SAMPLERS, config.sampler, "--sampler"), (PRUNERS, pruner_name(config), "--pruner"))
     for registry, value, flag in choices:
         if value not in registry:
             raise ConfigError(f"unknown {registry.kind} {value!r} for {flag}; choose from {', '.join(registry.names())}")
@@ -107,8 +108,13 @@ def stored_config(study: optuna.Study) -> SearchConfig:
 
 
 def pruner_name(config: SearchConfig) -> str:
-    """The pruner a study runs: its `--pruner`, else median with one objective and none with several."""
-    return config.pruner or ("none" if config.multi_objective else DEFAULT_PRUNER)
+    """The pruner a study runs: its `--pruner`, else `config.default_pruner`'s (the study stores the one it runs)."""
+    return config.pruner or default_pruner(config.timeout, config.objectives)
+
+
+def study_sampler(config: SearchConfig, seed: int, design: list[DesignPoint] = ()) -> optuna.samplers.BaseSampler:
+    """The `--sampler` of the study (seeded by `seed`), handing `design` to the trials after the presets."""
+    return with_design(SAMPLERS.get(config.sampler)(seed, config.multi_objective), design, len(config.enqueue))
 
 
 def pruner_for(config: SearchConfig) -> optuna.pruners.BasePruner:
@@ -118,15 +124,16 @@ def pruner_for(config: SearchConfig) -> optuna.pruners.BasePruner:
     return PRUNERS.get(pruner_name(config))(config.grace_epochs)
 
 
-def create_study(config: SearchConfig) -> tuple[optuna.Study, SearchConfig]:
-    """A new study holding `config`; the name defaults to space-dataset-timestamp."""
+def create_study(config: SearchConfig, design: list[DesignPoint] = ()) -> tuple[optuna.Study, SearchConfig]:
+    """A new study holding `config`; the name defaults to space-dataset-timestamp. Its first trials after
+    the enqueued presets take the points of `design` (`autocnn.search.design`)."""
     check_choices(config)
     locations = absolute_locations(config)  # before the storage: a bad --artifacts writes nothing
     storage = open_storage(config.storage, create=True)
     name = config.study or default_study_name(config)
     if name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}:
         raise StudyError(f"study {name!r} already exists; pass --resume to continue it or choose another --study")
-    sampler = SAMPLERS.get(config.sampler)(config.seed, config.multi_objective)
+    sampler = study_sampler(config, config.seed, design)
     pruner = pruner_for(config)
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                 directions=config.directions)
@@ -168,9 +175,10 @@ def reopen_study(name: str | None, storage_url: str | None, *, trials: int | Non
     return attach_sampler(study, config), config
 
 
-def attach_sampler(study: optuna.Study, config: SearchConfig) -> optuna.Study:
-    """A loaded study gets the sampler and pruner of its configuration back (Optuna does not store them)."""
-    study.sampler = SAMPLERS.get(config.sampler)(config.seed + len(study.trials), config.multi_objective)
+def attach_sampler(study: optuna.Study, config: SearchConfig, design: list[DesignPoint] = ()) -> optuna.Study:
+    """A loaded study gets the sampler and pruner of its configuration back (Optuna does not store them),
+    with the rest of its initial design when a run stopped before the design was through."""
+    study.sampler = study_sampler(config, config.seed + len(study.trials), design)
     study.pruner = pruner_for(config)
     return study
 
@@ -184,6 +192,12 @@ class TrialContext:
     data: DataSplits
     costs: dict = dataclasses.field(default_factory=dict, repr=False)  # by arch id: a repeat is priced once
     deadline: float | None = None  # the run's end (time.time(), `Budget.ends_at`); None: no --timeout
+    design: list[DesignPoint] = dataclasses.field(default_factory=list, repr=False)  # the initial design
+
+    def design_index(self, number: int) -> int | None:
+        """Which point of the initial design trial `number` takes (None: the sampler's own trial)."""
+        index = number - len(self.config.enqueue)
+        return index if 0 <= index < len(self.design) else None
 
     @classmethod
     def create(cls, config: SearchConfig) -> "TrialContext":
@@ -295,7 +309,7 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
             on_epoch(epoch)
         if not config.multi_objective and math.isfinite(epoch.val_metric):
             trial.report(epoch.val_metric, epoch.epoch)  # a trial stopped early is valued by its last epoch
-            if prune and trial.should_prune():
+            if prune and epoch.epoch < config.epochs and trial.should_prune():  # a fully trained trial is complete
                 raise optuna.TrialPruned(f"pruned after epoch {epoch.epoch}")
         check_deadline(ctx.deadline, epoch.epoch, config.epochs, epoch.seconds)
 
@@ -321,9 +335,12 @@ def _save_weights(trial, model, config: SearchConfig) -> None:
 
 def sample_architecture(trial, ctx: TrialContext):
     """Sample a genotype on `trial` and record it in one write: what the space records, the genotype, arch
-    string and id, and the weights it starts from."""
+    string and id, the weights it starts from and its place in the initial design."""
     held = records.HeldAttrs(trial)
     genotype = ctx.sample(held)
+    design = ctx.design_index(trial.number)
+    if design is not None and not trial.user_attrs.get(records.ENQUEUED):
+        held.attrs[records.DESIGN] = design
     start = start_weights_for(ctx.config, trial.user_attrs.get(records.ENQUEUED))
     records.record_architecture(trial, genotype, start, held.attrs)
     return genotype

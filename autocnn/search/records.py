@@ -34,6 +34,7 @@ PREDICTED_S = "predicted_s"  # a candidate rejected for time: its predicted trai
 REMAINING_S = "remaining_s"  # ... and the seconds left of the run's time budget when it was priced
 OUT_OF_TIME = "out_of_time"  # a trial the --timeout stopped at an epoch boundary (pruned, weights saved)
 WOULD_NOT_FINISH = "would not finish"  # how a REJECTED message for time begins
+DESIGN = "initial_design"  # the point of the initial design a trial took (autocnn.search.design), 0: cheapest
 
 
 class HeldAttrs:

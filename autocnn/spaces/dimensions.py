@@ -18,6 +18,18 @@ def _number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _bin(u: float, n: int) -> int:
+    """Which of `n` equal bins of [0, 1] holds u (u = 1 falls in the last)."""
+    return min(max(int(u * n), 0), n - 1)
+
+
+def _between(low: float, high: float, u: float, log: bool) -> float:
+    u = min(max(u, 0.0), 1.0)
+    if log:
+        return math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+    return low + u * (high - low)
+
+
 @dataclass(frozen=True)
 class Categorical:
     choices: tuple[Choice, ...]
@@ -35,6 +47,15 @@ class Categorical:
             if type(value) is type(c) and value == c:
                 return c
         return next(c for c in self.choices if _number(c) and value == c)
+
+    @property
+    def ordered(self) -> bool:
+        return all(_number(c) for c in self.choices)
+
+    def at(self, u: float) -> Choice:
+        """Numeric choices from the smallest up; others in their declared order."""
+        choices = sorted(self.choices) if self.ordered else self.choices
+        return choices[_bin(u, len(choices))]
 
     def distribution(self):
         from optuna.distributions import CategoricalDistribution
@@ -58,6 +79,13 @@ class Int:
 
     def canonical(self, value: Any) -> int:
         return int(value)
+
+    ordered = True
+
+    def at(self, u: float) -> int:
+        if self.log:
+            return min(max(round(_between(self.low, self.high, u, True)), self.low), self.high)
+        return self.low + _bin(u, (self.high - self.low) // self.step + 1) * self.step
 
     def distribution(self):
         from optuna.distributions import IntDistribution
@@ -85,6 +113,14 @@ class Float:
 
     def canonical(self, value: Any) -> float:
         return float(value)
+
+    ordered = True
+
+    def at(self, u: float) -> float:
+        value = _between(self.low, self.high, u, self.log)
+        if self.step is None:
+            return value
+        return min(self.low + round((value - self.low) / self.step) * self.step, self.high)
 
     def distribution(self):
         from optuna.distributions import FloatDistribution

@@ -181,18 +181,19 @@ class _Unfixed(Exception):
     """The fixed parameters do not cover (or do not fit) a dimension the sample reached."""
 
 
-class _FixedParams:
-    """A trial stand-in that answers from fixed values and checks each lies in its dimension."""
+class AnsweringTrial:
+    """A trial stand-in for `SearchSpace.sample` outside any study: `answer(name, dim)` gives each value;
+    `params` collects what was answered (ready for `study.enqueue_trial`)."""
 
-    def __init__(self, params: Mapping[str, Any]) -> None:
-        self._params = dict(params)
+    def __init__(self) -> None:
         self.params: dict[str, Any] = {}
         self.user_attrs: dict[str, Any] = {}
 
+    def answer(self, name: str, dim: Dimension) -> Any:
+        raise NotImplementedError
+
     def _take(self, name: str, dim: Dimension) -> Any:
-        if name not in self._params or not dim.contains(self._params[name]):
-            raise _Unfixed(name)
-        value = dim.canonical(self._params[name])
+        value = self.answer(name, dim)
         self.params[name] = value
         return value
 
@@ -207,6 +208,19 @@ class _FixedParams:
 
     def set_user_attr(self, key, value):
         self.user_attrs[key] = value
+
+
+class _FixedParams(AnsweringTrial):
+    """Answers from fixed values and checks each lies in its dimension."""
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        super().__init__()
+        self._params = dict(params)
+
+    def answer(self, name: str, dim: Dimension) -> Any:
+        if name not in self._params or not dim.contains(self._params[name]):
+            raise _Unfixed(name)
+        return dim.canonical(self._params[name])
 
 
 # -- the space ---------------------------------------------------------------------------------------

@@ -117,6 +117,8 @@ CASES = {
     "negative-trials": Case((*SEARCH, "--trials", "-3", *STORE), ("--trials must be >= 1, got -3",)),
     "zero-epochs": Case((*SEARCH, "--epochs", "0", *STORE), ("--epochs must be >= 1",)),
     "zero-grace-epochs": Case((*SEARCH, "--grace-epochs", "0", *STORE), ("--grace-epochs must be >= 1",)),
+    "negative-initial-design": Case((*SEARCH, "--initial-design", "-1", *STORE),
+                                    ("--initial-design must be >= 0", "0 turns it off")),
     "timeout-not-a-duration": Case((*SEARCH, "--timeout", "5x", *STORE),
                                    ("--timeout '5x' is not a duration", "90s, 20m, 2h")),
     "negative-timeout": Case((*SEARCH, "--timeout", "-5m", *STORE), ("--timeout must be a positive duration", "'-5m'")),

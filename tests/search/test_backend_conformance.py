@@ -89,7 +89,9 @@ def search(request, tmp_path) -> Search:
 
 
 def test_rejected_candidates_cost_no_budget_and_are_never_trained(search):
-    search(*FAST, "--trials", "3", "--epochs", "1", "--max-params", "6000", "--pruner", "none", "--study", "c")
+    # no initial design: it keeps within the limits, and the random samples after it are what gets rejected
+    search(*FAST, "--trials", "3", "--epochs", "1", "--max-params", "6000", "--pruner", "none", "--initial-design", "0",
+           "--study", "c")
     trials = search.trials("c")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     rejected = [t for t in trials if records.REJECTED in t.user_attrs]
@@ -107,7 +109,8 @@ def test_rejected_candidates_cost_no_budget_and_are_never_trained(search):
 
 
 def test_pruned_trials_are_pruned_with_their_last_value(search):
-    search(*FAST, "--trials", "6", "--epochs", "4", "--pruner", "sha", "--sampler", "random", "--study", "p")
+    search(*FAST, "--trials", "6", "--epochs", "4", "--pruner", "sha", "--sampler", "random", "--initial-design", "0",
+           "--study", "p")
     study = search.study("p")
     assert study.user_attrs["autocnn.config"]["pruner"] == "sha"
     trials = study.get_trials()
@@ -173,7 +176,7 @@ def test_failing_candidates_fail_alone(search, tmp_path):
     space.write_text(Path(SPACE).read_text().replace("kernel: 3", 'kernel: "${kernel}", padding: 0')
                      .replace("[conv, basic]", "[conv]").replace("params:\n", "params:\n  kernel: {choices: [3, 5]}\n"))
     result = search("--space", str(space), *FAST[2:], "--trials", "3", "--epochs", "1", "--sampler", "random",
-                    "--pruner", "none", "--study", "f")
+                    "--pruner", "none", "--initial-design", "0", "--study", "f")  # the design skips failing ones
     trials = search.trials("f")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     failed = [t for t in trials if t.state == TrialState.FAIL]

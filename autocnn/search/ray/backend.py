@@ -10,8 +10,8 @@ import ray
 from ray import tune
 
 from autocnn.search.budget import Budget
-from autocnn.search.config import SearchConfig
-from autocnn.search.engine import SAMPLERS, TrialContext
+from autocnn.search.config import BUDGET_PRUNER, SearchConfig
+from autocnn.search.engine import TrialContext, study_sampler
 from autocnn.search.ray.callbacks import STALE_CHECKPOINTS, Heartbeat, SkipFinished
 from autocnn.search.ray.cluster import connect
 from autocnn.search.ray.keys import (DEFAULT_WEIGHT_DECAY, EXPERIMENT_ATTR, MAX_FAILURES, RUNS_ATTR, VAL,
@@ -29,7 +29,8 @@ class RayBackend:
 
     The options are stored with the study (`config.extra["ray"]`), so a resume needs none of them again.
     `pruner` (the search's `--pruner`, when given) runs the Tune scheduler of the same rule
-    (`schedulers.PRUNER_SCHEDULERS`); a `scheduler` that says otherwise is refused.
+    (`schedulers.PRUNER_SCHEDULERS`); a `scheduler` that says otherwise is refused. A new study with a
+    `--timeout` that names neither runs the budget pruner's (`config.BUDGET_PRUNER`: ASHA).
     """
 
     name = "ray"
@@ -47,8 +48,12 @@ class RayBackend:
 
     def configure(self, config: SearchConfig, *, resume: bool) -> SearchConfig:
         overrides = dict(self.overrides)
-        if self.pruner is not None:
-            overrides["scheduler"] = scheduler_for_pruner(self.pruner, overrides["scheduler"])
+        pruner = self.pruner
+        if pruner is None and overrides["scheduler"] is None and not resume and config.timeout is not None \
+                and not config.multi_objective:
+            pruner = BUDGET_PRUNER  # a time budget that names no rule: asynchronous successive halving
+        if pruner is not None:
+            overrides["scheduler"] = scheduler_for_pruner(pruner, overrides["scheduler"])
         self.opts = resolve_options(config, config.extra.get("ray", {}) if resume else {}, overrides)
         # the study keeps the pruner of its rule, so the local backend continues it alike
         changes = {"pruner": pruner_of(self.opts["scheduler"])} if overrides["scheduler"] or not resume else {}
@@ -100,7 +105,7 @@ class RayBackend:
         tunable: dict[str, float] = {}
         if self.opts["scheduler"] == "pbt":
             tunable = {"lr": starting_lr(config), "weight_decay": DEFAULT_WEIGHT_DECAY}
-        sampler = SAMPLERS.get(config.sampler)(config.seed + len(study.trials), config.multi_objective)
+        sampler = study_sampler(config, config.seed + len(study.trials), self._ctx.design)
         # metric/mode only satisfy Tune: the study exists, so Optuna loads its own directions (and objectives,
         # which the workers' last report carries for every objective)
         device = "cuda" if self.opts["gpus_per_trial"] > 0 else "cpu"

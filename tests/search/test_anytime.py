@@ -1,0 +1,184 @@
+"""Anytime search (issue #14): successive halving by default under a time budget, a first design that spans
+the space small to large, and the best-so-far-vs-wall-time curve (study, report).
+
+The design is priced on the meta device (no training); the end-to-end search trains tiny candidates
+(tiny_space.yaml, 200 digits at 12 px, 3 epochs).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import FrozenTrial, TrialState
+from PIL import Image
+
+from autocnn.cli.search import predicted_finish
+from autocnn.costs import count_meta_flops, count_params, meta_model
+from autocnn.search import records
+from autocnn.search.config import BUDGET_PRUNER, SearchConfig
+from autocnn.search.control import STARTED_ATTR, anytime_curve, best_trial, inspect
+from autocnn.search.design import DesignSampler, initial_design
+from autocnn.search.engine import TrialContext, pruner_name
+from autocnn.spaces import Categorical, Float, Int
+from autocnn.storage import open_storage
+
+SPACE = str(Path(__file__).with_name("tiny_space.yaml"))
+FAST = ("--space", SPACE, "--dataset", "digits", "--limit", "200", "--batch-size", "32")
+
+
+# -- the default pruner under a time budget ---------------------------------------------------------
+
+def test_a_time_budget_without_a_pruner_runs_successive_halving():
+    assert pruner_name(SearchConfig(timeout=60)) == BUDGET_PRUNER == "sha"
+    assert pruner_name(SearchConfig()) == "median"  # no time budget: the rule of a plain search stays
+    assert pruner_name(SearchConfig(timeout=60, pruner="none")) == "none"  # a named pruner wins
+    assert pruner_name(SearchConfig(timeout=60, objectives=("accuracy", "params"))) == "none"  # Pareto: never pruned
+
+
+def test_a_ray_search_under_a_time_budget_runs_asha(tmp_path):
+    pytest.importorskip("ray")
+    from autocnn.search.ray import RayBackend
+
+    base = SearchConfig(storage=f"sqlite:///{tmp_path / 's.db'}")
+    timed = RayBackend().configure(base.replace(timeout=60), resume=False)
+    assert (timed.extra["ray"]["scheduler"], timed.pruner) == ("asha", "sha")
+    plain = RayBackend().configure(base, resume=False)
+    assert (plain.extra["ray"]["scheduler"], plain.pruner) == ("fifo", "none")
+    named = RayBackend(scheduler="median").configure(base.replace(timeout=60), resume=False)
+    assert named.extra["ray"]["scheduler"] == "median"
+
+
+def test_a_timed_search_prunes_spans_the_space_and_draws_its_anytime_curve(cli):
+    """--timeout without --pruner: SHA stops some trials after the grace epoch, the best is fully trained;
+    the first trials are the design, cheapest first; the study's curve is what the report plots."""
+    result = cli("search", *FAST, "--epochs", "3", "--grace-epochs", "1", "--trials", "10", "--timeout", "1h",
+                 "--study", "t")
+    assert result.returncode == 0, result.stderr
+    assert "budget left" in result.stderr and "ETA" in result.stderr and "10/10 trials" in result.stderr
+    storage = open_storage(cli.storage, create=False, heartbeat=False)
+    view = inspect(storage, "t")
+    assert view.config.pruner == "sha"
+    trials = sorted(view.trials, key=lambda t: t.number)
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and records.REJECTED not in t.user_attrs]
+    assert pruned and all(t.user_attrs[records.EPOCHS_RUN] < 3 for t in pruned)
+    best = best_trial(trials, view.directions)
+    assert best.state == TrialState.COMPLETE and best.user_attrs[records.EPOCHS_RUN] == 3
+
+    design = [t for t in trials if records.DESIGN in t.user_attrs]
+    assert [t.user_attrs[records.DESIGN] for t in design] == list(range(5)) == [t.number for t in design]
+    flops = [t.user_attrs[records.FLOPS] for t in design]
+    assert flops == sorted(flops) and flops[-1] > 10 * flops[0]  # smallest first, up to the large end
+
+    curve = view.anytime
+    started = datetime.fromtimestamp(view.user_attrs[STARTED_ATTR])
+    by_number = {t.number: t for t in trials}
+    assert [p.seconds for p in curve] == [(by_number[p.trial].datetime_complete - started).total_seconds()
+                                          for p in curve]
+    assert all(a.seconds <= b.seconds and a.value < b.value for a, b in zip(curve, curve[1:]))
+    assert curve[0].seconds > 0 and curve[0].trial == min(t.number for t in trials if t.state == TrialState.COMPLETE)
+    assert (curve[-1].value, curve[-1].trial) == (best.values[0], best.number)
+
+    out = cli.path / "report"
+    assert cli("report", "--study", "t", "--out", str(out)).returncode == 0
+    with Image.open(out / "best_vs_time.png") as img:
+        assert img.size[0] > 100
+    assert "Best vs time" in (out / "index.html").read_text()
+
+
+def test_the_predicted_finish_is_the_pace_so_far_capped_by_the_time_left():
+    assert predicted_finish(60.0, 3, 7, None) == 140.0  # 20 s a trial, 7 to go
+    assert predicted_finish(60.0, 3, 7, 100.0) == 100.0  # the time budget ends first
+    assert predicted_finish(60.0, 3, 1, 100.0) == 20.0  # the trial budget ends first
+    assert predicted_finish(5.0, 0, 10, 30.0) == 30.0 and predicted_finish(5.0, 0, 10, None) is None
+    assert predicted_finish(90.0, 2, 5, -3.0) == 0.0  # past the deadline: ending now
+
+
+# -- the anytime curve --------------------------------------------------------------------------------
+
+def _done(number: int, value: float, at: float, origin: datetime, state=TrialState.COMPLETE) -> FrozenTrial:
+    return FrozenTrial(number=number, state=state, value=value if state == TrialState.COMPLETE else None,
+                       datetime_start=origin + timedelta(seconds=at - 1), datetime_complete=origin + timedelta(seconds=at),
+                       params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)}, user_attrs={},
+                       system_attrs={}, intermediate_values={1: value}, trial_id=number)
+
+
+def test_the_anytime_curve_steps_at_each_improvement_in_seconds_since_the_start():
+    origin = datetime(2026, 1, 1, 12, 0, 0)
+    trials = [_done(0, 0.5, 5, origin), _done(1, 0.4, 7, origin), _done(3, 0.8, 12, origin),
+              _done(2, 0.8, 9, origin), _done(4, 0.9, 11, origin, TrialState.PRUNED)]
+    curve = anytime_curve(trials, ["maximize"], origin.timestamp() - 3)  # the search began 3 s before origin
+    assert [(p.seconds, p.value, p.trial) for p in curve] == [(8.0, 0.5, 0), (12.0, 0.8, 2)]
+    assert curve[-1].trial == best_trial(trials, ["maximize"]).number  # a tie keeps the earlier trial
+    lowest = anytime_curve(trials, ["minimize"])  # no start stored: the first trial's start
+    assert [(p.seconds, p.value, p.trial) for p in lowest] == [(1.0, 0.5, 0), (3.0, 0.4, 1)]
+    assert anytime_curve([_done(0, 0.1, 1, origin, TrialState.PRUNED)], ["maximize"]) == []
+
+
+# -- the initial design -------------------------------------------------------------------------------
+
+def test_dimensions_map_the_unit_interval_low_to_high():
+    assert [Int(4, 24, 4).at(u) for u in (0.0, 0.2, 0.5, 1.0)] == [4, 8, 16, 24]
+    assert [Float(1e-4, 1e-2, log=True).at(u) for u in (0.0, 0.5, 1.0)] == pytest.approx([1e-4, 1e-3, 1e-2])
+    assert Float(1.0, 2.0, step=0.25).at(0.6) == 1.5
+    assert [Categorical((4.0, 1.0, 6.0)).at(u) for u in (0.0, 0.5, 1.0)] == [1.0, 4.0, 6.0]  # numbers: by size
+    assert [Categorical(("se", "none")).at(u) for u in (0.0, 0.99)] == ["se", "none"]  # names: as declared
+    assert Categorical((1, 2)).ordered and not Categorical(("a", 1)).ordered and Int(1, 2).ordered
+
+
+def _context(space: str, seed: int = 0, **constraints) -> TrialContext:
+    return TrialContext.create(SearchConfig(space=space, dataset="digits", limit=100, seed=seed,
+                                            constraints=constraints))
+
+
+def _sampled_costs(ctx: TrialContext, n: int) -> list[tuple[int, int]]:
+    """(params, FLOPs) of `n` random feasible candidates: the space's range as sampling sees it."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=123))
+    costs = []
+    while len(costs) < n:
+        genotype = ctx.sample(study.ask())
+        meta = meta_model(genotype)
+        params = count_params(meta)
+        if params <= ctx.constraints.get("max_params", float("inf")):
+            costs.append((params, count_meta_flops(meta, genotype)))
+    return costs
+
+
+def _decile(values, q: float) -> float:
+    return sorted(values)[int(q * (len(values) - 1))]
+
+
+@pytest.mark.parametrize("space", [SPACE, "vgg"])
+def test_the_design_spans_the_space_from_its_cheapest_candidates(space):
+    ctx = _context(space)
+    design = initial_design(ctx, 5)
+    sampled = _sampled_costs(ctx, 40)
+    params = [p.params_count for p in design]
+    assert len(design) >= 4
+    assert min(params) <= _decile([p for p, _ in sampled], 0.1)
+    assert max(params) >= _decile([p for p, _ in sampled], 0.9)
+    assert [p.flops for p in design] == sorted(p.flops for p in design)  # cheapest first
+    assert design[0].flops <= _decile([f for _, f in sampled], 0.1)
+    for point in design:  # the costs are cached for the trials, which price nothing again
+        cached = ctx.costs[point.arch_id]
+        assert (cached["params"], cached["flops"], cached["layers"] > 0) == (point.params_count, point.flops, True)
+
+
+def test_the_design_is_a_function_of_the_seed_and_keeps_the_constraints():
+    first, again, other = (initial_design(_context("vgg", seed), 5) for seed in (0, 0, 1))
+    assert [p.params for p in first] == [p.params for p in again]
+    assert [p.params for p in first] != [p.params for p in other]
+    limit = 2_000_000
+    bounded = initial_design(_context("vgg", max_params=limit), 5)
+    assert len(bounded) >= 4 and all(p.params_count <= limit for p in bounded)
+    assert max(p.params_count for p in bounded) > limit / 4  # it still climbs towards the limit
+    assert initial_design(_context("vgg"), 0) == []
+
+
+def test_the_design_sampler_hands_its_points_to_the_trials_after_the_presets():
+    study = optuna.create_study(sampler=DesignSampler(optuna.samplers.RandomSampler(seed=0), [{"x": 0.25}, {"x": 0.75}],
+                                                      offset=1))
+    values = [study.ask().suggest_float("x", 0.0, 1.0) for _ in range(4)]
+    assert values[1:3] == [0.25, 0.75] and values[0] not in (0.25, 0.75) and values[3] not in (0.25, 0.75)
