@@ -99,7 +99,8 @@ def _weights_of(trial, root: Path, study_name: str, retrain: bool) -> Path | Non
 
 
 def _search_metrics(trial) -> dict[str, float]:
-    """Figures of the saved weights (the last epoch's): validation and test metric, and the other val/test values."""
+    """Figures of the saved weights (the best epoch's; the last one's in trials recorded before autocnn kept the
+    best): validation and test metric, and the other val/test values."""
     from autocnn.search import records
 
     attrs = trial.user_attrs
@@ -107,7 +108,7 @@ def _search_metrics(trial) -> dict[str, float]:
     out: dict[str, float] = {}
     curve = attrs.get(records.VAL_CURVE) or []
     if curve:
-        out[f"val_{metric}"] = float(curve[-1])
+        out[f"val_{metric}"] = float(curve[attrs.get(records.BEST_EPOCH, len(curve)) - 1])
     if attrs.get(records.TEST_METRIC) is not None:
         out[f"test_{metric}"] = float(attrs[records.TEST_METRIC])
     for split in ("val_", "test_"):
@@ -147,7 +148,7 @@ def retrain(genotype, data, config, epochs: int, number: int, *, device: str | N
                                                          torch.cat([data.train.labels, data.val.labels])))
     train_config = train_config_for(config.replace(epochs=epochs), number, device)
     model = build_model(genotype)
-    result = train(model, merged, train_config, resolution=genotype.resolution, on_epoch=on_epoch)
+    result = train(model, merged, train_config, resolution=genotype.resolution, on_epoch=on_epoch, keep_best=False)
     metrics = {f"test_{result.metric_name}": float(result.test_metric)}
     metrics.update({k: float(v) for k, v in result.extra.items() if k.startswith("test_")})
     training = {"epochs": epochs, "data": "train+val", "optimizer": train_config.optimizer,
@@ -238,7 +239,9 @@ def _search_training(trial, config) -> dict[str, Any] | None:
 
     if config is None:
         return None
-    return {"epochs": trial.user_attrs.get(records.EPOCHS_RUN, config.epochs), "data": "train",
+    attrs = trial.user_attrs
+    epochs = attrs.get(records.EPOCHS_RUN, config.epochs)
+    return {"epochs": epochs, "weights_of_epoch": attrs.get(records.BEST_EPOCH, epochs), "data": "train",
             "optimizer": config.optimizer, "lr": config.lr, "batch_size": config.batch_size,
             "seed": config.seed + trial.number, "limit": config.limit}
 

@@ -39,20 +39,26 @@ class TrainState:
     """Where a run stands after `epoch` epochs: with the planned `TrainConfig`, enough to continue it.
 
     `model` and `optimizer` are state dicts (on the CPU); `curve` is the validation curve so far.
+    `best_model` holds the best epoch's weights when that epoch is not `epoch` (None: `model` is the best so
+    far) and `best_metrics` its validation figures, so a resumed run still ends with the best weights.
     """
 
     epoch: int
     model: dict
     optimizer: dict
     curve: tuple[float, ...]
+    best_model: dict | None = None
+    best_metrics: dict | None = None
 
     def to_dict(self) -> dict:
-        return {"epoch": self.epoch, "model": self.model, "optimizer": self.optimizer, "curve": list(self.curve)}
+        return {"epoch": self.epoch, "model": self.model, "optimizer": self.optimizer, "curve": list(self.curve),
+                "best_model": self.best_model, "best_metrics": self.best_metrics}
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainState":
         return cls(epoch=int(data["epoch"]), model=data["model"], optimizer=data["optimizer"],
-                   curve=tuple(data["curve"]))
+                   curve=tuple(data["curve"]), best_model=data.get("best_model"),
+                   best_metrics=data.get("best_metrics"))
 
 
 @dataclass
@@ -67,6 +73,10 @@ class EpochReport:
 
 @dataclass
 class TrainResult:
+    """What a run measured. The model `train` leaves behind holds the best epoch's weights (`best_epoch`, 1-based,
+    the first epoch with the highest validation metric): `best_val`, the `val_*` extras and the test figures are
+    those weights' own, so what a study records is what it saves and exports."""
+
     val_curve: list[float]
     best_val: float
     test_metric: float | None
@@ -75,6 +85,31 @@ class TrainResult:
     train_loss: float
     metric_name: str
     extra: dict[str, float] = field(default_factory=dict)
+    best_epoch: int = 0
+
+
+class _Best:
+    """The best epoch so far (the first with the highest validation metric): its number, validation figures
+    and a CPU copy of its weights, taken when it became the best (the model trains on past them)."""
+
+    def __init__(self, resume: TrainState | None, name: str) -> None:
+        self.name, self.epoch, self.metrics, self.weights = name, 0, {}, None
+        if resume is not None:
+            if resume.best_metrics:
+                self.metrics = dict(resume.best_metrics)
+                self.epoch = resume.curve.index(self.metrics[name]) + 1
+            else:  # a checkpoint from before best weights were kept: its own epoch is the best it has weights of
+                self.epoch, self.metrics = resume.epoch, {name: resume.curve[-1]}
+            self.weights = resume.best_model if resume.best_model is not None else resume.model
+
+    def update(self, epoch: int, metrics: dict[str, float], model: nn.Module) -> None:
+        if self.epoch == 0 or metrics[self.name] > self.metrics[self.name]:
+            self.epoch, self.metrics, self.weights = epoch, dict(metrics), _cpu(model.state_dict())
+
+    def restore(self, model: nn.Module, last_epoch: int) -> None:
+        """Load the best weights into `model` unless they are its current ones."""
+        if self.epoch != last_epoch:
+            model.load_state_dict(self.weights)
 
 
 def _load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
@@ -208,6 +243,7 @@ def train(
     on_epoch: Callable[[EpochReport], None] | None = None,
     evaluate_test: bool = True,
     resume: TrainState | None = None,
+    keep_best: bool = True,
 ) -> TrainResult:
     """Train `model` in place on `data.train`, validating after every epoch.
 
@@ -219,6 +255,10 @@ def train(
     same learning-rate schedule, and the result's curve includes the epochs before. The optimizer's
     hyperparameters (learning rate, weight decay) are `config`'s, so a run may resume with new ones
     (PBT). The shuffling seed moves on with the epoch, so a resumed run does not replay epoch 1's order.
+
+    With `keep_best` (the default) the model ends with its best epoch's weights and every figure of the
+    result is theirs (`TrainResult`); without it (training on train+val, where validation means nothing)
+    it ends with the last epoch's.
     """
     started = time.perf_counter()
     device = config.resolved_device()
@@ -258,11 +298,14 @@ def train(
 
         curve: list[float] = list(resume.curve) if resume is not None else []
         train_loss = float("nan")
-        val: dict[str, float] = {}
+        best = _Best(resume, name)
 
         def snapshot(epoch: int, curve: tuple[float, ...]) -> Callable[[], TrainState]:
+            best_model = best.weights if best.epoch != epoch else None
+            best_metrics = dict(best.metrics)
             return lambda: TrainState(epoch=epoch, model=_cpu(model.state_dict()),
-                                      optimizer=_cpu(optimizer.state_dict()), curve=curve)
+                                      optimizer=_cpu(optimizer.state_dict()), curve=curve,
+                                      best_model=best_model, best_metrics=best_metrics)
 
         for epoch in range(done + 1, config.epochs + 1):
             epoch_start = time.perf_counter()
@@ -286,11 +329,16 @@ def train(
                                     f"lower the learning rate or enable grad_clip")
             val = _evaluate(model, val_batches, data.multilabel, amp_dtype, name)
             curve.append(val[name])
+            if keep_best:
+                best.update(epoch, val, model)
+            else:
+                best.epoch, best.metrics = epoch, val
             if on_epoch is not None:
                 on_epoch(EpochReport(epoch, val[name], train_loss, time.perf_counter() - epoch_start,
                                      state=snapshot(epoch, tuple(curve))))
 
-        extra = {f"val_{k}": v for k, v in val.items() if k != name}
+        best.restore(model, config.epochs)
+        extra = {f"val_{k}": v for k, v in best.metrics.items() if k != name}
         test_metric = None
         if evaluate_test:
             test = _evaluate(model, DeviceBatches(data.test, 2 * config.batch_size, **eval_kwargs),
@@ -302,11 +350,12 @@ def train(
 
     return TrainResult(
         val_curve=curve,
-        best_val=max(curve),
+        best_val=curve[best.epoch - 1],
         test_metric=test_metric,
         epochs_run=len(curve),
         wall_time=time.perf_counter() - started,
         train_loss=train_loss,
         metric_name=name,
         extra=extra,
+        best_epoch=best.epoch,
     )

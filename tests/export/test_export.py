@@ -568,3 +568,44 @@ def test_cli_pareto_exports_one_folder_per_front_member(tmp_path):
     for _ in range(2):
         best = export_trial("moo", storage, "best", out=str(tmp_path / "best"), force=True, formats=())
     assert json.loads((best / "config.json").read_text())["source"]["trial"] == 0
+
+
+# -- what is measured is what ships ----------------------------------------------------------------------
+
+def test_best_trial_figures_agree_everywhere_and_are_those_of_the_saved_weights(tmp_path):
+    """`autocnn best`, the trial record, the dashboard and the exported model card show one validation and
+    one test figure for a trial whose curve peaks before its last epoch, and the saved weights score them."""
+    from autocnn.dashboard import state
+    from autocnn.data import load_dataset
+    from autocnn.search import control, records
+    from autocnn.storage import open_storage
+    from autocnn.training import evaluate
+    from autocnn.weights import read_state_dict
+
+    storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    result = run_cli("train", "--model", "lenet5", "--dataset", "digits", "--limit", "300", "--epochs", "4",
+                     "--resolution", "16", "--lr", "0.1", "--study", "peak", "--storage", storage, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (trial,) = optuna.load_study(study_name="peak", storage=storage).trials
+    curve, best_epoch = trial.user_attrs[records.VAL_CURVE], trial.user_attrs[records.BEST_EPOCH]
+    assert best_epoch < len(curve) and curve[best_epoch - 1] == max(curve) > curve[-1], curve  # the case tested
+    val, test = trial.values[0], trial.user_attrs[records.TEST_METRIC]
+    assert val == max(curve)
+
+    shown = run_cli("best", "--study", "peak", "--storage", storage, "--json", cwd=tmp_path)
+    (row,) = json.loads(shown.stdout)["best"]
+    assert (row["values"][0], row["test_metric"]) == (val, test)
+    (dash,) = state.detail(control.inspect(open_storage(storage, create=False, heartbeat=False), "peak"))["best"]
+    assert (dash["values"][0], dash["test_metric"]) == (val, test)
+    out = autocnn.export(tmp_path / "out", study="peak", storage=storage, formats=())  # what `autocnn export` runs
+    config = json.loads((out / "config.json").read_text())
+    assert (config["metrics"]["val_accuracy"], config["metrics"]["test_accuracy"]) == (val, test)
+    card = (out / "README.md").read_text()
+    assert f"| validation accuracy | {val:.4f} |" in card and f"| test accuracy | {test:.4f} |" in card
+
+    # the shipped weights score exactly those figures on the study's own splits
+    model = build_model(records.genotype_of(trial))
+    model.load_state_dict(read_state_dict(out / "weights.safetensors"))
+    data = load_dataset("digits", limit=300)
+    for split, figure in (("val", val), ("test", test)):
+        assert evaluate(model, getattr(data, split), batch_size=64, device="cpu", resolution=16)["accuracy"] == figure
