@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 from autocnn.search.budget import MAX_REJECTIONS, Budget, finished_trials, rejections_in_a_row
 from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
 from autocnn.search.control import GIVE_UP_FAILURES, STOP_ATTR, release_worker_lease, take_worker_lease
-from autocnn.search.engine import StudyError, TrialContext, create_study, enqueue_presets, prepare_context, reopen_study
+from autocnn.search.engine import (StudyError, TrialContext, create_study, describe_data, enqueue_presets,
+                                   prepare_context, reopen_study)
 from autocnn.search.local import LocalBackend
 from autocnn.storage import fail_stale_trials, study_storage
 
@@ -110,6 +111,8 @@ def drive(study: optuna.Study, ctx: TrialContext, backend: Backend | None = None
     lease = take_worker_lease(study)
     if progress is not None:
         progress.start(study, config)
+        if hasattr(progress, "on_data"):
+            progress.on_data(describe_data(config, ctx.data))
     failures = 0
     try:
         backend.open(study, ctx, budget, progress, resume=resume)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import torch.utils.deterministic
 from torch import nn
 
-from ..data import DataSplits, DeviceBatches, TensorSplit
+from ..data import Batches, DataSplits, DeviceBatches, TensorSplit, batches_for, choose_mode
 from .config import TrainConfig, resolve_device
 from .metrics import macro_f1, mean_average_precision, micro_f1, subset_accuracy
 from .optim import OPTIMIZERS, SCHEDULES, param_groups
@@ -181,39 +181,47 @@ def _amp_dtype(enabled: bool, device: torch.device) -> torch.dtype | None:
 
 
 @torch.inference_mode()
-def _evaluate(model: nn.Module, batches: DeviceBatches, multilabel: bool,
-              amp_dtype: torch.dtype | None, metric: str | None = None) -> dict[str, float]:
-    """The data's own metrics ({"accuracy"} or {"mAP", "f1"}) and "loss", plus `metric` when it is another."""
+def _logits(model: nn.Module, batches: Batches, amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """The model's float logits for every row of an unshuffled `batches`, in eval mode (restored after)."""
     was_training = model.training
     model.eval()
     try:
-        loss_sum = torch.zeros((), device=batches.device)
-        outputs: list[torch.Tensor] = []
-        for x, y in batches:
+        outputs = []
+        for x, _ in batches:
             with torch.autocast(batches.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(x)
-            logits = logits.float()
-            if multilabel:
-                loss_sum += F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / y.shape[1]
-            else:
-                loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            outputs.append(logits)
-        n = len(batches.labels)
-        metrics = {"loss": loss_sum.item() / n}
-        scores = torch.cat(outputs)
-        if multilabel:
-            metrics["mAP"] = mean_average_precision(scores, batches.labels)
-            metrics["f1"] = micro_f1(scores, batches.labels)
-            if metric == "accuracy":
-                metrics["accuracy"] = subset_accuracy(scores, batches.labels)
-        else:
-            predicted = scores.argmax(1)
-            metrics["accuracy"] = (predicted == batches.labels).sum().item() / n
-            if metric == "f1":
-                metrics["f1"] = macro_f1(predicted, batches.labels, scores.shape[1])
-        return metrics
+                outputs.append(model(x).float())
+        return torch.cat(outputs)
     finally:
         model.train(was_training)
+
+
+@torch.inference_mode()
+def _evaluate(model: nn.Module, batches: Batches, multilabel: bool,
+              amp_dtype: torch.dtype | None, metric: str | None = None) -> dict[str, float]:
+    """The data's own metrics ({"accuracy"} or {"mAP", "f1"}) and "loss", plus `metric` when it is another."""
+    scores, labels = _logits(model, batches, amp_dtype), batches.labels
+    n = len(labels)
+    if multilabel:
+        loss = F.binary_cross_entropy_with_logits(scores, labels, reduction="sum") / labels.shape[1]
+    else:
+        loss = F.cross_entropy(scores, labels, reduction="sum")
+    metrics = {"loss": loss.item() / n}
+    if multilabel:
+        metrics["mAP"] = mean_average_precision(scores, labels)
+        metrics["f1"] = micro_f1(scores, labels)
+        if metric == "accuracy":
+            metrics["accuracy"] = subset_accuracy(scores, labels)
+    else:
+        predicted = scores.argmax(1)
+        metrics["accuracy"] = (predicted == labels).sum().item() / n
+        if metric == "f1":
+            metrics["f1"] = macro_f1(predicted, labels, scores.shape[1])
+    return metrics
+
+
+def _eval_batches(split: TensorSplit, batch_size: int, device, resolution, channels_last) -> DeviceBatches:
+    return DeviceBatches(split, batch_size, device=resolve_device(device), resolution=resolution,
+                         channels_last=channels_last)
 
 
 def evaluate(
@@ -228,10 +236,15 @@ def evaluate(
     channels_last: bool = False,
 ) -> dict[str, float]:
     """Metrics of `model` on `split`: {"accuracy", "loss"} or, multi-label, {"mAP", "f1", "loss"}."""
-    device = resolve_device(device)
-    model.to(device)
-    batches = DeviceBatches(split, batch_size, device=device, resolution=resolution, channels_last=channels_last)
-    return _evaluate(model, batches, multilabel, amp_dtype)
+    batches = _eval_batches(split, batch_size, device, resolution, channels_last)
+    return _evaluate(model.to(batches.device), batches, multilabel, amp_dtype)
+
+
+def predict(model: nn.Module, split: TensorSplit, *, batch_size: int, device: torch.device | str,
+            resolution: int | None = None, channels_last: bool = False) -> torch.Tensor:
+    """The logits (on the CPU) `model` gives every image of `split` through the trainer's own evaluation path."""
+    batches = _eval_batches(split, batch_size, device, resolution, channels_last)
+    return _logits(model.to(batches.device), batches, None).cpu()
 
 
 def train(
@@ -275,13 +288,14 @@ def train(
         if resume is not None:
             model.load_state_dict(resume.model)
         model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        train_batches = DeviceBatches(
-            data.train, config.batch_size, device=device, shuffle=True,
-            generator=torch.Generator().manual_seed(seed), augment=data.augment,
-            resolution=resolution, drop_last=len(data.train) > config.batch_size, channels_last=channels_last,
+        mode, _ = choose_mode(data.nbytes, device, config.data_mode, config.data_memory)
+        eval_kwargs = dict(device=device, resolution=resolution, channels_last=channels_last, mode=mode,
+                           workers=config.data_workers)
+        train_batches = batches_for(
+            data.train, config.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed),
+            augment=data.augment, drop_last=len(data.train) > config.batch_size, **eval_kwargs,
         )
-        eval_kwargs = dict(device=device, resolution=resolution, channels_last=channels_last)
-        val_batches = DeviceBatches(data.val, 2 * config.batch_size, **eval_kwargs)
+        val_batches = batches_for(data.val, 2 * config.batch_size, **eval_kwargs)
         steps = len(train_batches)
 
         optimizer = OPTIMIZERS.get(config.optimizer)(
@@ -341,7 +355,7 @@ def train(
         extra = {f"val_{k}": v for k, v in best.metrics.items() if k != name}
         test_metric = None
         if evaluate_test:
-            test = _evaluate(model, DeviceBatches(data.test, 2 * config.batch_size, **eval_kwargs),
+            test = _evaluate(model, batches_for(data.test, 2 * config.batch_size, **eval_kwargs),
                              data.multilabel, amp_dtype, name)
             test_metric = test[name]
             extra.update({f"test_{k}": v for k, v in test.items() if k != name})
