@@ -120,13 +120,16 @@ def _search_metrics(trial) -> dict[str, float]:
 
 
 def _load_data(config, dataset: str | None, data_root: str | None):
+    """The study's data as its trials saw it (the same decoding, so the same normalisation and image size)."""
     from autocnn.data import load_dataset
+    from autocnn.search.engine import load_data
 
     name = dataset or (config.dataset if config else None)
     if name is None:
         raise ExportError("the study stores no dataset; pass --dataset NAME for the normalisation and class names")
-    root = data_root if data_root is not None else (config.data_root if config and name == config.dataset else None)
-    return load_dataset(name, root, seed=config.seed if config else 0, limit=config.limit if config else None)
+    if config is not None:
+        return load_data(config, name, data_root)
+    return load_dataset(name, data_root)
 
 
 def _check_data_fits(data, genotype, what: str, fix: str) -> None:
@@ -140,12 +143,10 @@ def retrain(genotype, data, config, epochs: int, number: int, *, device: str | N
             on_epoch: Callable | None = None) -> tuple[torch.nn.Module, dict[str, float], dict[str, Any]]:
     """Train `genotype` from scratch on train+val with the study's recipe; returns (model, metrics, training)."""
     from autocnn.builder import build_model
-    from autocnn.data import TensorSplit
     from autocnn.search.engine import train_config_for
     from autocnn.training import train
 
-    merged = dataclasses.replace(data, train=TensorSplit(torch.cat([data.train.images, data.val.images]),
-                                                         torch.cat([data.train.labels, data.val.labels])))
+    merged = dataclasses.replace(data, train=data.train.join(data.val))
     train_config = train_config_for(config.replace(epochs=epochs), number, device)
     model = build_model(genotype)
     result = train(model, merged, train_config, resolution=genotype.resolution, on_epoch=on_epoch, keep_best=False)
@@ -215,6 +216,7 @@ def export_trial(study_name: str, storage: str | None = None, trial: Any = "best
                                         origin=f"the saved weights of trial {m.number} ({m.weights})")
             meta = {
                 "name": f"{study_name}-trial{m.number}", "mean": data.mean, "std": data.std,
+                "image_size": data.native_resolution,
                 "class_names": list(data.class_names), "metrics": m.metrics, "study": study_name,
                 "trial": m.number, "dataset": data.name, "training": m.training,
                 "objectives": dict(zip(config.objectives if config else
@@ -324,7 +326,8 @@ def export_weights(model: Any, weights: Any, out: str | os.PathLike, *, dataset:
         data = _load_data(None, dataset, data_root)
         _check_data_fits(data, genotype, "the network", "pass the dataset it was trained on, or --num-classes "
                          "and --in-chans to match it")
-        meta.update(mean=data.mean, std=data.std, class_names=list(data.class_names), dataset=data.name)
+        meta.update(mean=data.mean, std=data.std, class_names=list(data.class_names), dataset=data.name,
+                    image_size=data.native_resolution)
     with folder as tmp:
         write_model_folder(tmp, network, meta, formats=formats)
     return folder.path
