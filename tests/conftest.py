@@ -13,6 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
+# Decoded image caches (autocnn.data.cache) of this test session, in and under it, never in the user's ~/.cache;
+# CLI subprocesses inherit the variable.
+if "AUTOCNN_CACHE_DIR" not in os.environ:
+    os.environ["AUTOCNN_CACHE_DIR"] = tempfile.mkdtemp(prefix="autocnn-test-cache-")
+    import atexit
+
+    atexit.register(shutil.rmtree, os.environ["AUTOCNN_CACHE_DIR"], True)
+
 # One intra-op thread per test worker: two workers share two cores, and oversubscribed OpenMP
 # threads stall each other (a tiny training step went from under 1 ms to 250 ms).
 torch.set_num_threads(1)

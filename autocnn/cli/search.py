@@ -133,6 +133,9 @@ class RichProgress:
         budget = "" if left is None else f"budget left {_clock(left)} "
         return f"{_clock(elapsed)} {budget}ETA {_clock(finish)}{at}"
 
+    def on_data(self, line: str) -> None:
+        self.console.print(line)
+
     def _describe(self, number, epoch, value) -> str:
         best = f"{self.best:.4f}" if self.best is not None else "-"
         if number is None:
@@ -164,6 +167,47 @@ class RichProgress:
 
     def stop(self, study) -> None:
         self.progress.stop()
+
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
+          "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
+
+
+def _bytes(ctx, param, value: str | None) -> int | None:
+    """`--data-memory 2GB` (or 1.5GiB, 500MB, 1e9) as a number of bytes."""
+    if value is None:
+        return None
+    text = value.strip().lower().replace(" ", "")
+    number = text.rstrip("kmgtib")
+    try:
+        amount = float(number) * _UNITS[text[len(number):]]
+    except (ValueError, KeyError):
+        raise ConfigError(f"--data-memory {value!r} is not an amount of memory; write e.g. 2GB, 512MiB or "
+                          "1000000000") from None
+    return int(amount)
+
+
+def data_options(command):
+    """How the dataset is decoded and fed to the device: the options `search` and `train` share."""
+    options = [
+        click.option("--image-size", type=int, default=None,
+                     help="Decode image files (imagefolder, csv, multilabel) at this square size: shorter side "
+                          "resized, centre-cropped (default: their median shorter side, at most 256)."),
+        click.option("--channels", type=click.Choice(["1", "3"]), default=None,
+                     callback=lambda ctx, param, v: int(v) if v else None,
+                     help="Convert image files to 1 (grey) or 3 (RGB) channels (default: their own)."),
+        click.option("--cache-dir", default=None,
+                     help="Folder of decoded image caches (default: $AUTOCNN_CACHE_DIR or ~/.cache/autocnn)."),
+        click.option("--data-mode", type=click.Choice(["auto", "resident", "stream"]), default="auto",
+                     show_default=True, help="Hold the data on the device, stream it from the cache, or choose "
+                                             "by size."),
+        click.option("--data-memory", default=None, callback=_bytes,
+                     help="Memory the data may take on the device in auto mode, e.g. 4GB (default: half the "
+                          "free memory)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 RAY_OPTIONS = ("address", "scheduler", "gpus_per_trial", "cpus_per_trial", "max_concurrent", "ray_storage")
@@ -262,6 +306,7 @@ def _named_weights(pairs: tuple[str, ...]) -> dict[str, str]:
               help="[ray] Checkpoint folder or URI (shared by all nodes on a cluster; default next to the study).")
 @click.option("--resume", is_flag=True, help="Continue --study (default: the latest) to its budget.")
 @click.option("--json", "as_json", is_flag=True, help="Print the best trial as JSON at the end.")
+@data_options
 def search(resume: bool, as_json: bool, trials, timeout, stop_starting_after, max_params, max_flops, max_latency_ms,
            **options) -> None:
     """Search a space of architectures, training every candidate on real data."""
@@ -321,6 +366,7 @@ def search(resume: bool, as_json: bool, trials, timeout, stop_starting_after, ma
 @click.option("--limit", type=int, default=None)
 @click.option("--weights", type=click.Path(), default=None, help="Start from this state_dict file (fine-tuning).")
 @click.option("--freeze", type=int, default=0, show_default=True, help="Freeze the first N blocks (with --weights).")
+@data_options
 def train_command(model_name: str, weights: str | None, **options) -> None:
     """Train one architecture with the search's recipe and record it as a one-trial study."""
     from autocnn.api import resolve_genotype

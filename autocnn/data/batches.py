@@ -1,7 +1,12 @@
-"""Mini-batches cut from a split that lives on the training device, with on-device augmentation.
+"""Mini-batches of a split, prepared on the training device: uint8 pixels are normalised, augmented and
+resized per batch there.
 
-Why no DataLoader: the datasets fit in device memory, so slicing a resident tensor beats worker
-processes and per-batch host->device copies by a wide margin for small images.
+Two ways to get the pixels to the device. Resident (`DeviceBatches`): the split's uint8 images are copied
+to the device once and batches are sliced from them, which beats worker processes and per-batch copies by
+a wide margin while the data fits. Streamed (`StreamBatches`): batches are read from the (memory-mapped)
+split by a `DataLoader`, in pinned memory, and copied to the device one batch ahead of the model, for data
+that does not fit. Both draw the same order and augmentation from the same generator, so they give
+identical batches; `choose_mode` picks one by the data's size and a memory budget (`batches_for`).
 
 Why resize per batch rather than once: an upscaled copy costs N·C·R² floats (about 30 GB for
 CIFAR-10 at 224 px) and a different copy for each resolution a search tries, while one bilinear
@@ -11,13 +16,16 @@ resolution, where it is cheapest and where the "pixels of padding" are defined.
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..registry import Registry
-from .splits import TensorSplit
+from .splits import DataError, TensorSplit
+from .transforms import normalize, resize
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 AUGMENTATIONS: Registry[Augmentation] = Registry("augmentation")
@@ -28,26 +36,39 @@ def _shift_pad(size: int) -> int:
     return max(1, size // 8)
 
 
-def random_translate(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Zero-pad (zero is the channel mean after normalisation), then crop at a random offset per image."""
+def _shifted(x: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:
+    """Zero-pad (zero is the channel mean after normalisation), crop at a random offset per image and, with
+    `flip`, mirror a random half of the images horizontally. Random draws: row offsets, column offsets, flips."""
     b, c, h, w = x.shape
     pad = _shift_pad(min(h, w))
     padded = F.pad(x, (pad, pad, pad, pad))
     dev = x.device
     oy = torch.randint(0, 2 * pad + 1, (b, 1), generator=gen, device=dev)
     ox = torch.randint(0, 2 * pad + 1, (b, 1), generator=gen, device=dev)
+    flips = torch.rand(b, generator=gen, device=dev) < 0.5 if flip else None
+    if dev.type == "cpu":  # one slice copy per image at memcpy speed, where a 4-D gather computes every index
+        out = torch.empty_like(x)
+        mirror = flips.tolist() if flips is not None else [False] * b
+        for i, (top, left) in enumerate(zip(oy.view(-1).tolist(), ox.view(-1).tolist())):
+            crop = padded[i, :, top:top + h, left:left + w]
+            out[i] = crop.flip(-1) if mirror[i] else crop
+        return out
     rows = (oy + torch.arange(h, device=dev)).view(b, 1, h, 1)
     cols = (ox + torch.arange(w, device=dev)).view(b, 1, 1, w)
     bi = torch.arange(b, device=dev).view(b, 1, 1, 1)
     ci = torch.arange(c, device=dev).view(1, c, 1, 1)
-    return padded[bi, ci, rows, cols]
+    out = padded[bi, ci, rows, cols]
+    return torch.where(flips.view(-1, 1, 1, 1), out.flip(3), out) if flips is not None else out
+
+
+def random_translate(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Translation by up to 1/8 of the image size, zero-padded, independently per image."""
+    return _shifted(x, gen, flip=False)
 
 
 def random_crop_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """The CIFAR recipe: random translation plus a horizontal flip of half the images."""
-    x = random_translate(x, gen)
-    flip = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    return _shifted(x, gen, flip=True)
 
 
 AUGMENTATIONS.register("none", lambda x, gen: x)
@@ -55,18 +76,19 @@ AUGMENTATIONS.register("translate", random_translate)
 AUGMENTATIONS.register("crop_flip", random_crop_flip)
 
 
-class DeviceBatches:
-    """Iterate `(images, labels)` mini-batches from a `TensorSplit` kept on `device`.
+DATA_MODES = ("auto", "resident", "stream")
+RESIDENT_SHARE = 0.5
+"""Without --data-memory, data is held resident while it needs at most this share of the device's free memory
+(of the host's available memory on a CPU device): the rest is the models'."""
 
-    The split is moved to the device once, at construction. Each iteration is one epoch: with
-    `shuffle` it draws a fresh permutation from a device generator seeded from `generator`, so runs
-    are reproducible. `resolution` resizes each batch (bilinear, antialias=False);
-    `channels_last` returns NHWC-strided batches for CUDA convolutions.
 
-    >>> import torch
-    >>> split = TensorSplit(torch.zeros(10, 1, 8, 8), torch.zeros(10, dtype=torch.long))
-    >>> [x.shape[0] for x, _ in DeviceBatches(split, 4)]
-    [4, 4, 2]
+class Batches:
+    """Iterate `(images, labels)` mini-batches of a `TensorSplit`, ready for the model on `device`.
+
+    Each iteration is one epoch: with `shuffle` it draws a fresh permutation from a device generator seeded
+    from `generator`, so runs are reproducible. Each batch is normalised (uint8 splits), augmented,
+    resized to `resolution` (bilinear, antialias=False) and, with `channels_last`, NHWC-strided.
+    Subclasses say how a batch of rows reaches the device (`_rows`).
     """
 
     def __init__(
@@ -85,12 +107,12 @@ class DeviceBatches:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
-        self.images = split.images.to(self.device)
+        self.pixels = split.pixels
         self.labels = split.labels.to(self.device)
         self.batch_size = min(batch_size, max(1, len(self.labels)))
         self.shuffle = shuffle
         self.augment = AUGMENTATIONS.get(augment)
-        self.resolution = None if resolution == self.images.shape[-1] else resolution
+        self.resolution = None if resolution == split.images.shape[-1] else resolution
         self.drop_last = drop_last
         self.channels_last = channels_last
         seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
@@ -100,23 +122,153 @@ class DeviceBatches:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _order(self) -> list[torch.Tensor | slice]:
+        """This epoch's batches as row indices on the device (shuffled) or slices (in order)."""
         n, bs = len(self.labels), self.batch_size
-        order = torch.randperm(n, generator=self._gen, device=self.device) if self.shuffle else None
-        for i in range(len(self)):
-            if order is None:
-                x, y = self.images[i * bs : (i + 1) * bs], self.labels[i * bs : (i + 1) * bs]
-            else:
-                idx = order[i * bs : (i + 1) * bs]
-                x, y = self.images.index_select(0, idx), self.labels.index_select(0, idx)
+        if not self.shuffle:
+            return [slice(i * bs, (i + 1) * bs) for i in range(len(self))]
+        order = torch.randperm(n, generator=self._gen, device=self.device)
+        return [order[i * bs : (i + 1) * bs] for i in range(len(self))]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batches = self._order()
+        for rows, x in zip(batches, self._rows(batches)):
+            y = self.labels[rows] if isinstance(rows, slice) else self.labels.index_select(0, rows)
             yield self.prepare(x), y
 
+    def _rows(self, batches: list) -> Iterator[torch.Tensor]:
+        raise NotImplementedError
+
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Augment, resize and re-stride one batch already on the device."""
+        """Normalise, augment, resize and re-stride one batch already on the device."""
+        if self.pixels is not None:
+            x = normalize(x, self.pixels.mean, self.pixels.std, self.pixels.scale)
         x = self.augment(x, self._gen)
         if self.resolution is not None:
-            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear",
-                              align_corners=False, antialias=False)
+            x = resize(x, self.resolution)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+
+class DeviceBatches(Batches):
+    """Batches sliced from the split's images, copied to `device` once (uint8: a quarter of float32's memory).
+
+    >>> import torch
+    >>> split = TensorSplit(torch.zeros(10, 1, 8, 8), torch.zeros(10, dtype=torch.long))
+    >>> [x.shape[0] for x, _ in DeviceBatches(split, 4)]
+    [4, 4, 2]
+    """
+
+    def __init__(self, split: TensorSplit, batch_size: int, **kwargs) -> None:
+        super().__init__(split, batch_size, **kwargs)
+        self.images = split.images.to(self.device)
+
+    def _rows(self, batches: list) -> Iterator[torch.Tensor]:
+        for rows in batches:
+            yield self.images[rows] if isinstance(rows, slice) else self.images.index_select(0, rows)
+
+
+class _BatchReader(torch.utils.data.Dataset):
+    """Item i is the i-th batch of this epoch, read from the host images in one sorted gather."""
+
+    def __init__(self, images: torch.Tensor, batches: list) -> None:
+        self.images = images
+        self.batches = [b if isinstance(b, slice) else b.cpu().numpy() for b in batches]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        rows = self.batches[i]
+        if isinstance(rows, slice):
+            return self.images[rows].clone()
+        ascending = np.argsort(rows, kind="stable")  # sorted reads of a memory-mapped file, then the epoch's order
+        picked = self.images[torch.from_numpy(rows[ascending])]
+        out = torch.empty_like(picked)
+        out[torch.from_numpy(ascending)] = picked
+        return out
+
+
+class StreamBatches(Batches):
+    """Batches read from the split's (memory-mapped) images by a `DataLoader` with `workers` processes,
+    pinned on CUDA, and copied to `device` one batch ahead of the one the model is given (on a side stream
+    on CUDA), so reading, copying and computing overlap. Same order and augmentation as `DeviceBatches`."""
+
+    def __init__(self, split: TensorSplit, batch_size: int, *, workers: int = 0, **kwargs) -> None:
+        super().__init__(split, batch_size, **kwargs)
+        self.images = split.images if split.images.device.type == "cpu" else split.images.cpu()
+        self.workers = workers
+
+    def _rows(self, batches: list) -> Iterator[torch.Tensor]:
+        cuda = self.device.type == "cuda"
+        loader = torch.utils.data.DataLoader(_BatchReader(self.images, batches), batch_size=None, shuffle=False,
+                                             num_workers=self.workers, pin_memory=cuda,
+                                             prefetch_factor=2 if self.workers else None)
+        stream = torch.cuda.Stream(self.device) if cuda else None
+
+        def send(x: torch.Tensor) -> torch.Tensor:
+            if stream is None:
+                return x.to(self.device)
+            with torch.cuda.stream(stream):
+                return x.to(self.device, non_blocking=True)
+
+        ahead = None
+        for x in loader:
+            sent = send(x)
+            if ahead is not None:
+                yield self._ready(ahead, stream)
+            ahead = sent
+        if ahead is not None:
+            yield self._ready(ahead, stream)
+
+    @staticmethod
+    def _ready(x: torch.Tensor, stream) -> torch.Tensor:
+        if stream is not None:
+            current = torch.cuda.current_stream(x.device)
+            current.wait_stream(stream)
+            x.record_stream(current)
+        return x
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes data may take resident on `device` without --data-memory: a share of what is free there."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(RESIDENT_SHARE * free)
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        available = info.get("MemAvailable", info.get("MemFree", 0))
+    except (OSError, ValueError, IndexError):
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return int(RESIDENT_SHARE * available)
+
+
+def choose_mode(nbytes: int, device: torch.device | str, mode: str = "auto",
+                memory: int | None = None) -> tuple[str, str]:
+    """("resident" or "stream", why) for data of `nbytes` on `device`: `mode` when forced, else resident
+    while it fits `memory` bytes (default: `memory_budget`)."""
+    if mode not in DATA_MODES:
+        raise DataError(f"--data-mode must be one of {', '.join(DATA_MODES)}, got {mode!r}")
+    device = torch.device(device)
+    if mode != "auto":
+        return mode, f"{mode} on {device} (--data-mode {mode})"
+    budget = memory if memory is not None else memory_budget(device)
+    source = "--data-memory" if memory is not None else f"{RESIDENT_SHARE:.0%} of free memory"
+    fits = nbytes <= budget
+    verb = "fits" if fits else "exceeds"
+    return ("resident" if fits else "stream",
+            f"{'resident on' if fits else 'streamed to'} {device}: {nbytes / 2**20:,.1f} MiB {verb} the budget of "
+            f"{budget / 2**20:,.1f} MiB ({source})")
+
+
+def batches_for(split: TensorSplit, batch_size: int, *, mode: str = "resident", workers: int | None = None,
+                **kwargs) -> Batches:
+    """`DeviceBatches` (mode "resident") or `StreamBatches` (mode "stream", `workers` reader processes,
+    default: as many as this process's torch threads, at most 4: a Ray trial's CPUs) over `split`."""
+    if mode == "stream":
+        if workers is None:
+            workers = min(4, torch.get_num_threads())
+        return StreamBatches(split, batch_size, workers=workers, **kwargs)
+    return DeviceBatches(split, batch_size, **kwargs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from ..registry import Registry, UnknownNameError
+from .cache import decoded_images
 from .splits import (
     SPLIT_SEED,
     DataError,
@@ -26,12 +28,24 @@ from .splits import (
     stratified_split,
 )
 
-Loader = Callable[[Path | None, int, "int | None"], DataSplits]
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load: `seed` and `limit` cap the train split; `image_size`, `channels` and `cache_dir` say how
+    image files are decoded (see `autocnn.data.cache`)."""
+
+    seed: int = 0
+    limit: int | None = None
+    image_size: int | None = None
+    channels: int | None = None
+    cache_dir: str | os.PathLike | None = None
+
+
+Loader = Callable[["Path | None", LoadOptions], DataSplits]
 DATASETS: Registry[Loader] = Registry("dataset")
 
 VAL_FRACTION = 0.1
-IMAGE_SIZE = 64
-"""Side length folder datasets are resized to unless all their images already share one square size."""
+FILE_DATASETS = ("imagefolder", "csv", "multilabel")
+"""Datasets of image files: decoded once into the cache, at their own size or --image-size."""
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 
@@ -46,11 +60,16 @@ def load_dataset(
     *,
     seed: int = 0,
     limit: int | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> DataSplits:
-    """Load a registered dataset into memory as normalised train/val/test tensors.
+    """Load a registered dataset as uint8 train/val/test splits with the train split's normalisation.
 
     `seed` only picks which training images survive `limit` (a stratified cap on the train
     split); the train/val/test split itself is fixed so that all studies see the same one.
+    Image files are decoded once into a memory-mapped cache (`cache_dir`, see `autocnn.data.cache`) at
+    `image_size` (default: their own, capped) with `channels` (default: their own).
 
     >>> d = load_dataset("digits")
     >>> (d.num_classes, d.in_chans, d.native_resolution, len(d.train) + len(d.val) + len(d.test))
@@ -60,8 +79,16 @@ def load_dataset(
         loader = DATASETS.get(name)
     except UnknownNameError:
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}") from None
+    if image_size is not None and image_size < 4:
+        raise DataError(f"--image-size must be >= 4 pixels, got {image_size}")
+    if channels not in (None, 1, 3):
+        raise DataError(f"--channels must be 1 (grey) or 3 (RGB), got {channels}")
+    if name not in FILE_DATASETS and (image_size, channels) != (None, None):
+        flag = "--image-size" if image_size is not None else "--channels"
+        raise DataError(f"{flag} sets how image files are decoded ({', '.join(FILE_DATASETS)}); dataset {name!r} "
+                        "is stored decoded: drop it (--resolution resizes its batches)")
     root = Path(data_root).expanduser() if data_root is not None else None
-    return loader(root, seed, limit)
+    return loader(root, LoadOptions(seed, limit, image_size, channels, cache_dir))
 
 
 def _require_root(root: Path | None, name: str, expected: str) -> Path:
@@ -81,30 +108,32 @@ def _missing(root: Path, title: str, expected: Path) -> DataError:
     )
 
 
-def _carve_val(name: str, train: Pair, test: Pair, *, class_names, augment, seed, limit) -> DataSplits:
+def _carve_val(name: str, train: Pair, test: Pair, *, class_names, augment, opts: LoadOptions) -> DataSplits:
     """Official test split stays the test split; val is a fixed stratified 10% of official train."""
     tr, va = stratified_split(train[1].numpy(), [1 - VAL_FRACTION, VAL_FRACTION], SPLIT_SEED)
     x, y = train
     return assemble(name, (x[tr], y[tr]), (x[va], y[va]), test,
-                    class_names=class_names, augment=augment, seed=seed, limit=limit)
+                    class_names=class_names, augment=augment, seed=opts.seed, limit=opts.limit)
 
 
 @DATASETS.register("digits")
-def load_digits(root: Path | None, seed: int, limit: int | None) -> DataSplits:
-    """sklearn's embedded 8×8 digits (16 grey levels), split 60/20/20; needs no files."""
+def load_digits(root: Path | None, opts: LoadOptions) -> DataSplits:
+    """sklearn's embedded 8×8 digits (17 grey levels, 0-16), split 60/20/20; needs no files.
+
+    Stored as the levels themselves with scale 16, so a pixel is level / 16 exactly as sklearn's own floats."""
     from sklearn.datasets import load_digits as sk_digits
 
     bunch = sk_digits()
-    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    x = torch.from_numpy(bunch.images.astype(np.uint8)).unsqueeze(1)
     y = torch.from_numpy(bunch.target.astype(np.int64))
     parts = stratified_split(bunch.target, [0.6, 0.2, 0.2], SPLIT_SEED)
     tr, va, te = ((x[p], y[p]) for p in map(torch.from_numpy, parts))
     return assemble("digits", tr, va, te, class_names=[str(i) for i in range(10)],
-                    augment="translate", seed=seed, limit=limit)
+                    augment="translate", seed=opts.seed, limit=opts.limit, scale=16.0)
 
 
 def _torchvision_mnist(cls_name: str, name: str) -> Loader:
-    def load(root: Path | None, seed: int, limit: int | None) -> DataSplits:
+    def load(root: Path | None, opts: LoadOptions) -> DataSplits:
         import torchvision.datasets as tvd
 
         expected = f"{cls_name}/raw/train-images-idx3-ubyte"
@@ -119,8 +148,7 @@ def _torchvision_mnist(cls_name: str, name: str) -> Loader:
                                 f"the uncompressed files)") from None
             raise _missing(root, cls_name, raw / "train-images-idx3-ubyte") from None
         tr, te = ((s.data.unsqueeze(1), s.targets.long()) for s in sets)
-        return _carve_val(name, tr, te, class_names=sets[0].classes, augment="translate",
-                          seed=seed, limit=limit)
+        return _carve_val(name, tr, te, class_names=sets[0].classes, augment="translate", opts=opts)
 
     load.__doc__ = f"torchvision's {cls_name} idx files under DATA_ROOT/{cls_name}/raw."
     return load
@@ -136,7 +164,7 @@ def _read_pickle(path: Path) -> dict:
 
 
 def _cifar(name: str, folder: str, title: str, train_files, test_files, meta_file, names_key, label_key) -> Loader:
-    def load(root: Path | None, seed: int, limit: int | None) -> DataSplits:
+    def load(root: Path | None, opts: LoadOptions) -> DataSplits:
         root = _require_root(root, name, folder)
         base = root / folder
         if not base.is_dir():
@@ -153,7 +181,7 @@ def _cifar(name: str, folder: str, title: str, train_files, test_files, meta_fil
 
         class_names = _read_pickle(base / meta_file)[names_key]
         return _carve_val(name, read(train_files), read(test_files), class_names=class_names,
-                          augment="crop_flip", seed=seed, limit=limit)
+                          augment="crop_flip", opts=opts)
 
     load.__doc__ = f"{title} in torchvision's python-pickle layout, DATA_ROOT/{folder}."
     return load
@@ -168,7 +196,7 @@ DATASETS.register("cifar100", _cifar(
 
 
 @DATASETS.register("svhn")
-def load_svhn(root: Path | None, seed: int, limit: int | None) -> DataSplits:
+def load_svhn(root: Path | None, opts: LoadOptions) -> DataSplits:
     """SVHN cropped digits, DATA_ROOT/train_32x32.mat and test_32x32.mat (label 10 means digit 0)."""
     root = _require_root(root, "svhn", "train_32x32.mat and test_32x32.mat")
     import scipy.io as sio
@@ -183,7 +211,7 @@ def load_svhn(root: Path | None, seed: int, limit: int | None) -> DataSplits:
         return torch.from_numpy(x), torch.from_numpy(y)
 
     return _carve_val("svhn", read("train"), read("test"), class_names=[str(i) for i in range(10)],
-                      augment="translate", seed=seed, limit=limit)
+                      augment="translate", opts=opts)
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -192,33 +220,57 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
 
 
-def _read_images(paths: list[Path]) -> torch.Tensor:
-    """Decode to RGB uint8 N×3×S×S; S is the images' own size if all share one square size, else IMAGE_SIZE."""
-    from PIL import Image
-
-    sizes = set()
-    for p in paths:
-        with Image.open(p) as im:
-            sizes.add(im.size)
-    size = next(iter(sizes)) if len(sizes) == 1 and len(set(next(iter(sizes)))) == 1 else (IMAGE_SIZE, IMAGE_SIZE)
-    out = np.empty((len(paths), size[1], size[0], 3), dtype=np.uint8)
-    for i, p in enumerate(paths):
-        with Image.open(p) as im:
-            im = im.convert("RGB")
-            out[i] = np.asarray(im if im.size == size else im.resize(size, Image.BILINEAR))
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-
-
 def _class_dirs(folder: Path) -> list[Path]:
     """Sub-folders in name order; hidden ones (.ipynb_checkpoints, .cache) are never classes."""
     return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
+Files = tuple[list[Path], torch.Tensor]
+"""Image files and their labels (int64, or float32 multi-hot)."""
+
+
+def _carve(files: dict[str, Files], multilabel: bool) -> dict[str, Files]:
+    """Splits that are absent (val, test) carved out of train: fixed, 15% each, stratified unless multi-label."""
+    missing = [s for s in ("val", "test") if s not in files]
+    if not missing:
+        return files
+    paths, y = files["train"]
+    fractions = [1 - 0.15 * len(missing)] + [0.15] * len(missing)
+    parts = (random_split(len(paths), fractions, SPLIT_SEED) if multilabel
+             else stratified_split(y.numpy(), fractions, SPLIT_SEED))
+    out = dict(files)
+    for s, p in zip(["train", *missing], parts):
+        out[s] = ([paths[i] for i in p], y[torch.from_numpy(p)])
+    return out
+
+
+def _decode_splits(name: str, root: Path, files: dict[str, Files], opts: LoadOptions, *, class_names,
+                   augment: str, multilabel: bool = False) -> DataSplits:
+    """Decode train, val and test files, in that order, into one cache entry; the splits are views of it."""
+    files = _carve(files, multilabel)
+    order = [files[s] for s in ("train", "val", "test")]
+    paths = [p for ps, _ in order for p in ps]
+    decoded = decoded_images(paths, root=root, train_rows=len(order[0][0]), image_size=opts.image_size,
+                             channels=opts.channels, cache_dir=opts.cache_dir)
+    total, squares, rows = decoded.train_stats
+    size = decoded.images.shape[-1]
+    pairs, names, start = [], [], 0
+    for ps, y in order:
+        pairs.append((decoded.images[start:start + len(ps)], y))
+        names.append([str(p) for p in ps])
+        start += len(ps)
+    return assemble(name, *pairs, class_names=class_names, augment=augment, multilabel=multilabel,
+                    seed=opts.seed, limit=opts.limit, files=names, train_sums=(total, squares, rows * size * size),
+                    cache=str(decoded.folder))
+
+
 @DATASETS.register("imagefolder")
-def load_imagefolder(root: Path | None, seed: int, limit: int | None) -> DataSplits:
+def load_imagefolder(root: Path | None, opts: LoadOptions) -> DataSplits:
     """torchvision's ImageFolder layout, DATA_ROOT/<class>/<image>, or DATA_ROOT/train/<class>/<image>
     with optional val/ and test/ beside it. Splits that are absent are carved out of the training
-    images (fixed and stratified, 15% each), so a plain root is split 70/15/15 exactly as train/ alone."""
+    images (fixed and stratified, 15% each), so a plain root is split 70/15/15 exactly as train/ alone.
+    Images keep their own size (the median shorter side, capped; `--image-size` fixes it): each is resized
+    on its shorter side and centre-cropped to a square of that size."""
     root = _require_root(root, "imagefolder", "<class>/<image> or train/<class>/<image> folders")
     train_dir = root / "train"
     if train_dir.is_dir():
@@ -238,64 +290,98 @@ def load_imagefolder(root: Path | None, seed: int, limit: int | None) -> DataSpl
         raise DataError(f"{train_dir} has no class sub-folders; put each class's images in {train_dir}/<class>/")
     index = {c: i for i, c in enumerate(classes)}
 
-    def scan(split_dir: Path) -> tuple[list[Path], list[int]]:
-        paths, labels = [], []
+    def scan(split_dir: Path) -> tuple[list[Path], list[int], list[Path]]:
+        paths, labels, empty = [], [], []
         for d in _class_dirs(split_dir):
             if d.name not in index:
                 raise DataError(f"class folder {d} is not in {train_dir}; add {train_dir / d.name} or remove it")
-            files = _image_files(d)
-            paths += files
-            labels += [index[d.name]] * len(files)
-        return paths, labels
+            found = _image_files(d)
+            if not found:
+                empty.append(d)
+            paths += found
+            labels += [index[d.name]] * len(found)
+        return paths, labels, empty
 
     scanned = {s: scan(folder) for s, folder in split_dirs.items()}
-    all_paths = [p for paths, _ in scanned.values() for p in paths]
-    if not all_paths:
+    if not any(paths for paths, _, _ in scanned.values()):
         raise DataError(f"{class_root} contains no images; add PNG/JPEG files under {class_root}/<class>/")
-    images = _read_images(all_paths)
-    pairs, start = {}, 0
-    for s, (paths, labels) in scanned.items():
-        pairs[s] = (images[start : start + len(paths)], torch.tensor(labels, dtype=torch.int64))
-        start += len(paths)
-    missing = [s for s in ("val", "test") if s not in pairs]
-    if missing:
-        x, y = pairs["train"]
-        fractions = [1 - 0.15 * len(missing)] + [0.15] * len(missing)
-        parts = stratified_split(y.numpy(), fractions, SPLIT_SEED)
-        pairs["train"] = (x[parts[0]], y[parts[0]])
-        for s, p in zip(missing, parts[1:]):
-            pairs[s] = (x[p], y[p])
-    return assemble("imagefolder", pairs["train"], pairs["val"], pairs["test"], class_names=classes,
-                    augment="crop_flip", seed=seed, limit=limit)
+    empty = next((d for _, _, e in scanned.values() for d in e), None)
+    if empty is not None:
+        raise DataError(f"class folder {empty} has no images; add images to it or remove it")
+    files = {s: (paths, torch.tensor(labels, dtype=torch.int64)) for s, (paths, labels, _) in scanned.items()}
+    return _decode_splits("imagefolder", root, files, opts, class_names=classes, augment="crop_flip")
+
+
+def _read_csv(path: Path, columns: tuple[str, ...], fix: str) -> list[dict]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not set(columns) <= set(reader.fieldnames):
+            raise DataError(f"{path} must have a header with columns {','.join(columns)}; got {reader.fieldnames}")
+        rows = [{k: (v or "").strip() for k, v in r.items() if k is not None} for r in reader]
+    if not rows:
+        raise DataError(f"{path} lists no images; add one row per image ({fix})")
+    return rows
+
+
+def _present(paths: list[Path], csv_path: Path) -> None:
+    absent = [p for p in paths if not p.is_file()]
+    if absent:
+        raise DataError(f"{len(absent)} image(s) listed in {csv_path} are missing, e.g. {absent[0]}; add them or fix "
+                        "the CSV")
+
+
+CSV_FILE = "labels.csv"
+
+
+@DATASETS.register("csv")
+def load_csv(root: Path | None, opts: LoadOptions) -> DataSplits:
+    """A CSV of `path,label` rows (DATA_ROOT/labels.csv, or DATA_ROOT naming the CSV file), paths relative to
+    the CSV's folder; an optional `split` column (train, val or test) fixes the splits, else they are carved
+    as for an ImageFolder (70/15/15, stratified). Images are decoded as an ImageFolder's."""
+    if root is not None and root.suffix.lower() == ".csv" and root.is_file():
+        csv_path = root
+    else:
+        csv_path = _require_root(root, "csv", f"{CSV_FILE} (columns path,label)") / CSV_FILE
+        if not csv_path.is_file():
+            raise DataError(f"{csv_path} does not exist; write it with columns path,label (paths relative to "
+                            f"{root}) or pass the CSV file itself as --data-root")
+    base = csv_path.parent
+    rows = _read_csv(csv_path, ("path", "label"), "path,label")
+    paths = [base / r["path"] for r in rows]
+    _present(paths, csv_path)
+    classes = sorted({r["label"] for r in rows})
+    index = {c: i for i, c in enumerate(classes)}
+    splits = [r.get("split") or "train" for r in rows]
+    unknown = next((s for s in splits if s not in ("train", "val", "test")), None)
+    if unknown is not None:
+        raise DataError(f"{csv_path} has split {unknown!r}; the split column takes train, val or test")
+    if "train" not in splits:
+        raise DataError(f"{csv_path} marks no row as train; leave the split column empty to have the rows split")
+    files = {}
+    for s in ("train", "val", "test"):
+        chosen = [i for i, v in enumerate(splits) if v == s]
+        if chosen:
+            files[s] = ([paths[i] for i in chosen], torch.tensor([index[rows[i]["label"]] for i in chosen]))
+    return _decode_splits("csv", base, files, opts, class_names=classes, augment="crop_flip")
 
 
 @DATASETS.register("multilabel")
-def load_multilabel(root: Path | None, seed: int, limit: int | None) -> DataSplits:
+def load_multilabel(root: Path | None, opts: LoadOptions) -> DataSplits:
     """DATA_ROOT/images/ plus labels.csv (`file,labels`, labels space-separated); random 70/15/15.
 
     Augmentation is translation only: a horizontal flip can contradict labels such as "left".
     """
     root = _require_root(root, "multilabel", "images/ and labels.csv")
-    csv_path, img_dir = root / "labels.csv", root / "images"
+    csv_path, img_dir = root / CSV_FILE, root / "images"
     if not csv_path.is_file() or not img_dir.is_dir():
         raise DataError(f"--data-root {root} needs {img_dir}/ and {csv_path} (columns file,labels); create them there")
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"file", "labels"} <= set(reader.fieldnames):
-            raise DataError(f"{csv_path} must have a header with columns file,labels; got {reader.fieldnames}")
-        rows = [(r["file"].strip(), (r["labels"] or "").split()) for r in reader]
-    if not rows:
-        raise DataError(f"{csv_path} lists no images; add one row per image (file,labels)")
+    rows = [(r["file"], r["labels"].split()) for r in _read_csv(csv_path, ("file", "labels"), "file,labels")]
     paths = [img_dir / file for file, _ in rows]
-    absent = [p for p in paths if not p.is_file()]
-    if absent:
-        raise DataError(f"{len(absent)} image(s) listed in {csv_path} are missing, e.g. {absent[0]}; add them or fix the CSV")
+    _present(paths, csv_path)
     classes = sorted({c for _, labels in rows for c in labels})
     index = {c: i for i, c in enumerate(classes)}
     y = torch.zeros(len(rows), len(classes), dtype=torch.float32)
     for i, (_, labels) in enumerate(rows):
         y[i, [index[c] for c in labels]] = 1.0
-    x = _read_images(paths)
-    tr, va, te = (torch.from_numpy(p) for p in random_split(len(rows), [0.7, 0.15, 0.15], SPLIT_SEED))
-    return assemble("multilabel", (x[tr], y[tr]), (x[va], y[va]), (x[te], y[te]), class_names=classes,
-                    augment="translate", multilabel=True, seed=seed, limit=limit)
+    return _decode_splits("multilabel", root, {"train": (paths, y)}, opts, class_names=classes, augment="translate",
+                          multilabel=True)

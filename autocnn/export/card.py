@@ -74,13 +74,17 @@ def model_card(config: dict[str, Any]) -> str:
         rows.append(("training", f"{epochs} epoch{'s' if epochs != 1 else ''} on {training.get('data', 'train')}"))
     table = ["| figure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
 
+    size = config.get("image_size")
+    crop = (f"Each image is resized on its shorter side to {size} px and centre-cropped to {size} × {size} "
+            f"(how the training images were stored), then " if size else "")
     if config.get("mean") is not None:
-        norm = (f"Pixels are scaled to [0, 1], normalised per channel with mean "
+        norm = (f"{crop}{'p' if crop else 'P'}ixels are scaled to [0, 1], normalised per channel with mean "
                 f"`{[round(v, 4) for v in config['mean']]}` and std `{[round(v, 4) for v in config['std']]}`, "
-                f"and resized (bilinear) to {r} × {r}: `preprocess` in model.py does all three.")
+                f"and resized (bilinear) to {r} × {r}: `preprocess` in model.py does all of it, exactly as "
+                f"training evaluated the images.")
     else:
-        norm = (f"The normalisation these weights expect is not recorded: `preprocess` only scales pixels to "
-                f"[0, 1] and resizes to {r} × {r}.")
+        norm = (f"{crop}The normalisation these weights expect is not recorded: `preprocess` only scales pixels "
+                f"to [0, 1] and resizes to {r} × {r}.")
     files = config["files"]
     lines = front + ["", f"# {name}", "", intro, "", "## Use it", "", "```python", loading_example(config), "```", ""]
     if config["multilabel"]:

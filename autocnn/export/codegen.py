@@ -193,7 +193,7 @@ def _imports(units: list[collect.Unit]) -> str:
 
 def generate_source(g: Genotype, *, name: str, mean: Sequence[float] | None = None,
                     std: Sequence[float] | None = None, class_names: Sequence[str] | None = None,
-                    about: Sequence[str] = ()) -> str:
+                    about: Sequence[str] = (), image_size: int | None = None) -> str:
     """The text of a standalone model.py for `g`. `about` adds provenance lines to the docstring."""
     if (mean is None) != (std is None):
         raise ValueError("give both mean and std, or neither")
@@ -207,6 +207,7 @@ def generate_source(g: Genotype, *, name: str, mean: Sequence[float] | None = No
         "MEAN": literal(tuple(float(v) for v in mean)) if mean is not None else "None",
         "STD": literal(tuple(float(v) for v in std)) if std is not None else "None",
         "CLASS_NAMES": literal(list(map(str, class_names))) if class_names is not None else "None",
+        "IMAGE_SIZE": literal(int(image_size)) if image_size is not None else "None",
     }
     collector = _collect(overrides, _strings(dataclasses.asdict(g)))
     units = collect.ordered(collector, _rank)

@@ -9,9 +9,9 @@ import os
 from collections import OrderedDict
 
 import torch
-import torch.nn.functional as F
 
 from autocnn.builder import Network
+from autocnn.data.transforms import fit_square, normalize, resize
 from autocnn.genotype import Genotype
 
 # The architecture, as autocnn's genotype in plain data: stem and body stages (block kind plus the
@@ -23,6 +23,7 @@ RESOLUTION = 224
 NUM_CLASSES = 1000
 MEAN = None  # per-channel, of images scaled to [0, 1]
 STD = None
+IMAGE_SIZE = None  # the square size training stored images at (resize the shorter side, centre-crop); None: any
 CLASS_NAMES = None
 WEIGHTS = "weights.safetensors"  # looked up in the working directory, then beside this file
 
@@ -92,14 +93,14 @@ def build(weights=WEIGHTS, device="cpu"):
 
 
 def preprocess(images):
-    """uint8 images (0-255) or float images in [0, 1], C x H x W or N x C x H x W -> the network's input:
-    normalised with MEAN / STD and resized (bilinear) to RESOLUTION x RESOLUTION, as in training."""
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    if x.ndim == 3:
-        x = x.unsqueeze(0)
-    if MEAN is not None:
-        mean = torch.tensor(MEAN, device=x.device).view(1, -1, 1, 1)
-        x = (x - mean) / torch.tensor(STD, device=x.device).view(1, -1, 1, 1)
-    if tuple(x.shape[-2:]) != (RESOLUTION, RESOLUTION):
-        x = F.interpolate(x, size=(RESOLUTION, RESOLUTION), mode="bilinear", align_corners=False, antialias=False)
-    return x
+    """Decoded images -> the network's input, exactly as training evaluated them.
+
+    `images`: uint8 (0-255) or float in [0, 1], C x H x W or N x C x H x W, of any size (decode files with
+    PIL, `.convert("RGB")` or `"L"`). Each is resized on its shorter side and centre-cropped to IMAGE_SIZE (as
+    the training data was stored; uint8 rounded as there), scaled to [0, 1] and normalised with MEAN / STD,
+    then resized (bilinear) to RESOLUTION x RESOLUTION.
+    """
+    x = images.unsqueeze(0) if images.ndim == 3 else images
+    if IMAGE_SIZE is not None:
+        x = fit_square(x, IMAGE_SIZE)
+    return resize(normalize(x, MEAN, STD), RESOLUTION)

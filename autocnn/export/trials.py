@@ -99,7 +99,8 @@ def _weights_of(trial, root: Path, study_name: str, retrain: bool) -> Path | Non
 
 
 def _search_metrics(trial) -> dict[str, float]:
-    """Figures of the saved weights (the last epoch's): validation and test metric, and the other val/test values."""
+    """Figures of the saved weights (the best epoch's; the last one's in trials recorded before autocnn kept the
+    best): validation and test metric, and the other val/test values."""
     from autocnn.search import records
 
     attrs = trial.user_attrs
@@ -107,7 +108,7 @@ def _search_metrics(trial) -> dict[str, float]:
     out: dict[str, float] = {}
     curve = attrs.get(records.VAL_CURVE) or []
     if curve:
-        out[f"val_{metric}"] = float(curve[-1])
+        out[f"val_{metric}"] = float(curve[attrs.get(records.BEST_EPOCH, len(curve)) - 1])
     if attrs.get(records.TEST_METRIC) is not None:
         out[f"test_{metric}"] = float(attrs[records.TEST_METRIC])
     for split in ("val_", "test_"):
@@ -119,13 +120,16 @@ def _search_metrics(trial) -> dict[str, float]:
 
 
 def _load_data(config, dataset: str | None, data_root: str | None):
+    """The study's data as its trials saw it (the same decoding, so the same normalisation and image size)."""
     from autocnn.data import load_dataset
+    from autocnn.search.engine import load_data
 
     name = dataset or (config.dataset if config else None)
     if name is None:
         raise ExportError("the study stores no dataset; pass --dataset NAME for the normalisation and class names")
-    root = data_root if data_root is not None else (config.data_root if config and name == config.dataset else None)
-    return load_dataset(name, root, seed=config.seed if config else 0, limit=config.limit if config else None)
+    if config is not None:
+        return load_data(config, name, data_root)
+    return load_dataset(name, data_root)
 
 
 def _check_data_fits(data, genotype, what: str, fix: str) -> None:
@@ -139,15 +143,13 @@ def retrain(genotype, data, config, epochs: int, number: int, *, device: str | N
             on_epoch: Callable | None = None) -> tuple[torch.nn.Module, dict[str, float], dict[str, Any]]:
     """Train `genotype` from scratch on train+val with the study's recipe; returns (model, metrics, training)."""
     from autocnn.builder import build_model
-    from autocnn.data import TensorSplit
     from autocnn.search.engine import train_config_for
     from autocnn.training import train
 
-    merged = dataclasses.replace(data, train=TensorSplit(torch.cat([data.train.images, data.val.images]),
-                                                         torch.cat([data.train.labels, data.val.labels])))
+    merged = dataclasses.replace(data, train=data.train.join(data.val))
     train_config = train_config_for(config.replace(epochs=epochs), number, device)
     model = build_model(genotype)
-    result = train(model, merged, train_config, resolution=genotype.resolution, on_epoch=on_epoch)
+    result = train(model, merged, train_config, resolution=genotype.resolution, on_epoch=on_epoch, keep_best=False)
     metrics = {f"test_{result.metric_name}": float(result.test_metric)}
     metrics.update({k: float(v) for k, v in result.extra.items() if k.startswith("test_")})
     training = {"epochs": epochs, "data": "train+val", "optimizer": train_config.optimizer,
@@ -214,6 +216,7 @@ def export_trial(study_name: str, storage: str | None = None, trial: Any = "best
                                         origin=f"the saved weights of trial {m.number} ({m.weights})")
             meta = {
                 "name": f"{study_name}-trial{m.number}", "mean": data.mean, "std": data.std,
+                "image_size": data.native_resolution,
                 "class_names": list(data.class_names), "metrics": m.metrics, "study": study_name,
                 "trial": m.number, "dataset": data.name, "training": m.training,
                 "objectives": dict(zip(config.objectives if config else
@@ -238,7 +241,9 @@ def _search_training(trial, config) -> dict[str, Any] | None:
 
     if config is None:
         return None
-    return {"epochs": trial.user_attrs.get(records.EPOCHS_RUN, config.epochs), "data": "train",
+    attrs = trial.user_attrs
+    epochs = attrs.get(records.EPOCHS_RUN, config.epochs)
+    return {"epochs": epochs, "weights_of_epoch": attrs.get(records.BEST_EPOCH, epochs), "data": "train",
             "optimizer": config.optimizer, "lr": config.lr, "batch_size": config.batch_size,
             "seed": config.seed + trial.number, "limit": config.limit}
 
@@ -321,7 +326,8 @@ def export_weights(model: Any, weights: Any, out: str | os.PathLike, *, dataset:
         data = _load_data(None, dataset, data_root)
         _check_data_fits(data, genotype, "the network", "pass the dataset it was trained on, or --num-classes "
                          "and --in-chans to match it")
-        meta.update(mean=data.mean, std=data.std, class_names=list(data.class_names), dataset=data.name)
+        meta.update(mean=data.mean, std=data.std, class_names=list(data.class_names), dataset=data.name,
+                    image_size=data.native_resolution)
     with folder as tmp:
         write_model_folder(tmp, network, meta, formats=formats)
     return folder.path

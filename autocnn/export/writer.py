@@ -42,6 +42,7 @@ META_KEYS = {
     "name": "model name for the card (default: preset name or autocnn-<arch id>)",
     "mean": "per-channel normalisation mean of images in [0, 1]",
     "std": "per-channel normalisation std",
+    "image_size": "square size the training images were stored at (shorter side resized, centre-cropped)",
     "class_names": "one name per output",
     "metrics": "dict of figures, e.g. {'test_accuracy': 0.97}",
     "study": "the study the model came from",
@@ -399,7 +400,8 @@ def write_model_folder(folder: Path, model: Network, meta: Mapping[str, Any] | N
     folder = Path(folder)
 
     source = generate_source(g, name=name, mean=meta.get("mean"), std=meta.get("std"),
-                             class_names=meta.get("class_names"), about=_about(meta, g))
+                             class_names=meta.get("class_names"), about=_about(meta, g),
+                             image_size=meta.get("image_size"))
     (folder / "model.py").write_text(source, encoding="utf-8")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "weights.safetensors"),
@@ -454,6 +456,7 @@ def write_model_folder(folder: Path, model: Network, meta: Mapping[str, Any] | N
         "mean": [float(v) for v in meta["mean"]] if meta.get("mean") is not None else None,
         "std": [float(v) for v in meta["std"]] if meta.get("std") is not None else None,
         "pixel_range": [0.0, 1.0],
+        "image_size": meta.get("image_size"),
         "interpolation": "bilinear",
         "metrics": dict(meta.get("metrics") or {}),
         "params": count_params(model),

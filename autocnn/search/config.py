@@ -14,6 +14,7 @@ MAXIMIZE = set(QUALITY)
 MINIMIZE = {"params", "flops", "latency"}
 CONFIG_ATTR = "autocnn.config"
 CONSTRAINTS = ("max_params", "max_flops", "max_latency_ms")
+DATA_MODES = ("auto", "resident", "stream")
 ALL_TRIALS = "*"  # a `weights` key: every trial starts from the file (`autocnn train`, one fixed architecture)
 DEFAULT_TRIAL_SHARE = 0.5  # --max-trial-share: a candidate may take at most half the time left (see `timing`)
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -89,6 +90,11 @@ class SearchConfig:
     artifacts: str | None = None
     """Folder of the trials' weights (`autocnn.artifacts`); absolute once the study is created."""
     constraints: dict[str, float] = field(default_factory=dict)
+    image_size: int | None = None  # image files decoded at this square size (default: their own, capped)
+    channels: int | None = None  # image files converted to 1 (grey) or 3 (RGB) channels (default: their own)
+    cache_dir: str | None = None  # the decoded cache (autocnn.data.cache); absolute once the study is created
+    data_mode: str = "auto"  # resident, stream or auto (autocnn.data.batches.choose_mode)
+    data_memory: int | None = None  # bytes the data may take resident (auto mode)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -110,6 +116,10 @@ class SearchConfig:
                               "or 'none' to never reject a candidate for time")
         if self.resolution is not None and self.resolution < 4:
             raise ConfigError(f"--resolution must be >= 4 pixels, got {self.resolution}")
+        if self.data_mode not in DATA_MODES:
+            raise ConfigError(f"--data-mode must be one of {', '.join(DATA_MODES)}, got {self.data_mode!r}")
+        if self.data_memory is not None and self.data_memory < 0:
+            raise ConfigError(f"--data-memory must be >= 0 bytes, got {self.data_memory}")
         if not self.objectives:
             raise ConfigError("--objectives is empty; use e.g. accuracy or accuracy,params")
         unknown = [o for o in self.objectives if o not in MAXIMIZE | MINIMIZE]

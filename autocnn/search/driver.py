@@ -27,7 +27,7 @@ from autocnn.search.control import (GIVE_UP_FAILURES, STARTED_ATTR, STOP_ATTR, r
                                     take_worker_lease)
 from autocnn.search.design import plan_design
 from autocnn.search.engine import (StudyError, TrialContext, attach_sampler, check_choices, create_study,
-                                   enqueue_presets,
+                                   describe_data, enqueue_presets,
                                    prepare_context, reopen_study)
 from autocnn.search.local import LocalBackend
 from autocnn.storage import fail_stale_trials, study_storage
@@ -135,6 +135,8 @@ def drive(study: optuna.Study, ctx: TrialContext, backend: Backend | None = None
     lease = take_worker_lease(study)
     if progress is not None:
         progress.start(study, config)
+        if hasattr(progress, "on_data"):
+            progress.on_data(describe_data(config, ctx.data))
     failures = 0
     try:
         backend.open(study, ctx, budget, progress, resume=resume)

@@ -23,7 +23,7 @@ import torch
 from autocnn.artifacts import save_trial_weights
 from autocnn.costs import (count_flops, count_layers, count_meta_flops, count_params, materialize,
                            measure_latency_ms, meta_model)
-from autocnn.data import DataSplits, load_dataset
+from autocnn.data import DataSplits, choose_mode, load_dataset
 from autocnn.errors import AutocnnError
 from autocnn.registry import Registry
 from autocnn.search import records
@@ -152,7 +152,9 @@ def absolute_locations(config: SearchConfig) -> dict:
 
     root = str(Path(config.data_root).expanduser().resolve()) if config.data_root else None
     weights = {name: str(Path(path).expanduser().resolve()) for name, path in config.weights.items()}
-    return {"artifacts": resolve_artifacts(config.artifacts, config.storage), "data_root": root, "weights": weights}
+    cache = str(Path(config.cache_dir).expanduser().resolve()) if config.cache_dir else None
+    return {"artifacts": resolve_artifacts(config.artifacts, config.storage), "data_root": root, "weights": weights,
+            "cache_dir": cache}
 
 
 def reopen_study(name: str | None, storage_url: str | None, *, trials: int | None = None,
@@ -209,8 +211,7 @@ class TrialContext:
             from autocnn.spaces import load_space
 
             space = load_space(config.space)
-        data = load_dataset(config.dataset, config.data_root, seed=config.seed, limit=config.limit)
-        return cls(config=config, space=space, data=data)
+        return cls(config=config, space=space, data=load_data(config))
 
     @property
     def constraints(self) -> dict:
@@ -239,6 +240,21 @@ class TrialContext:
         if self.data.multilabel != g.head.multilabel:
             g = g.replace(head=dataclasses.replace(g.head, multilabel=self.data.multilabel))
         return g
+
+
+def load_data(config: SearchConfig, name: str | None = None, data_root: str | None = None) -> DataSplits:
+    """The run's dataset (or `name` at `data_root`, decoded with the run's settings) as every trial sees it."""
+    same = name in (None, config.dataset)
+    return load_dataset(name or config.dataset, config.data_root if same and data_root is None else data_root,
+                        seed=config.seed, limit=config.limit if same else None, image_size=config.image_size,
+                        channels=config.channels, cache_dir=config.cache_dir)
+
+
+def describe_data(config: SearchConfig, data: DataSplits) -> str:
+    """The data, and how batches reach the device (resident or streamed, and why), in one line."""
+    _, why = choose_mode(data.nbytes, resolve_device(config.device), config.data_mode, config.data_memory)
+    where = "; each Ray trial chooses on its own device" if config.backend == "ray" else ""
+    return f"{data.describe()}; {why}{where}"
 
 
 def objective_values(config: SearchConfig, metric: float, costs: dict) -> list[float]:
@@ -446,7 +462,8 @@ def train_config_for(config: SearchConfig, number: int, device: str | None = Non
     """The training recipe of trial `number` (seeded by the trial number)."""
     return TrainConfig(epochs=config.epochs, batch_size=config.batch_size, optimizer=config.optimizer,
                        lr=config.lr, warmup_epochs=min(config.warmup_epochs, config.epochs),
-                       seed=config.seed + number, device=device or config.device, metric=config.metric)
+                       seed=config.seed + number, device=device or config.device, metric=config.metric,
+                       data_mode=config.data_mode, data_memory=config.data_memory)
 
 
 def fit_candidate(trial, config: SearchConfig, data: DataSplits, genotype, model, costs: dict, *,

@@ -17,6 +17,7 @@ FLOPS = "flops"
 LATENCY = "latency_ms"
 VAL_CURVE = "val_curve"
 EPOCHS_RUN = "epochs_run"
+BEST_EPOCH = "best_epoch"  # 1-based: the epoch whose weights were saved and whose figures were recorded
 WALL_TIME = "wall_time"
 TEST_METRIC = "test_metric"
 METRIC = "metric"
@@ -79,6 +80,7 @@ def record_result(trial, result, params: int) -> None:
     trial.set_user_attr(METRIC, result.metric_name)
     trial.set_user_attr(VAL_CURVE, list(result.val_curve))
     trial.set_user_attr(EPOCHS_RUN, result.epochs_run)
+    trial.set_user_attr(BEST_EPOCH, result.best_epoch)
     if result.test_metric is not None:
         trial.set_user_attr(TEST_METRIC, float(result.test_metric))
     for key, value in result.extra.items():

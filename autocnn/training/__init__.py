@@ -11,7 +11,7 @@
 from .config import TrainConfig, resolve_device
 from .metrics import average_precision, macro_f1, mean_average_precision, micro_f1, subset_accuracy
 from .optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES
-from .trainer import DivergedError, EpochReport, TrainResult, TrainState, evaluate, train
+from .trainer import DivergedError, EpochReport, TrainResult, TrainState, evaluate, predict, train
 
 __all__ = [
     "macro_f1",
@@ -28,6 +28,7 @@ __all__ = [
     "evaluate",
     "mean_average_precision",
     "micro_f1",
+    "predict",
     "resolve_device",
     "train",
 ]

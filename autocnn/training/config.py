@@ -35,6 +35,12 @@ class TrainConfig:
     grad_clip: float | None = 5.0
     metric: str | None = None
     """What the validation curve tracks: "accuracy", "mAP" or "f1" (`trainer.METRICS`); None: the data's own."""
+    data_mode: str = "auto"
+    """How batches reach the device: "resident", "stream" or "auto" (`autocnn.data.batches.choose_mode`)."""
+    data_memory: int | None = None
+    """Bytes the data may take resident (auto mode); None: half the device's free memory."""
+    data_workers: int | None = None
+    """DataLoader processes of the streaming mode; None: up to 4."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -47,6 +53,9 @@ class TrainConfig:
             ("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
             ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "must be in [0, epochs]"),
             ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "must be > 0 or None"),
+            ("data_mode", self.data_mode in ("auto", "resident", "stream"), "must be auto, resident or stream"),
+            ("data_memory", self.data_memory is None or self.data_memory >= 0, "must be >= 0 or None"),
+            ("data_workers", self.data_workers is None or self.data_workers >= 0, "must be >= 0 or None"),
         ]
         for name, ok, rule in checks:
             if not ok:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import torch.utils.deterministic
 from torch import nn
 
-from ..data import DataSplits, DeviceBatches, TensorSplit
+from ..data import Batches, DataSplits, DeviceBatches, TensorSplit, batches_for, choose_mode
 from .config import TrainConfig, resolve_device
 from .metrics import macro_f1, mean_average_precision, micro_f1, subset_accuracy
 from .optim import OPTIMIZERS, SCHEDULES, param_groups
@@ -39,20 +39,26 @@ class TrainState:
     """Where a run stands after `epoch` epochs: with the planned `TrainConfig`, enough to continue it.
 
     `model` and `optimizer` are state dicts (on the CPU); `curve` is the validation curve so far.
+    `best_model` holds the best epoch's weights when that epoch is not `epoch` (None: `model` is the best so
+    far) and `best_metrics` its validation figures, so a resumed run still ends with the best weights.
     """
 
     epoch: int
     model: dict
     optimizer: dict
     curve: tuple[float, ...]
+    best_model: dict | None = None
+    best_metrics: dict | None = None
 
     def to_dict(self) -> dict:
-        return {"epoch": self.epoch, "model": self.model, "optimizer": self.optimizer, "curve": list(self.curve)}
+        return {"epoch": self.epoch, "model": self.model, "optimizer": self.optimizer, "curve": list(self.curve),
+                "best_model": self.best_model, "best_metrics": self.best_metrics}
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainState":
         return cls(epoch=int(data["epoch"]), model=data["model"], optimizer=data["optimizer"],
-                   curve=tuple(data["curve"]))
+                   curve=tuple(data["curve"]), best_model=data.get("best_model"),
+                   best_metrics=data.get("best_metrics"))
 
 
 @dataclass
@@ -67,6 +73,10 @@ class EpochReport:
 
 @dataclass
 class TrainResult:
+    """What a run measured. The model `train` leaves behind holds the best epoch's weights (`best_epoch`, 1-based,
+    the first epoch with the highest validation metric): `best_val`, the `val_*` extras and the test figures are
+    those weights' own, so what a study records is what it saves and exports."""
+
     val_curve: list[float]
     best_val: float
     test_metric: float | None
@@ -75,6 +85,31 @@ class TrainResult:
     train_loss: float
     metric_name: str
     extra: dict[str, float] = field(default_factory=dict)
+    best_epoch: int = 0
+
+
+class _Best:
+    """The best epoch so far (the first with the highest validation metric): its number, validation figures
+    and a CPU copy of its weights, taken when it became the best (the model trains on past them)."""
+
+    def __init__(self, resume: TrainState | None, name: str) -> None:
+        self.name, self.epoch, self.metrics, self.weights = name, 0, {}, None
+        if resume is not None:
+            if resume.best_metrics:
+                self.metrics = dict(resume.best_metrics)
+                self.epoch = resume.curve.index(self.metrics[name]) + 1
+            else:  # a checkpoint from before best weights were kept: its own epoch is the best it has weights of
+                self.epoch, self.metrics = resume.epoch, {name: resume.curve[-1]}
+            self.weights = resume.best_model if resume.best_model is not None else resume.model
+
+    def update(self, epoch: int, metrics: dict[str, float], model: nn.Module) -> None:
+        if self.epoch == 0 or metrics[self.name] > self.metrics[self.name]:
+            self.epoch, self.metrics, self.weights = epoch, dict(metrics), _cpu(model.state_dict())
+
+    def restore(self, model: nn.Module, last_epoch: int) -> None:
+        """Load the best weights into `model` unless they are its current ones."""
+        if self.epoch != last_epoch:
+            model.load_state_dict(self.weights)
 
 
 def _load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
@@ -146,39 +181,47 @@ def _amp_dtype(enabled: bool, device: torch.device) -> torch.dtype | None:
 
 
 @torch.inference_mode()
-def _evaluate(model: nn.Module, batches: DeviceBatches, multilabel: bool,
-              amp_dtype: torch.dtype | None, metric: str | None = None) -> dict[str, float]:
-    """The data's own metrics ({"accuracy"} or {"mAP", "f1"}) and "loss", plus `metric` when it is another."""
+def _logits(model: nn.Module, batches: Batches, amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """The model's float logits for every row of an unshuffled `batches`, in eval mode (restored after)."""
     was_training = model.training
     model.eval()
     try:
-        loss_sum = torch.zeros((), device=batches.device)
-        outputs: list[torch.Tensor] = []
-        for x, y in batches:
+        outputs = []
+        for x, _ in batches:
             with torch.autocast(batches.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(x)
-            logits = logits.float()
-            if multilabel:
-                loss_sum += F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / y.shape[1]
-            else:
-                loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            outputs.append(logits)
-        n = len(batches.labels)
-        metrics = {"loss": loss_sum.item() / n}
-        scores = torch.cat(outputs)
-        if multilabel:
-            metrics["mAP"] = mean_average_precision(scores, batches.labels)
-            metrics["f1"] = micro_f1(scores, batches.labels)
-            if metric == "accuracy":
-                metrics["accuracy"] = subset_accuracy(scores, batches.labels)
-        else:
-            predicted = scores.argmax(1)
-            metrics["accuracy"] = (predicted == batches.labels).sum().item() / n
-            if metric == "f1":
-                metrics["f1"] = macro_f1(predicted, batches.labels, scores.shape[1])
-        return metrics
+                outputs.append(model(x).float())
+        return torch.cat(outputs)
     finally:
         model.train(was_training)
+
+
+@torch.inference_mode()
+def _evaluate(model: nn.Module, batches: Batches, multilabel: bool,
+              amp_dtype: torch.dtype | None, metric: str | None = None) -> dict[str, float]:
+    """The data's own metrics ({"accuracy"} or {"mAP", "f1"}) and "loss", plus `metric` when it is another."""
+    scores, labels = _logits(model, batches, amp_dtype), batches.labels
+    n = len(labels)
+    if multilabel:
+        loss = F.binary_cross_entropy_with_logits(scores, labels, reduction="sum") / labels.shape[1]
+    else:
+        loss = F.cross_entropy(scores, labels, reduction="sum")
+    metrics = {"loss": loss.item() / n}
+    if multilabel:
+        metrics["mAP"] = mean_average_precision(scores, labels)
+        metrics["f1"] = micro_f1(scores, labels)
+        if metric == "accuracy":
+            metrics["accuracy"] = subset_accuracy(scores, labels)
+    else:
+        predicted = scores.argmax(1)
+        metrics["accuracy"] = (predicted == labels).sum().item() / n
+        if metric == "f1":
+            metrics["f1"] = macro_f1(predicted, labels, scores.shape[1])
+    return metrics
+
+
+def _eval_batches(split: TensorSplit, batch_size: int, device, resolution, channels_last) -> DeviceBatches:
+    return DeviceBatches(split, batch_size, device=resolve_device(device), resolution=resolution,
+                         channels_last=channels_last)
 
 
 def evaluate(
@@ -193,10 +236,15 @@ def evaluate(
     channels_last: bool = False,
 ) -> dict[str, float]:
     """Metrics of `model` on `split`: {"accuracy", "loss"} or, multi-label, {"mAP", "f1", "loss"}."""
-    device = resolve_device(device)
-    model.to(device)
-    batches = DeviceBatches(split, batch_size, device=device, resolution=resolution, channels_last=channels_last)
-    return _evaluate(model, batches, multilabel, amp_dtype)
+    batches = _eval_batches(split, batch_size, device, resolution, channels_last)
+    return _evaluate(model.to(batches.device), batches, multilabel, amp_dtype)
+
+
+def predict(model: nn.Module, split: TensorSplit, *, batch_size: int, device: torch.device | str,
+            resolution: int | None = None, channels_last: bool = False) -> torch.Tensor:
+    """The logits (on the CPU) `model` gives every image of `split` through the trainer's own evaluation path."""
+    batches = _eval_batches(split, batch_size, device, resolution, channels_last)
+    return _logits(model.to(batches.device), batches, None).cpu()
 
 
 def train(
@@ -208,6 +256,7 @@ def train(
     on_epoch: Callable[[EpochReport], None] | None = None,
     evaluate_test: bool = True,
     resume: TrainState | None = None,
+    keep_best: bool = True,
 ) -> TrainResult:
     """Train `model` in place on `data.train`, validating after every epoch.
 
@@ -219,6 +268,10 @@ def train(
     same learning-rate schedule, and the result's curve includes the epochs before. The optimizer's
     hyperparameters (learning rate, weight decay) are `config`'s, so a run may resume with new ones
     (PBT). The shuffling seed moves on with the epoch, so a resumed run does not replay epoch 1's order.
+
+    With `keep_best` (the default) the model ends with its best epoch's weights and every figure of the
+    result is theirs (`TrainResult`); without it (training on train+val, where validation means nothing)
+    it ends with the last epoch's.
     """
     started = time.perf_counter()
     device = config.resolved_device()
@@ -235,13 +288,14 @@ def train(
         if resume is not None:
             model.load_state_dict(resume.model)
         model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        train_batches = DeviceBatches(
-            data.train, config.batch_size, device=device, shuffle=True,
-            generator=torch.Generator().manual_seed(seed), augment=data.augment,
-            resolution=resolution, drop_last=len(data.train) > config.batch_size, channels_last=channels_last,
+        mode, _ = choose_mode(data.nbytes, device, config.data_mode, config.data_memory)
+        eval_kwargs = dict(device=device, resolution=resolution, channels_last=channels_last, mode=mode,
+                           workers=config.data_workers)
+        train_batches = batches_for(
+            data.train, config.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed),
+            augment=data.augment, drop_last=len(data.train) > config.batch_size, **eval_kwargs,
         )
-        eval_kwargs = dict(device=device, resolution=resolution, channels_last=channels_last)
-        val_batches = DeviceBatches(data.val, 2 * config.batch_size, **eval_kwargs)
+        val_batches = batches_for(data.val, 2 * config.batch_size, **eval_kwargs)
         steps = len(train_batches)
 
         optimizer = OPTIMIZERS.get(config.optimizer)(
@@ -258,11 +312,14 @@ def train(
 
         curve: list[float] = list(resume.curve) if resume is not None else []
         train_loss = float("nan")
-        val: dict[str, float] = {}
+        best = _Best(resume, name)
 
         def snapshot(epoch: int, curve: tuple[float, ...]) -> Callable[[], TrainState]:
+            best_model = best.weights if best.epoch != epoch else None
+            best_metrics = dict(best.metrics)
             return lambda: TrainState(epoch=epoch, model=_cpu(model.state_dict()),
-                                      optimizer=_cpu(optimizer.state_dict()), curve=curve)
+                                      optimizer=_cpu(optimizer.state_dict()), curve=curve,
+                                      best_model=best_model, best_metrics=best_metrics)
 
         for epoch in range(done + 1, config.epochs + 1):
             epoch_start = time.perf_counter()
@@ -286,14 +343,19 @@ def train(
                                     f"lower the learning rate or enable grad_clip")
             val = _evaluate(model, val_batches, data.multilabel, amp_dtype, name)
             curve.append(val[name])
+            if keep_best:
+                best.update(epoch, val, model)
+            else:
+                best.epoch, best.metrics = epoch, val
             if on_epoch is not None:
                 on_epoch(EpochReport(epoch, val[name], train_loss, time.perf_counter() - epoch_start,
                                      state=snapshot(epoch, tuple(curve))))
 
-        extra = {f"val_{k}": v for k, v in val.items() if k != name}
+        best.restore(model, config.epochs)
+        extra = {f"val_{k}": v for k, v in best.metrics.items() if k != name}
         test_metric = None
         if evaluate_test:
-            test = _evaluate(model, DeviceBatches(data.test, 2 * config.batch_size, **eval_kwargs),
+            test = _evaluate(model, batches_for(data.test, 2 * config.batch_size, **eval_kwargs),
                              data.multilabel, amp_dtype, name)
             test_metric = test[name]
             extra.update({f"test_{k}": v for k, v in test.items() if k != name})
@@ -302,11 +364,12 @@ def train(
 
     return TrainResult(
         val_curve=curve,
-        best_val=max(curve),
+        best_val=curve[best.epoch - 1],
         test_metric=test_metric,
         epochs_run=len(curve),
         wall_time=time.perf_counter() - started,
         train_loss=train_loss,
         metric_name=name,
         extra=extra,
+        best_epoch=best.epoch,
     )

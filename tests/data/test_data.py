@@ -24,7 +24,7 @@ from autocnn.data import (
 )
 from autocnn.data.splits import stratified_split, stratified_subset
 
-DISK_DATASETS = ["mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "imagefolder", "multilabel"]
+DISK_DATASETS = ["mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "imagefolder", "csv", "multilabel"]
 
 
 # ---------------------------------------------------------------- fixture writers (real formats)
@@ -129,7 +129,7 @@ def test_digits_split_sizes_and_stratification():
         counts = torch.bincount(split.labels, minlength=10).numpy()
         assert np.all(np.abs(counts - f * totals) <= 1.5)
     assert (d.num_classes, d.in_chans, d.native_resolution, d.multilabel) == (10, 1, 8, False)
-    assert d.train.images.shape[1:] == (1, 8, 8) and d.train.images.dtype == torch.float32
+    assert d.train.images.shape[1:] == (1, 8, 8) and d.train.images.dtype == torch.uint8
     assert d.train.labels.dtype == torch.int64
 
 
@@ -142,10 +142,10 @@ def test_digits_split_is_fixed_regardless_of_seed():
 
 def test_digits_normalised_with_train_statistics():
     d = load_dataset("digits")
-    assert d.train.images.mean().item() == pytest.approx(0.0, abs=1e-5)
-    assert d.train.images.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
+    assert d.train.inputs().mean().item() == pytest.approx(0.0, abs=1e-5)
+    assert d.train.inputs().std(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
     # undoing the normalisation recovers the 16-level source values in [0, 1]
-    raw = d.test.images * d.std[0] + d.mean[0]
+    raw = d.test.inputs() * d.std[0] + d.mean[0]
     assert raw.min() >= -1e-5 and raw.max() <= 1 + 1e-5
     assert torch.allclose(raw * 16, (raw * 16).round(), atol=1e-3)
 
@@ -160,7 +160,7 @@ def test_limit_caps_train_stratified_and_seed_picks_subset():
 
 def test_splits_repr_is_compact_and_to_keeps_metadata():
     d = load_dataset("digits", limit=50)
-    assert repr(d.train) == "TensorSplit(images=float32[50, 1, 8, 8], labels=int64[50], device=cpu)"
+    assert repr(d.train) == "TensorSplit(images=uint8[50, 1, 8, 8], labels=int64[50], device=cpu)"
     moved = d.to("cpu")
     assert moved.name == "digits" and moved.mean == d.mean and torch.equal(moved.val.images, d.val.images)
 
@@ -184,7 +184,7 @@ def test_cifar10_pickle_layout(tmp_path):
     assert torch.equal(torch.bincount(d.test.labels), torch.full((10,), 2))
     # the first stored image comes back intact, so the rows were decoded as CHW (not HWC)
     mean, std = torch.tensor(d.mean).view(3, 1, 1), torch.tensor(d.std).view(3, 1, 1)
-    restored = torch.cat([d.train.images, d.val.images]) * std + mean
+    restored = torch.cat([d.train.inputs(), d.val.inputs()]) * std + mean
     target = torch.from_numpy(first).float() / 255
     assert any(torch.allclose(r, target, atol=1e-4) for r in restored)
 
@@ -225,15 +225,19 @@ def test_imagefolder_layout_carves_val(tmp_path):
     assert len(d.test) == 6 and len(d.train) + len(d.val) == 30 and len(d.val) >= 3
     assert d.native_resolution == 12 and d.in_chans == 3
     # solid colours: the class is readable off the un-normalised channel means
-    raw = d.train.images * torch.tensor(d.std).view(1, 3, 1, 1) + torch.tensor(d.mean).view(1, 3, 1, 1)
+    raw = d.train.inputs() * torch.tensor(d.std).view(1, 3, 1, 1) + torch.tensor(d.mean).view(1, 3, 1, 1)
     assert torch.equal(raw.mean(dim=(2, 3)).argmax(1), d.train.labels)
 
 
-def test_imagefolder_mixed_sizes_resized_to_default(tmp_path):
+def test_imagefolder_keeps_its_own_size_or_image_size(tmp_path):
+    """Mixed sizes: the median shorter side (12 and 16 px -> 14); --image-size fixes it; always square."""
     write_imagefolder(tmp_path, sizes=((12, 12), (20, 16)), with_test=False)
     d = load_dataset("imagefolder", tmp_path)
-    assert d.native_resolution == 64 and d.train.images.shape[-2:] == (64, 64)
+    assert d.native_resolution == 14 and d.train.images.shape[-2:] == (14, 14)
     assert len(d.train) + len(d.val) + len(d.test) == 30
+    fixed = load_dataset("imagefolder", tmp_path, image_size=40)
+    assert fixed.native_resolution == 40 and fixed.test.images.shape[1:] == (3, 40, 40)
+    assert fixed.cache != d.cache
 
 
 def test_imagefolder_plain_layout_is_split_like_a_lone_train_folder(tmp_path):
@@ -295,7 +299,7 @@ def test_disk_dataset_without_root_raises(name):
     ("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python"),
     ("mnist", "MNIST/raw/train-images-idx3-ubyte"),
     ("fashion_mnist", "FashionMNIST/raw/train-images-idx3-ubyte"),
-    ("svhn", "train_32x32.mat"), ("imagefolder", "train"), ("multilabel", "labels.csv"),
+    ("svhn", "train_32x32.mat"), ("imagefolder", "train"), ("csv", "labels.csv"), ("multilabel", "labels.csv"),
 ])
 def test_empty_root_names_expected_path(tmp_path, name, expected):
     with pytest.raises(DataError) as e:

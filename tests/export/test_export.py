@@ -568,3 +568,95 @@ def test_cli_pareto_exports_one_folder_per_front_member(tmp_path):
     for _ in range(2):
         best = export_trial("moo", storage, "best", out=str(tmp_path / "best"), force=True, formats=())
     assert json.loads((best / "config.json").read_text())["source"]["trial"] == 0
+
+
+# -- what is measured is what ships ----------------------------------------------------------------------
+
+def test_best_trial_figures_agree_everywhere_and_are_those_of_the_saved_weights(tmp_path):
+    """`autocnn best`, the trial record, the dashboard and the exported model card show one validation and
+    one test figure for a trial whose curve peaks before its last epoch, and the saved weights score them."""
+    from autocnn.dashboard import state
+    from autocnn.data import load_dataset
+    from autocnn.search import control, records
+    from autocnn.storage import open_storage
+    from autocnn.training import evaluate
+    from autocnn.weights import read_state_dict
+
+    storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    result = run_cli("train", "--model", "lenet5", "--dataset", "digits", "--limit", "300", "--epochs", "4",
+                     "--resolution", "16", "--lr", "0.1", "--study", "peak", "--storage", storage, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (trial,) = optuna.load_study(study_name="peak", storage=storage).trials
+    curve, best_epoch = trial.user_attrs[records.VAL_CURVE], trial.user_attrs[records.BEST_EPOCH]
+    assert best_epoch < len(curve) and curve[best_epoch - 1] == max(curve) > curve[-1], curve  # the case tested
+    val, test = trial.values[0], trial.user_attrs[records.TEST_METRIC]
+    assert val == max(curve)
+
+    shown = run_cli("best", "--study", "peak", "--storage", storage, "--json", cwd=tmp_path)
+    (row,) = json.loads(shown.stdout)["best"]
+    assert (row["values"][0], row["test_metric"]) == (val, test)
+    (dash,) = state.detail(control.inspect(open_storage(storage, create=False, heartbeat=False), "peak"))["best"]
+    assert (dash["values"][0], dash["test_metric"]) == (val, test)
+    out = autocnn.export(tmp_path / "out", study="peak", storage=storage, formats=())  # what `autocnn export` runs
+    config = json.loads((out / "config.json").read_text())
+    assert (config["metrics"]["val_accuracy"], config["metrics"]["test_accuracy"]) == (val, test)
+    card = (out / "README.md").read_text()
+    assert f"| validation accuracy | {val:.4f} |" in card and f"| test accuracy | {test:.4f} |" in card
+
+    # the shipped weights score exactly those figures on the study's own splits
+    model = build_model(records.genotype_of(trial))
+    model.load_state_dict(read_state_dict(out / "weights.safetensors"))
+    data = load_dataset("digits", limit=300)
+    for split, figure in (("val", val), ("test", test)):
+        assert evaluate(model, getattr(data, split), batch_size=64, device="cpu", resolution=16)["accuracy"] == figure
+
+
+def _exported_predictions(model, data, tmp_path, name) -> tuple[object, torch.nn.Module]:
+    from autocnn.export.codegen import load_module
+
+    folder = export_model(model, out_dir=tmp_path / name, formats=(),
+                          meta={"mean": data.mean, "std": data.std, "image_size": data.native_resolution})
+    module = load_module(folder / "model.py", name=f"exported_{name}")
+    return module, module.build().eval()
+
+
+def test_preprocess_reproduces_the_trainers_evaluation_of_the_raw_files(tmp_path):
+    """model.py + preprocess on the raw image files (any size, decoded with PIL) predicts what the trainer's
+    own evaluation of the same images does: the evaluation transform is exported exactly."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from autocnn.data import load_dataset
+    from autocnn.data.splits import SPLIT_SEED, stratified_split
+    from autocnn.training import predict
+
+    gen = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
+    for c, tint in (("ant", (200, 40, 40)), ("bee", (40, 40, 200))):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i, (w, h) in enumerate([(37, 23), (23, 41), (30, 30), (64, 48), (19, 19)] * 2):
+            pixels = np.clip(rng.normal(tint, 60, (h, w, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "imgs" / c / f"{i}.{'jpg' if i % 2 else 'png'}")
+    folder = load_dataset("imagefolder", tmp_path / "imgs")
+    assert folder.native_resolution == 23
+    digits = load_dataset("digits")
+    raw_digits = load_digits()
+    test_rows = stratified_split(raw_digits.target, [0.6, 0.2, 0.2], SPLIT_SEED)[2]
+
+    cases = [
+        # (data, network input resolution, the raw test images as a user has them)
+        (folder, 32, [torch.from_numpy(np.asarray(Image.open(f).convert("RGB")).copy()).permute(2, 0, 1)
+                      for f in folder.test.files]),
+        (digits, 16, [torch.from_numpy(raw_digits.images[i] / 16).float()[None] for i in test_rows]),
+    ]
+    for data, resolution, raw in cases:
+        g = get_preset("lenet5").replace(num_classes=data.num_classes, in_chans=data.in_chans, resolution=resolution)
+        model = realistic_(build_model(g), gen)
+        want = predict(model, data.test, batch_size=7, device="cpu", resolution=resolution)
+        module, standalone = _exported_predictions(model, data, tmp_path, data.name)
+        with torch.no_grad():
+            got = torch.cat([standalone(module.preprocess(x)) for x in raw])
+        assert len(got) == len(data.test) and want.abs().max() > 1e-3
+        assert torch.equal(got.argmax(1), want.argmax(1)), data.name
+        assert torch.allclose(got, want, atol=1e-5, rtol=1e-5), (data.name, (got - want).abs().max())

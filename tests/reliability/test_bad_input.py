@@ -49,6 +49,32 @@ def _other_weights(tmp: Path) -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "lenet5.safetensors"))
 
 
+def _images(*specs: tuple[str, str]) -> Callable[[Path], None]:
+    """Real 8×8 PNGs at the given paths, in the given PIL mode ("RGB" or "L"); a path ending in / is an empty folder."""
+    def setup(tmp: Path) -> None:
+        from PIL import Image
+
+        for name, mode in specs:
+            path = tmp / name
+            if name.endswith("/"):
+                path.mkdir(parents=True, exist_ok=True)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new(mode, (8, 8)).save(path)
+    return setup
+
+
+def _both(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        for step in setups:
+            step(tmp)
+    return setup
+
+
+IMGS = ("--dataset", "imagefolder", "--data-root", "imgs")
+TWO_CLASSES = _images(*[(f"imgs/{c}/{i}.png", "RGB") for c in ("cat", "dog") for i in range(4)])
+
+
 @dataclass(frozen=True)
 class Case:
     args: tuple[str, ...]
@@ -102,6 +128,22 @@ CASES = {
     "imagefolder-without-images": Case((*SEARCH, "--dataset", "imagefolder", "--data-root", "imgs", *STORE),
                                        ("imgs contains no images", "imgs/<class>/"),
                                        _write("imgs/cat/readme.txt", "no images\n")),
+    "corrupt-image": Case((*SEARCH, *IMGS, *STORE), ("cannot read image", "imgs/dog/9.png", "replace or remove"),
+                          _both(TWO_CLASSES, _write("imgs/dog/9.png", b"\x89PNG\r\n\x1a\nbroken"))),
+    "empty-class-folder": Case((*SEARCH, *IMGS, *STORE), ("class folder", "imgs/eel has no images", "remove it"),
+                               _both(TWO_CLASSES, _images(("imgs/eel/", "")))),
+    "mixed-channels": Case((*SEARCH, *IMGS, *STORE), ("mixes 1-channel images", "3-channel", "--channels 1"),
+                           _both(TWO_CLASSES, _images(("imgs/dog/grey.png", "L")))),
+    "csv-missing-files": Case((*SEARCH, "--dataset", "csv", "--data-root", "imgs", *STORE),
+                              ("1 image(s) listed in", "labels.csv are missing", "imgs/cat/nope.png"),
+                              _both(TWO_CLASSES, _write("imgs/labels.csv", "path,label\ncat/0.png,cat\n"
+                                                                           "cat/nope.png,cat\n"))),
+    "cache-dir-not-writable": Case((*SEARCH, *IMGS, "--cache-dir", "notes.txt/cache", *STORE),
+                                   ("--cache-dir", "notes.txt/cache is not writable", "writable folder"),
+                                   _both(TWO_CLASSES, _write("notes.txt", "a file\n"))),
+    "bad-data-memory": Case((*SEARCH, "--data-memory", "lots", *STORE), ("--data-memory 'lots'", "2GB")),
+    "image-size-of-array-data": Case((*SEARCH, "--image-size", "32", *STORE),
+                                     ("--image-size sets how image files are decoded", "'digits'", "--resolution")),
     # storage
     "unreachable-storage": Case((*SEARCH, "--storage", "postgresql+psycopg2://autocnn@127.0.0.1:{port}/db"),
                                 ("storage 'postgresql", "127.0.0.1:{port}")),

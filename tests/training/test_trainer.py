@@ -1,6 +1,7 @@
 """autocnn.training: learning, determinism, callbacks, divergence, multi-label metrics."""
 from __future__ import annotations
 
+import dataclasses
 
 import numpy as np
 import pytest
@@ -203,6 +204,50 @@ def test_resumed_run_takes_new_hyperparameters(digits):
     assert groups[1]["weight_decay"] == 0.0  # norm scales and biases stay undecayed
     momentum = next(iter(after[-1].optimizer["state"].values()))["momentum_buffer"]
     assert momentum.abs().sum() > 0  # the momentum buffers were loaded, then updated
+
+
+UNSTEADY = TrainConfig(epochs=4, optimizer="sgd", lr=1.0, schedule="constant", **FAST)
+"""A recipe whose validation curve peaks before its last epoch on 300 digits (checked where it is used)."""
+
+
+def test_model_ends_with_the_best_epochs_weights_and_figures():
+    """What a run reports is what it leaves behind: the best epoch's weights, validation and test figures."""
+    data = load_dataset("digits", limit=300)
+    states = {}
+    model = tiny_cnn()
+    result = train(model, data, UNSTEADY, on_epoch=lambda r: states.update({r.epoch: r.state()}))
+    best = result.val_curve.index(max(result.val_curve)) + 1
+    assert result.best_epoch == best < result.epochs_run == 4, result.val_curve  # the case being tested
+    assert result.best_val == max(result.val_curve)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, states[best].model[key]), key
+    val = evaluate(model, data.val, batch_size=64, device="cpu")
+    test = evaluate(model, data.test, batch_size=64, device="cpu")
+    assert val["accuracy"] == result.best_val and val["loss"] == pytest.approx(result.extra["val_loss"], rel=1e-6)
+    assert test["accuracy"] == result.test_metric and test["loss"] == pytest.approx(result.extra["test_loss"], rel=1e-6)
+    last = states[4]
+    assert last.best_model is not None and last.best_metrics["accuracy"] == result.best_val
+    assert states[best].best_model is None  # the best epoch's own snapshot holds its weights once
+
+    # a run resumed from a later snapshot (one more epoch, at a learning rate that wrecks it) still ends
+    # on the best epoch's weights, which it only had in the checkpoint
+    resumed_model = tiny_cnn()
+    longer = dataclasses.replace(UNSTEADY, epochs=5, lr=100.0)
+    resumed = train(resumed_model, data, longer, resume=last, evaluate_test=False)
+    assert resumed.val_curve[:4] == result.val_curve and resumed.val_curve[4] < result.best_val
+    assert resumed.best_epoch == best and resumed.best_val == result.best_val
+    for key, value in resumed_model.state_dict().items():
+        assert torch.equal(value, states[best].model[key]), key
+
+
+def test_without_keep_best_the_model_ends_with_the_last_epoch():
+    data = load_dataset("digits", limit=300)
+    states = {}
+    model = tiny_cnn()
+    result = train(model, data, UNSTEADY, keep_best=False, evaluate_test=False,
+                   on_epoch=lambda r: states.update({r.epoch: r.state()}))
+    assert result.best_epoch == 4 and result.best_val == result.val_curve[-1]
+    assert all(torch.equal(v, states[4].model[k]) for k, v in model.state_dict().items())
 
 
 def test_resume_after_the_last_epoch_is_refused(digits):
