@@ -10,8 +10,9 @@ one `autocnn studies`, `best`, `export` and the dashboard read, and either backe
   reports every epoch with a checkpoint (the trainer's `TrainState`), so a worker that dies is retried
   from its last epoch and HyperBand/PBT can pause and resume trials. Only the driver writes to the
   storage: workers need neither database drivers nor credentials.
-- `schedulers` (`--scheduler`, and `--pruner`'s mapping onto them), `pbt` (hyperparameters only, the one
-  module on Ray's private API), `callbacks` (heartbeats: ask/tell runs none), `options`, `cluster`.
+- `schedulers` (`--scheduler`, and `--pruner`'s mapping onto them), `pbt` (hyperparameters only),
+  `callbacks` (heartbeats: ask/tell runs none), `options`, `cluster`, and `internals`, the one module on
+  Ray's private API (`OptunaSearch`'s attributes, PBT's exploit hooks).
 
 Resume: the Tune experiment in flight is recorded on the study (`keys.EXPERIMENT_ATTR`); `--resume`
 restores it with `Tuner.restore` when its directory is there, then the driver runs new rounds until

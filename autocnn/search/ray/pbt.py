@@ -1,8 +1,8 @@
 """Population-based training of the training hyperparameters and weights, never the architecture.
 
-The only module of autocnn on Ray's private API (`ray.tune.schedulers.pbt`: `_PBTTrialState`,
-`_fill_config`, and the `_checkpoint_or_exploit` / `_exploit` / `_get_new_config` hooks): Tune has no
-public way to customise which trials PBT's exploit step copies and what it copies.
+Tune has no public way to customise which trials PBT's exploit step copies and what it copies:
+`ArchitecturePBT` overrides the step through `ExploitHooksPBT` (internals.py, the one module of autocnn
+on Ray's private API), which re-exposes it under public names.
 """
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import random
 
 from ray import tune
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
-from ray.tune.schedulers.pbt import _fill_config, _PBTTrialState
+from ray.tune.schedulers import TrialScheduler
 
 from autocnn.search.config import SearchConfig
+from autocnn.search.ray.internals import ExploitHooksPBT
 from autocnn.search.ray.keys import EPOCH, FINAL, SPEC, VAL
 from autocnn.training.optim import DEFAULT_LR
 
 
-class ArchitecturePBT(PopulationBasedTraining):
+class ArchitecturePBT(ExploitHooksPBT):
     """PBT that exploits within one architecture and never changes a trial's architecture.
 
     Ray's PBT clones a strong trial's checkpoint and config into a weak one, which in a NAS would swap
@@ -27,48 +27,39 @@ class ArchitecturePBT(PopulationBasedTraining):
     trial of the same genotype, as real PBT does; with no such donor it takes the strong trial's
     hyperparameters alone and continues its own weights (weights of another architecture cannot load).
     Either way the hyperparameters are then perturbed and the trial keeps its own architecture.
+    Unlike Ray's PBT it runs beside a search algorithm: OptunaSearch stays in charge of the architecture.
     """
-
-    def on_trial_add(self, tune_controller, trial) -> None:
-        # Ray's PBT refuses search algorithms because its exploit step rewrites the config a searcher
-        # suggested; this one keeps the suggested architecture, so OptunaSearch stays in charge of it.
-        if not self._metric or not self._metric_op:
-            raise ValueError(f"{type(self).__name__} needs a metric and a mode")
-        self._trial_state[trial] = _PBTTrialState(trial)
-        for attr, domain in self._hyperparam_mutations.items():
-            if attr not in trial.config:
-                _fill_config(trial.config, attr, domain)
-                trial.evaluated_params[attr] = trial.config[attr]
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if result.get(FINAL):  # the trial's last report: nothing left to perturb
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
 
-    def _checkpoint_or_exploit(self, trial, tune_controller, upper_quantile, lower_quantile) -> None:
+    def checkpoint_or_exploit(self, trial, tune_controller, upper_quantile, lower_quantile) -> None:
         weak = trial in lower_quantile and bool(upper_quantile)
         donors = [t for t in upper_quantile
-                  if t is not trial and same_architecture(t, trial) and self._trial_state[t].last_checkpoint]
-        if weak and donors:  # Ray's own path: clone a donor's checkpoint, then `_exploit`
-            super()._checkpoint_or_exploit(trial, tune_controller, donors, [trial])
+                  if t is not trial and same_architecture(t, trial) and self.last_checkpoint(t)]
+        if weak and donors:  # Ray's own path: clone a donor's checkpoint, then `exploit`
+            super().checkpoint_or_exploit(trial, tune_controller, donors, [trial])
             return
         # a strong trial keeps its checkpoint for weak trials of its architecture to copy
-        super()._checkpoint_or_exploit(trial, tune_controller, upper_quantile, [])
+        super().checkpoint_or_exploit(trial, tune_controller, upper_quantile, [])
         if weak:
-            self._exploit_hparams(tune_controller, trial, random.choice(upper_quantile))
+            self.exploit_hparams(tune_controller, trial, random.choice(upper_quantile))
 
-    def _exploit(self, tune_controller, trial, trial_to_clone) -> None:
+    def exploit(self, tune_controller, trial, trial_to_clone) -> None:
         own = dict(trial.config)  # Ray's exploit sets the donor's config: keep the trial's own spec
-        super()._exploit(tune_controller, trial, trial_to_clone)
-        trial.set_config({**own, **{k: trial.config[k] for k in self._hyperparam_mutations}})
+        super().exploit(tune_controller, trial, trial_to_clone)
+        trial.set_config({**own, **{k: trial.config[k] for k in self.mutated}})
 
-    def _exploit_hparams(self, tune_controller, trial, trial_to_clone) -> None:
-        explored, _ = self._get_new_config(trial, trial_to_clone)
-        new_config = {**trial.config, **{k: explored[k] for k in self._hyperparam_mutations}}
+    def exploit_hparams(self, tune_controller, trial, trial_to_clone) -> None:
+        """Take `trial_to_clone`'s explored hyperparameters and keep the trial's own weights."""
+        explored = self.explore(trial, trial_to_clone)
+        new_config = {**trial.config, **{k: explored[k] for k in self.mutated}}
         if trial.status != Trial.PAUSED:
             tune_controller.pause_trial(trial, should_checkpoint=False)  # resumes from its own last checkpoint
         trial.set_config(new_config)
-        self._num_perturbations += 1
+        self.count_perturbation()
 
 
 def same_architecture(a: Trial, b: Trial) -> bool:
