@@ -10,8 +10,9 @@ identical batches; `choose_mode` picks one by the data's size and a memory budge
 
 Why resize per batch rather than once: an upscaled copy costs N·C·R² floats (about 30 GB for
 CIFAR-10 at 224 px) and a different copy for each resolution a search tries, while one bilinear
-interpolate per batch is cheap next to the model's forward pass. Augmentation runs first, at native
-resolution, where it is cheapest and where the "pixels of padding" are defined.
+interpolate per batch is cheap next to the model's forward pass. Normalisation and augmentation run at
+the smaller of the stored and the network's resolution, where they are cheapest (`network_input`): a
+256-px cache searched at 32 px is shrunk first, CIFAR searched at 224 px is augmented at 32 px.
 """
 from __future__ import annotations
 
@@ -19,13 +20,12 @@ import math
 import os
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..registry import Registry
 from .splits import DataError, TensorSplit
-from .transforms import normalize, resize
+from .transforms import network_input
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 AUGMENTATIONS: Registry[Augmentation] = Registry("augmentation")
@@ -86,8 +86,9 @@ class Batches:
     """Iterate `(images, labels)` mini-batches of a `TensorSplit`, ready for the model on `device`.
 
     Each iteration is one epoch: with `shuffle` it draws a fresh permutation from a device generator seeded
-    from `generator`, so runs are reproducible. Each batch is normalised (uint8 splits), augmented,
-    resized to `resolution` (bilinear, antialias=False) and, with `channels_last`, NHWC-strided.
+    from `generator`, so runs are reproducible. Each batch is normalised (uint8 splits), augmented and
+    resized to `resolution` (bilinear, antialias=False; a shrinking batch before it is normalised and
+    augmented, a growing one after) and, with `channels_last`, NHWC-strided.
     Subclasses say how a batch of rows reaches the device (`_rows`).
     """
 
@@ -140,12 +141,10 @@ class Batches:
         raise NotImplementedError
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise, augment, resize and re-stride one batch already on the device."""
-        if self.pixels is not None:
-            x = normalize(x, self.pixels.mean, self.pixels.std, self.pixels.scale)
-        x = self.augment(x, self._gen)
-        if self.resolution is not None:
-            x = resize(x, self.resolution)
+        """Normalise, augment, resize and re-stride one batch already on the device (`network_input`)."""
+        px = self.pixels
+        mean, std, scale = (px.mean, px.std, px.scale) if px is not None else (None, None, 1.0)
+        x = network_input(x, mean, std, scale, self.resolution, lambda t: self.augment(t, self._gen))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -170,24 +169,18 @@ class DeviceBatches(Batches):
 
 
 class _BatchReader(torch.utils.data.Dataset):
-    """Item i is the i-th batch of this epoch, read from the host images in one sorted gather."""
+    """Item i is the i-th batch of this epoch: its rows of the host images, gathered in one copy."""
 
     def __init__(self, images: torch.Tensor, batches: list) -> None:
         self.images = images
-        self.batches = [b if isinstance(b, slice) else b.cpu().numpy() for b in batches]
+        self.batches = [b if isinstance(b, slice) else b.cpu() for b in batches]
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         rows = self.batches[i]
-        if isinstance(rows, slice):
-            return self.images[rows].clone()
-        ascending = np.argsort(rows, kind="stable")  # sorted reads of a memory-mapped file, then the epoch's order
-        picked = self.images[torch.from_numpy(rows[ascending])]
-        out = torch.empty_like(picked)
-        out[torch.from_numpy(ascending)] = picked
-        return out
+        return self.images[rows].clone() if isinstance(rows, slice) else self.images.index_select(0, rows)
 
 
 class StreamBatches(Batches):

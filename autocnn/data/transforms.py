@@ -2,8 +2,8 @@
 these functions, so a model sees the same pixels in training, in evaluation and in the user's hands.
 
 Decoded images are stored at one square size (`fit_square`: resize the shorter side, then centre-crop, as
-torchvision's `Resize(size)` + `CenterCrop(size)`), as uint8; each batch is then scaled to [0, 1] and normalised
-(`normalize`) and resized to the candidate's resolution (`resize`) on the training device.
+torchvision's `Resize(size)` + `CenterCrop(size)`), as uint8; each batch is then scaled to [0, 1], normalised
+and resized to the candidate's resolution on the training device (`network_input`).
 """
 from __future__ import annotations
 
@@ -31,15 +31,14 @@ def fit_square(images: torch.Tensor, size: int) -> torch.Tensor:
     return x.contiguous()
 
 
-def normalize(images: torch.Tensor, mean, std, scale: float = 255.0) -> torch.Tensor:
-    """uint8 pixels (divided by `scale`) or floats in [0, 1] -> float32 normalised per channel with `mean`/`std`
-    (sequences, or None for no normalisation), in one fused multiply-add over the batch."""
+def normalize(images: torch.Tensor, mean, std, scale: float = 1.0) -> torch.Tensor:
+    """Pixels divided by `scale` (255 for uint8 values, 1 for floats in [0, 1]) -> float32 normalised per channel
+    with `mean`/`std` (sequences, or None for no normalisation), in one fused multiply-add over the batch."""
     x = images.float()
-    divisor = scale if images.dtype == torch.uint8 else 1.0
     if mean is None:
-        return x / divisor if divisor != 1.0 else x
+        return x / scale if scale != 1.0 else x
     shape = (1, -1, 1, 1)
-    gain = torch.tensor([1.0 / (divisor * s) for s in std], device=x.device).view(shape)
+    gain = torch.tensor([1.0 / (scale * s) for s in std], device=x.device).view(shape)
     shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device).view(shape)
     return torch.addcmul(shift, x, gain)
 
@@ -49,3 +48,19 @@ def resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
     if tuple(images.shape[-2:]) == (resolution, resolution):
         return images
     return F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=False)
+
+
+def network_input(images: torch.Tensor, mean, std, scale: float, resolution: int | None = None,
+                  augment=None) -> torch.Tensor:
+    """Stored pixels (pixel / `scale` in [0, 1]) -> the network's input at `resolution` (None: as stored).
+
+    A batch that shrinks is resized first and one that grows last, so normalising (and `augment`, a function
+    of the normalised batch, in training) always runs on the smaller of the two; the two orders are the same
+    arithmetic (a bilinear resize is a per-pixel weighted mean, normalising affine per channel)."""
+    x = images.float()
+    if resolution is not None and resolution < x.shape[-1]:
+        x = resize(x, resolution)
+    x = normalize(x, mean, std, scale)
+    if augment is not None:
+        x = augment(x)
+    return resize(x, resolution) if resolution is not None else x

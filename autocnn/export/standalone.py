@@ -11,7 +11,7 @@ from collections import OrderedDict
 import torch
 
 from autocnn.builder import Network
-from autocnn.data.transforms import fit_square, normalize, resize
+from autocnn.data.transforms import fit_square, network_input
 from autocnn.genotype import Genotype
 
 # The architecture, as autocnn's genotype in plain data: stem and body stages (block kind plus the
@@ -103,4 +103,4 @@ def preprocess(images):
     x = images.unsqueeze(0) if images.ndim == 3 else images
     if IMAGE_SIZE is not None:
         x = fit_square(x, IMAGE_SIZE)
-    return resize(normalize(x, MEAN, STD), RESOLUTION)
+    return network_input(x, MEAN, STD, 255.0 if x.dtype == torch.uint8 else 1.0, RESOLUTION)
