@@ -66,6 +66,12 @@ def snapshot(storage: str, study: str) -> list:
         return []
 
 
+def study_exists(storage: str, study: str) -> bool:
+    import optuna
+
+    return study in optuna.study.get_all_study_names(storage=storage)
+
+
 def record(trial) -> str:
     return json.dumps([trial.values, trial.params, trial.user_attrs, str(trial.datetime_complete)],
                       sort_keys=True, default=str)
@@ -104,7 +110,8 @@ class Soak:
 
     def run_until_killed_or_done(self) -> bool:
         """One run; True when it finished the budget by itself."""
-        args = self.resume if self.runs else self.first
+        # a run killed before it created the study (start-up, data, initial design) left nothing to resume
+        args = self.resume if self.runs and study_exists(self.storage, self.study) else self.first
         before = len(self.seen)
         env = {**os.environ, **ENV}
         proc = subprocess.Popen(autocnn(*args), cwd=self.folder, env=env, stdout=subprocess.DEVNULL,

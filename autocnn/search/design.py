@@ -142,7 +142,8 @@ class _Pricer:
             flops = count_meta_flops(meta, genotype)
         except (RuntimeError, ValueError):
             return None
-        self.ctx.costs[genotype.arch_id] = {"params": params, "layers": count_layers(meta), **costs, "flops": flops}
+        self.ctx.costs[genotype.arch_id] = {"params": params, "layers": count_layers(meta), "latency_ms": None,
+                                             **costs, "flops": flops}
         return flops
 
     def climb(self, draw: dict[str, float]) -> list[_Candidate]:
