@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import cli_forkserver
+
 # Decoded image caches (autocnn.data.cache) of this test session, in and under it, never in the user's ~/.cache;
 # CLI subprocesses inherit the variable.
 if "AUTOCNN_CACHE_DIR" not in os.environ:
@@ -51,14 +53,11 @@ def seeded():
 
 
 def run_cli(*args: str, cwd=None, env=None, timeout: float = 600):
-    """Run the real `autocnn` console script in a subprocess (as users do)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    exe = Path(sys.executable).with_name("autocnn")
+    """Run the real `autocnn` console script to the end in a process of its own (as users do), forked
+    from a process that has done its imports (tests/cli_forkserver.py); output captured as text."""
+    exe = str(Path(sys.executable).with_name("autocnn"))
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([str(exe), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return cli_forkserver.run(exe, args, cwd, full_env, env or {}, timeout)
 
 
 @pytest.fixture
