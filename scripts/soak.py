@@ -153,7 +153,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     args = p.parse_args()
     info, started = benchlib.machine(), time.perf_counter()
-    trials = benchlib.by_mode(args.mode, 10, 100, 100)
+    trials = benchlib.by_mode(args.mode, 6, 100, 100)
     kill_after = benchlib.by_mode(args.mode, (3.0, 6.0), (2.0, 6.0), (2.0, 6.0))
     with tempfile.TemporaryDirectory(prefix="autocnn-soak-") as tmp:
         soak = Soak(Path(tmp), trials, epochs=3, kill_after=kill_after, seed=args.seed)

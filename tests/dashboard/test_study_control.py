@@ -60,7 +60,7 @@ class Storage:
     def crash(self, name: str) -> None:
         """`autocnn search` killed with SIGKILL while a trial trains: its lease and RUNNING trial stay behind."""
         with open(self.folder / f"search-{name}.log", "w") as log:
-            proc = subprocess.Popen([autocnn_exe(), "search", *TINY, "--limit", "400", "--epochs", "8", "--trials", "4",
+            proc = subprocess.Popen([autocnn_exe(), "search", *TINY, "--limit", "200", "--epochs", "4", "--trials", "4",
                                      "--study", name, "--storage", self.url], stdout=log, stderr=subprocess.STDOUT,
                                     env=ENV, cwd=self.folder)
         def in_flight() -> bool:

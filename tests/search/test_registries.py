@@ -1,7 +1,7 @@
 """Every registered sampler, pruner and Ray scheduler runs a real (tiny) search, and all share one
 grace rule (`--grace-epochs`). Parametrised over the registries: a new member is tested as it lands.
 
-Trials are tiny (tiny_space.yaml, 120 digits at 12 px, 2 epochs, 2 trials); Ray runs reuse the
+Trials are tiny (tiny_space.yaml, 120 digits at 12 px, 2 trials of 2 epochs, 1 for samplers); Ray runs reuse the
 session's Ray head (`ray_cluster` in tests/conftest.py).
 """
 from __future__ import annotations
@@ -33,10 +33,10 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 @pytest.mark.parametrize("sampler", SAMPLERS.names())
 def test_every_sampler_runs_a_search(sampler, tmp_path):
-    try:
-        study = _search(tmp_path, sampler=sampler, pruner="none")
+    try:  # one epoch: a sampler sees only the final values
+        study = _search(tmp_path, sampler=sampler, pruner="none", epochs=1)
     except ConfigError:  # a sampler for Pareto fronts only: it runs with two objectives
-        study = _search(tmp_path, sampler=sampler, pruner="none", objectives=("accuracy", "params"))
+        study = _search(tmp_path, sampler=sampler, pruner="none", epochs=1, objectives=("accuracy", "params"))
     trials = _finished(study)
     assert len(trials) == 2
     assert all(0.0 <= t.values[0] <= 1.0 for t in trials)

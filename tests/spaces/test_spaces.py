@@ -27,12 +27,12 @@ def _study(seed=0, sampler=None):
     return optuna.create_study(sampler=sampler or RandomSampler(seed=seed))
 
 
-def _meta_forward(g):
-    """Build on the meta device and run a forward pass: shape errors surface, no weights are made."""
-    with torch.device("meta"):
-        model = build_model(g).eval()
-        out = model(torch.empty(1, g.in_chans, g.resolution, g.resolution))
-    return sum(p.numel() for p in model.parameters()), tuple(out.shape)
+def _forward(g):
+    """Build with real weights and run a batch of one. (Twice as fast as the meta device at these sizes,
+    where BatchNorm's meta kernel is a Python decomposition.)"""
+    model = build_model(g).eval()
+    with torch.no_grad():
+        return model(torch.randn(1, g.in_chans, g.resolution, g.resolution))
 
 
 def test_builtin_spaces_are_listed():
@@ -45,21 +45,13 @@ def test_random_trials_build_valid_networks(name):
     assert isinstance(space, SearchSpace) and space.constraints
     known = space.distributions()
     study = _study(seed=sorted(BUILTIN).index(name))
-    sampled = []
     for _ in range(20):
         trial = study.ask()
         g = space.sample(trial, num_classes=10, in_chans=1)
         assert set(trial.params) <= set(known)
-        params, shape = _meta_forward(g)
-        assert shape == (1, 10)
-        sampled.append((params, g))
+        out = _forward(g)
+        assert out.shape == (1, 10) and torch.isfinite(out).all()
         study.tell(trial, 0.0)
-    # a real forward on the five smallest networks (the meta pass above checked every shape)
-    for _, g in sorted(sampled, key=lambda pg: pg[0])[:5]:
-        model = build_model(g).eval()
-        with torch.no_grad():
-            out = model(torch.randn(2, 1, g.resolution, g.resolution))
-        assert out.shape == (2, 10) and torch.isfinite(out).all()
 
 
 def test_cnn_families_covers_every_family():
