@@ -121,7 +121,8 @@ def _ray_head():
     head = subprocess.Popen([ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
                              "--num-cpus", "4", "--num-gpus", "2", "--include-dashboard=false",
                              "--disable-usage-stats", "--temp-dir", temp, *ports],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                            preexec_fn=_stop_when_parent_dies)
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while (status := subprocess.run([ray, "status", "--address", address], capture_output=True, text=True)).returncode:
@@ -136,6 +137,15 @@ def _ray_head():
         _stop_ray_head(head)
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_when_parent_dies() -> None:
+    """In the forked `ray start` (Linux): SIGTERM when the test process dies, even by SIGKILL, so a killed
+    pytest run does not leave its head behind (`ray start --block` stops what it started on SIGTERM)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _stop_ray_head(head: subprocess.Popen) -> None:
