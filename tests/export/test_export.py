@@ -275,10 +275,14 @@ def test_generated_model_py_imports_only_torch_and_embeds_the_genotype():
 
 @pytest.fixture(scope="module")
 def block_exports(tmp_path_factory) -> tuple[Path, dict[str, list[dict]], dict]:
-    root = tmp_path_factory.mktemp("blocks")
-    gen = torch.Generator().manual_seed(0)
-    cases = {block: [export_case(f"{block}-{attention}-{conv}", tiny_genotype(block, attention, conv), root, gen)
-                     for attention in ATTENTION.names() for conv in CONV_KINDS] for block in ATTENTIVE_BLOCKS}
+    return _export_group(tmp_path_factory.mktemp("blocks"), 0, lambda root, gen: {
+        block: [export_case(f"{block}-{attention}-{conv}", tiny_genotype(block, attention, conv), root, gen)
+                for attention in ATTENTION.names() for conv in CONV_KINDS] for block in ATTENTIVE_BLOCKS})
+
+
+def _export_group(root: Path, seed: int, make_cases) -> tuple[Path, dict, dict]:
+    """Cases by test (`make_cases(root, generator)`) exported under `root`, checked in one isolated run."""
+    cases = make_cases(root, torch.Generator().manual_seed(seed))
     return root, cases, run_isolated([case for group in cases.values() for case in group], root)
 
 
@@ -290,10 +294,8 @@ def test_block_attention_conv_kinds_standalone_parity(block, block_exports):
 
 @pytest.fixture(scope="module")
 def preset_exports(tmp_path_factory) -> tuple[Path, dict[str, list[dict]], dict]:
-    root = tmp_path_factory.mktemp("presets")
-    gen = torch.Generator().manual_seed(1)
-    cases = {name: [export_case(name, small_preset(name), root, gen)] for name in sorted(preset_families().values())}
-    return root, cases, run_isolated([case for group in cases.values() for case in group], root)
+    return _export_group(tmp_path_factory.mktemp("presets"), 1, lambda root, gen: {
+        name: [export_case(name, small_preset(name), root, gen)] for name in sorted(preset_families().values())})
 
 
 @pytest.mark.parametrize("name", sorted(preset_families().values()))
@@ -304,11 +306,9 @@ def test_preset_family_standalone_parity(name, preset_exports):
 
 @pytest.fixture(scope="module")
 def chain_exports(tmp_path_factory) -> tuple[Path, dict[int, list[dict]], dict]:
-    root = tmp_path_factory.mktemp("chains")
-    gen = torch.Generator().manual_seed(2)
-    cases = {variant: [export_case(f"chain{variant}", chain_genotype(variant), root, gen, formats=ALL_FORMATS)]
-             for variant in range(CHAIN_VARIANTS)}
-    return root, cases, run_isolated([case for group in cases.values() for case in group], root)
+    return _export_group(tmp_path_factory.mktemp("chains"), 2, lambda root, gen: {
+        variant: [export_case(f"chain{variant}", chain_genotype(variant), root, gen, formats=ALL_FORMATS)]
+        for variant in range(CHAIN_VARIANTS)})
 
 
 @pytest.mark.parametrize("variant", range(CHAIN_VARIANTS))
