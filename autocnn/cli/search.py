@@ -210,6 +210,106 @@ def data_options(command):
     return command
 
 
+def recipe_options(command):
+    """The training recipe beyond the common flags (`autocnn.training.RECIPE_FIELDS`): `search` and `train` share
+    them. Unset (None), a flag leaves the field to --recipe, then to the space's `training:`, then the default."""
+    options = [
+        click.option("--recipe", "recipe_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.yaml",
+                     help="Training recipe file: a YAML mapping of recipe fields (epochs, batch_size, optimizer, lr, "
+                          "weight_decay, schedule, warmup_epochs, label_smoothing, grad_clip, amp, channels_last, "
+                          "compile, ema_decay, augment, mixup, cutmix); flags override it, it overrides the "
+                          "space's `training:`."),
+        click.option("--weight-decay", type=float, default=None, help="Weight decay of kernels (default 5e-4)."),
+        click.option("--schedule", type=click.Choice(["cosine", "onecycle", "constant"]), default=None,
+                     help="Learning-rate schedule (default cosine)."),
+        click.option("--warmup-epochs", type=float, default=None, help="Linear warm-up epochs (default 1)."),
+        click.option("--label-smoothing", type=float, default=None, help="Label smoothing in [0, 1) (default 0)."),
+        click.option("--grad-clip", type=float, default=None, help="Clip the gradient norm at this (default 5)."),
+        click.option("--amp/--no-amp", default=None, help="Mixed precision (default: on CUDA only)."),
+        click.option("--channels-last/--no-channels-last", default=None,
+                     help="NHWC memory format (default: on CUDA only)."),
+        click.option("--compile/--no-compile", "compile_model", default=None,
+                     help="Train through torch.compile (default off: compiling costs time per candidate)."),
+        click.option("--ema", "ema_decay", type=float, default=None, metavar="DECAY",
+                     help="Evaluate, keep and export an exponential moving average of the weights, e.g. 0.999."),
+        click.option("--augment", default=None,
+                     help="Train-time augmentation: none, translate, crop_flip, trivial_augment, rand_augment "
+                          "(default: the dataset's own)."),
+        click.option("--mixup", type=float, default=None, help="MixUp Beta(a, a) per batch; 0: off (default)."),
+        click.option("--cutmix", type=float, default=None, help="CutMix Beta(a, a) per batch; 0: off (default)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+_RECIPE_FLAGS = {"weight_decay": "weight_decay", "schedule": "schedule", "warmup_epochs": "warmup_epochs",
+                 "label_smoothing": "label_smoothing", "grad_clip": "grad_clip", "amp": "amp",
+                 "channels_last": "channels_last", "compile_model": "compile", "ema_decay": "ema_decay",
+                 "augment": "augment", "mixup": "mixup", "cutmix": "cutmix"}
+_COMMON_FLAGS = ("epochs", "batch_size", "optimizer", "lr")
+
+
+def _read_recipe_file(path: str) -> dict:
+    import yaml
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"--recipe {path}: no such file; give a YAML file of recipe fields") from None
+    except OSError as err:
+        raise ConfigError(f"--recipe {path} cannot be read ({err.strerror}); check its permissions") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"--recipe {path} is not valid YAML{where}; write a mapping such as "
+                          "`label_smoothing: 0.1`") from None
+    return {} if data is None else data
+
+
+def resolve_recipe(options: dict, space_training: dict) -> dict:
+    """Pop the recipe flags from `options` and put the resolved recipe back as `SearchConfig` keywords: the
+    common fields (--epochs, ...) and `recipe`, every other field. Precedence, lowest first: the defaults, the
+    space's `training:`, the --recipe file, flags given on the command line."""
+    from click.core import ParameterSource
+
+    from autocnn.search.config import RECIPE_OPTIONS
+    from autocnn.training.config import RecipeError, check_recipe, default_recipe
+
+    ctx = click.get_current_context()
+    path = options.pop("recipe_file")
+    flags = {field: options.pop(name) for name, field in _RECIPE_FLAGS.items()}
+    flags = {field: value for field, value in flags.items() if value is not None}
+    flags.update({name: options[name] for name in _COMMON_FLAGS
+                  if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)})
+    try:
+        merged = dict(space_training)
+        if path is not None:
+            merged.update(check_recipe(_read_recipe_file(path), f"--recipe {path}"))
+        for field, value in flags.items():
+            flag = next((name for name, f in _RECIPE_FLAGS.items() if f == field), field).replace("_", "-")
+            merged.update(check_recipe({field: value}, f"--{'compile' if flag == 'compile-model' else flag}"))
+    except RecipeError as err:
+        raise ConfigError(str(err)) from None
+    options.update({key: merged.pop(key) for key in RECIPE_OPTIONS if key in merged})
+    rest = {k: v for k, v in default_recipe().items() if k not in RECIPE_OPTIONS}
+    options["recipe"] = {**rest, **merged}
+    return options
+
+
+def _space_training(space: str) -> dict:
+    """The `training:` section of the space a search is given (nothing for a space that does not load: the
+    search reports that itself)."""
+    from autocnn.errors import AutocnnError
+    from autocnn.spaces import load_space
+
+    try:
+        return load_space(space).training
+    except AutocnnError:
+        return {}
+
+
 RAY_OPTIONS = ("address", "scheduler", "gpus_per_trial", "cpus_per_trial", "max_concurrent", "ray_storage")
 
 
@@ -306,6 +406,7 @@ def _named_weights(pairs: tuple[str, ...]) -> dict[str, str]:
               help="[ray] Checkpoint folder or URI (shared by all nodes on a cluster; default next to the study).")
 @click.option("--resume", is_flag=True, help="Continue --study (default: the latest) to its budget.")
 @click.option("--json", "as_json", is_flag=True, help="Print the best trial as JSON at the end.")
+@recipe_options
 @data_options
 def search(resume: bool, as_json: bool, trials, timeout, stop_starting_after, max_params, max_flops, max_latency_ms,
            **options) -> None:
@@ -336,6 +437,7 @@ def search(resume: bool, as_json: bool, trials, timeout, stop_starting_after, ma
             limits = {"max_params": max_params, "max_flops": max_flops, "max_latency_ms": max_latency_ms}
             if trials is None:  # a time budget alone runs trials until it is spent
                 trials = 10 if timeout is None else UNTIL_TIMEOUT_TRIALS
+            resolve_recipe(options, _space_training(options["space"]))
             config = SearchConfig(trials=trials, timeout=timeout, stop_starting_after=stop_starting_after,
                                   pruner=pruner,
                                   constraints={k: v for k, v in limits.items() if v is not None}, **options)
@@ -366,6 +468,7 @@ def search(resume: bool, as_json: bool, trials, timeout, stop_starting_after, ma
 @click.option("--limit", type=int, default=None)
 @click.option("--weights", type=click.Path(), default=None, help="Start from this state_dict file (fine-tuning).")
 @click.option("--freeze", type=int, default=0, show_default=True, help="Freeze the first N blocks (with --weights).")
+@recipe_options
 @data_options
 def train_command(model_name: str, weights: str | None, **options) -> None:
     """Train one architecture with the search's recipe and record it as a one-trial study."""
@@ -379,6 +482,7 @@ def train_command(model_name: str, weights: str | None, **options) -> None:
 
     from autocnn.search.config import ALL_TRIALS
 
+    resolve_recipe(options, {})
     config = SearchConfig(space=FixedSpace.spec_for(genotype), trials=1, pruner="none", sampler="random",
                           study=study, weights={ALL_TRIALS: os.path.abspath(weights)} if weights else {}, **options)
     console = Console(stderr=True)

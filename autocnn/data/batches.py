@@ -71,9 +71,46 @@ def random_crop_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return _shifted(x, gen, flip=True)
 
 
+class PixelPolicy:
+    """A `torchvision.transforms.v2` policy applied image by image to the stored pixels, before normalisation:
+    its colour operations (posterize, solarize, contrast ...) are defined on pixel values, not on normalised ones.
+
+    torchvision draws from torch's global generator; the policy runs under a fork of it seeded from the
+    batches' own generator, so a run's augmentation is reproducible and does not disturb anything else's draws.
+    """
+
+    on_pixels = True
+
+    def __init__(self, make: Callable[[], Callable[[torch.Tensor], torch.Tensor]]) -> None:
+        self.make = make
+        self.policy = None
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator, scale: float = 255.0) -> torch.Tensor:
+        if self.policy is None:
+            self.policy = self.make()
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
+        as_bytes = x.dtype == torch.uint8 and scale == 255.0
+        images = x if as_bytes else (x.float() / scale).clamp(0.0, 1.0)  # float policies expect [0, 1]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            out = torch.stack([self.policy(image) for image in images])
+        return out if as_bytes else out * scale
+
+
+def _policy(name: str) -> PixelPolicy:
+    def make():
+        from torchvision.transforms import v2  # only runs that ask for a policy pay for torchvision's import
+
+        return getattr(v2, name)()
+
+    return PixelPolicy(make)
+
+
 AUGMENTATIONS.register("none", lambda x, gen: x)
 AUGMENTATIONS.register("translate", random_translate)
 AUGMENTATIONS.register("crop_flip", random_crop_flip)
+AUGMENTATIONS.register("trivial_augment", _policy("TrivialAugmentWide"))  # Müller & Hutter 2021
+AUGMENTATIONS.register("rand_augment", _policy("RandAugment"))  # Cubuk et al. 2020: 2 ops at magnitude 9
 
 
 DATA_MODES = ("auto", "resident", "stream")
@@ -144,7 +181,10 @@ class Batches:
         """Normalise, augment, resize and re-stride one batch already on the device (`network_input`)."""
         px = self.pixels
         mean, std, scale = (px.mean, px.std, px.scale) if px is not None else (None, None, 1.0)
-        x = network_input(x, mean, std, scale, self.resolution, lambda t: self.augment(t, self._gen))
+        augment = lambda t: self.augment(t, self._gen)  # noqa: E731 - on the normalised batch
+        if getattr(self.augment, "on_pixels", False):
+            x, augment = self.augment(x, self._gen, scale), None
+        x = network_input(x, mean, std, scale, self.resolution, augment)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x

@@ -152,9 +152,7 @@ def retrain(genotype, data, config, epochs: int, number: int, *, device: str | N
     result = train(model, merged, train_config, resolution=genotype.resolution, on_epoch=on_epoch, keep_best=False)
     metrics = {f"test_{result.metric_name}": float(result.test_metric)}
     metrics.update({k: float(v) for k, v in result.extra.items() if k.startswith("test_")})
-    training = {"epochs": epochs, "data": "train+val", "optimizer": train_config.optimizer,
-                "lr": train_config.resolved_lr, "batch_size": train_config.batch_size,
-                "weight_decay": train_config.weight_decay, "schedule": train_config.schedule,
+    training = {**train_config.recipe, "epochs": epochs, "data": "train+val", "lr": train_config.resolved_lr,
                 "seed": train_config.seed, "limit": config.limit}
     return model.to("cpu"), metrics, training
 
@@ -238,14 +236,15 @@ def export_trial(study_name: str, storage: str | None = None, trial: Any = "best
 
 def _search_training(trial, config) -> dict[str, Any] | None:
     from autocnn.search import records
+    from autocnn.search.engine import train_config_for
 
     if config is None:
         return None
     attrs = trial.user_attrs
+    train_config = train_config_for(config, trial.number, device="cpu")
     epochs = attrs.get(records.EPOCHS_RUN, config.epochs)
-    return {"epochs": epochs, "weights_of_epoch": attrs.get(records.BEST_EPOCH, epochs), "data": "train",
-            "optimizer": config.optimizer, "lr": config.lr, "batch_size": config.batch_size,
-            "seed": config.seed + trial.number, "limit": config.limit}
+    return {**train_config.recipe, "epochs": epochs, "weights_of_epoch": attrs.get(records.BEST_EPOCH, epochs),
+            "data": "train", "lr": train_config.resolved_lr, "seed": train_config.seed, "limit": config.limit}
 
 
 def _write_index(folder: Path, study, config, members: list[dict]) -> None:

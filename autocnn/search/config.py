@@ -15,6 +15,9 @@ MINIMIZE = {"params", "flops", "latency"}
 CONFIG_ATTR = "autocnn.config"
 CONSTRAINTS = ("max_params", "max_flops", "max_latency_ms")
 DATA_MODES = ("auto", "resident", "stream")
+RECIPE_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "warmup_epochs")
+"""Recipe fields that are `SearchConfig` fields of their own (budgets and pruners read them); the rest of
+the recipe (`autocnn.training.RECIPE_FIELDS`) is `SearchConfig.recipe`."""
 ALL_TRIALS = "*"  # a `weights` key: every trial starts from the file (`autocnn train`, one fixed architecture)
 DEFAULT_TRIAL_SHARE = 0.5  # --max-trial-share: a candidate may take at most half the time left (see `timing`)
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -95,6 +98,9 @@ class SearchConfig:
     cache_dir: str | None = None  # the decoded cache (autocnn.data.cache); absolute once the study is created
     data_mode: str = "auto"  # resident, stream or auto (autocnn.data.batches.choose_mode)
     data_memory: int | None = None  # bytes the data may take resident (auto mode)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    """The rest of the training recipe (`autocnn.training.RECIPE_FIELDS` but `RECIPE_OPTIONS`): label smoothing,
+    EMA, augmentation ...; fields not given keep `TrainConfig`'s defaults. The CLI stores every one."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -118,6 +124,10 @@ class SearchConfig:
             raise ConfigError(f"--resolution must be >= 4 pixels, got {self.resolution}")
         if self.data_mode not in DATA_MODES:
             raise ConfigError(f"--data-mode must be one of {', '.join(DATA_MODES)}, got {self.data_mode!r}")
+        own = [key for key in self.recipe if key in RECIPE_OPTIONS]
+        if own:
+            raise ConfigError(f"recipe field {own[0]} is a search option of its own (--{own[0].replace('_', '-')}); "
+                              "set it there, not in SearchConfig.recipe")
         if self.data_memory is not None and self.data_memory < 0:
             raise ConfigError(f"--data-memory must be >= 0 bytes, got {self.data_memory}")
         if not self.objectives:

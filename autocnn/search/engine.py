@@ -34,6 +34,7 @@ from autocnn.search.design import DesignPoint, with_design
 from autocnn.search.timing import EpochShape, TimeModel, study_model
 from autocnn.storage import open_storage
 from autocnn.training import DivergedError, EpochReport, TrainConfig, resolve_device, train
+from autocnn.training.config import check_recipe
 from autocnn.weights import freeze_blocks, load_reference_weights
 
 SAMPLERS: Registry[Callable[..., optuna.samplers.BaseSampler]] = Registry("sampler")
@@ -84,6 +85,12 @@ def check_choices(config: SearchConfig) -> None:
     if config.multi_objective and config.pruner not in (None, "none"):
         raise ConfigError(f"--pruner {config.pruner} judges one objective; a Pareto search "
                           f"({','.join(config.objectives)}) trains every trial fully: drop --pruner")
+    try:
+        check_recipe(config.recipe, "recipe")
+        train_config_for(config, 0, device="cpu")
+    except ValueError as err:  # RecipeError names the field; TrainConfig's own checks name theirs
+        raise ConfigError(f"{str(err).removeprefix('TrainConfig.')}; fix the recipe file, flag or space's "
+                          "training: section") from None
 
 
 def default_study_name(config: SearchConfig) -> str:
@@ -463,7 +470,7 @@ def train_config_for(config: SearchConfig, number: int, device: str | None = Non
     return TrainConfig(epochs=config.epochs, batch_size=config.batch_size, optimizer=config.optimizer,
                        lr=config.lr, warmup_epochs=min(config.warmup_epochs, config.epochs),
                        seed=config.seed + number, device=device or config.device, metric=config.metric,
-                       data_mode=config.data_mode, data_memory=config.data_memory)
+                       data_mode=config.data_mode, data_memory=config.data_memory, **config.recipe)
 
 
 def fit_candidate(trial, config: SearchConfig, data: DataSplits, genotype, model, costs: dict, *,
@@ -491,6 +498,9 @@ def prepare_context(config: SearchConfig) -> TrialContext:
     check_choices(config)
     _check_enqueue(config)
     ctx = TrialContext.create(config)
+    if ctx.data.multilabel and (config.recipe.get("mixup") or config.recipe.get("cutmix")):
+        raise ConfigError(f"mixup and cutmix mix single-label data; dataset {config.dataset!r} is multi-label: "
+                          "set them to 0")
     if config.metric == "mAP" and not ctx.data.multilabel:
         raise ConfigError(f"--objectives map needs multi-label data; dataset {config.dataset!r} is single-label: "
                           "use accuracy or f1 (macro-F1)")

@@ -19,6 +19,7 @@ VAL_CURVE = "val_curve"
 EPOCHS_RUN = "epochs_run"
 BEST_EPOCH = "best_epoch"  # 1-based: the epoch whose weights were saved and whose figures were recorded
 WALL_TIME = "wall_time"
+TRAIN_LOSS = "train_loss"  # mean training loss of the last epoch run (with the recipe's smoothing and mixing)
 TEST_METRIC = "test_metric"
 METRIC = "metric"
 REJECTED = "rejected"
@@ -81,6 +82,7 @@ def record_result(trial, result, params: int) -> None:
     trial.set_user_attr(VAL_CURVE, list(result.val_curve))
     trial.set_user_attr(EPOCHS_RUN, result.epochs_run)
     trial.set_user_attr(BEST_EPOCH, result.best_epoch)
+    trial.set_user_attr(TRAIN_LOSS, float(result.train_loss))
     if result.test_metric is not None:
         trial.set_user_attr(TEST_METRIC, float(result.test_metric))
     for key, value in result.extra.items():

@@ -25,7 +25,7 @@ from autocnn.spaces.yamlio import LocDict, LocList, read_yaml
 BUILTIN_DIR = (Path(__file__).resolve().parent / "builtin").resolve()
 MAX_DEPTH = 40
 
-TOP_KEYS = ("name", "description", "base_resolution", "constraints", "params", "require", "record",
+TOP_KEYS = ("name", "description", "base_resolution", "constraints", "training", "params", "require", "record",
             "genotype", "presets", "families")
 FAMILY_KEYS = ("include", "description", "params", "require", "record", "genotype", "presets", "families")
 CONSTRAINT_KEYS = ("max_params", "max_flops", "max_latency_ms")
@@ -123,8 +123,9 @@ class _Compiler:
             cloc = self.at(d, root, "constraints")
             c = self.keys(d["constraints"], cloc, CONSTRAINT_KEYS, "constraints")
             constraints = {k: self.number(v, cloc.child(k, c.lines[k]), positive=True) for k, v in c.items()}
+        training = self.training(d["training"], self.at(d, root, "training")) if "training" in d else {}
         common = dict(name=name, path=self.file, description=description,
-                      base_resolution=base_resolution, constraints=constraints)
+                      base_resolution=base_resolution, constraints=constraints, training=training)
         if "families" in d:
             for other in ("params", "genotype", "require", "record", "presets"):
                 if other in d:
@@ -166,6 +167,20 @@ class _Compiler:
         presets = self.presets(d["presets"], self.at(d, root, "presets"), dims) if "presets" in d else {}
         return SearchSpace(params=params, require=require, record=record, recipe=recipe, presets=presets,
                            dimensions=dims, **common)
+
+    def training(self, d: Any, loc: Loc) -> dict[str, Any]:
+        """The space's training recipe (`autocnn.training.RECIPE_FIELDS`): a search of this space trains with it
+        unless a recipe file or a flag says otherwise."""
+        from autocnn.training.config import RecipeError, check_recipe  # torch only for spaces that set a recipe
+
+        if not isinstance(d, LocDict):
+            raise loc.error(f"expected a mapping of recipe fields, got {_describe(d)}", "write `label_smoothing: 0.1`")
+        try:
+            return check_recipe(dict(d), "training")
+        except RecipeError as err:
+            where = loc.child(err.field, d.lines[err.field]) if err.field in d else loc
+            raise where.error(str(err).removeprefix("training: "),
+                              "see `autocnn search --help` for the recipe fields") from None
 
     def include(self, target: str, loc: Loc) -> SearchSpace:
         if target in builtin_spaces():

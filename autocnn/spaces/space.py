@@ -239,13 +239,15 @@ class SearchSpace:
 
     def __init__(self, *, name: str, path: str, description: str = "",
                  base_resolution: int = DEFAULT_BASE_RESOLUTION, constraints: dict | None = None,
-                 params: Group | None = None, require: list[Derived] = (), record: list[str] = (),
+                 training: dict[str, Any] | None = None, params: Group | None = None, require: list[Derived] = (), record: list[str] = (),
                  recipe: Recipe | None = None, presets: dict[str, dict[str, Any]] | None = None,
                  families: dict[str, "SearchSpace"] | None = None,
                  dimensions: dict[str, Dimension] | None = None) -> None:
         self.name, self.path, self.description = name, path, description
         self.base_resolution = base_resolution
         self.constraints: dict[str, float] = dict(constraints or {})
+        self.training: dict[str, Any] = dict(training or {})
+        """Recipe fields the space's YAML sets (`training:`), checked; the search's defaults for them."""
         self._params, self._require, self._record = params, list(require), list(record)
         self._recipe = recipe
         self._presets = dict(presets or {})

@@ -41,6 +41,7 @@ class TrainState:
     `model` and `optimizer` are state dicts (on the CPU); `curve` is the validation curve so far.
     `best_model` holds the best epoch's weights when that epoch is not `epoch` (None: `model` is the best so
     far) and `best_metrics` its validation figures, so a resumed run still ends with the best weights.
+    `ema` is the weight average's state (`TrainConfig.ema_decay`; None without one).
     """
 
     epoch: int
@@ -49,16 +50,17 @@ class TrainState:
     curve: tuple[float, ...]
     best_model: dict | None = None
     best_metrics: dict | None = None
+    ema: dict | None = None
 
     def to_dict(self) -> dict:
         return {"epoch": self.epoch, "model": self.model, "optimizer": self.optimizer, "curve": list(self.curve),
-                "best_model": self.best_model, "best_metrics": self.best_metrics}
+                "best_model": self.best_model, "best_metrics": self.best_metrics, "ema": self.ema}
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainState":
         return cls(epoch=int(data["epoch"]), model=data["model"], optimizer=data["optimizer"],
                    curve=tuple(data["curve"]), best_model=data.get("best_model"),
-                   best_metrics=data.get("best_metrics"))
+                   best_metrics=data.get("best_metrics"), ema=data.get("ema"))
 
 
 @dataclass
@@ -106,10 +108,13 @@ class _Best:
         if self.epoch == 0 or metrics[self.name] > self.metrics[self.name]:
             self.epoch, self.metrics, self.weights = epoch, dict(metrics), _cpu(model.state_dict())
 
-    def restore(self, model: nn.Module, last_epoch: int) -> None:
-        """Load the best weights into `model` unless they are its current ones."""
+    def restore(self, model: nn.Module, last_epoch: int, evaluated: nn.Module) -> None:
+        """Load the best weights into `model` unless they are its current ones (`evaluated`: the module whose
+        weights were scored, `model` itself or its weight average)."""
         if self.epoch != last_epoch:
             model.load_state_dict(self.weights)
+        elif evaluated is not model:
+            model.load_state_dict(evaluated.state_dict())
 
 
 def _load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
@@ -169,6 +174,32 @@ def _seeded(seed: int, deterministic: bool) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+def _weight_average(model: nn.Module, decay: float | None, state: dict | None):
+    """An exponential moving average of `model`'s weights and BN buffers (None without `decay`): what EMA runs
+    evaluate, keep and save. Its first update copies the weights, so epoch 1 is not dragged toward the init."""
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    if state is not None:
+        ema.load_state_dict(state)
+    return ema
+
+
+def _batch_mixer(config: TrainConfig, num_classes: int, multilabel: bool):
+    """MixUp and/or CutMix over a batch and its labels (soft targets), or None when the recipe has neither."""
+    if not (config.mixup or config.cutmix):
+        return None
+    if multilabel:
+        raise ValueError("mixup and cutmix need single-label data")
+    from torchvision.transforms import v2
+
+    mixers = [v2.MixUp(alpha=config.mixup, num_classes=num_classes)] if config.mixup else []
+    mixers += [v2.CutMix(alpha=config.cutmix, num_classes=num_classes)] if config.cutmix else []
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
 
 
 def _amp_dtype(enabled: bool, device: torch.device) -> torch.dtype | None:
@@ -271,7 +302,8 @@ def train(
 
     With `keep_best` (the default) the model ends with its best epoch's weights and every figure of the
     result is theirs (`TrainResult`); without it (training on train+val, where validation means nothing)
-    it ends with the last epoch's.
+    it ends with the last epoch's. With `config.ema_decay` those weights are the weight average's: it is
+    what is validated, kept and left in the model.
     """
     started = time.perf_counter()
     device = config.resolved_device()
@@ -293,7 +325,7 @@ def train(
                            workers=config.data_workers)
         train_batches = batches_for(
             data.train, config.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed),
-            augment=data.augment, drop_last=len(data.train) > config.batch_size, **eval_kwargs,
+            augment=config.augment or data.augment, drop_last=len(data.train) > config.batch_size, **eval_kwargs,
         )
         val_batches = batches_for(data.val, 2 * config.batch_size, **eval_kwargs)
         steps = len(train_batches)
@@ -309,25 +341,32 @@ def train(
         criterion: nn.Module = (nn.BCEWithLogitsLoss() if data.multilabel
                                 else nn.CrossEntropyLoss(label_smoothing=config.label_smoothing))
         params = [p for g in optimizer.param_groups for p in g["params"]]
+        mixer = _batch_mixer(config, data.num_classes, data.multilabel)
+        ema = _weight_average(model, config.ema_decay, resume.ema if resume is not None else None)
+        evaluated = ema.module if ema is not None else model
+        forward = torch.compile(model) if config.compile else model
 
         curve: list[float] = list(resume.curve) if resume is not None else []
         train_loss = float("nan")
         best = _Best(resume, name)
 
         def snapshot(epoch: int, curve: tuple[float, ...]) -> Callable[[], TrainState]:
-            best_model = best.weights if best.epoch != epoch else None
+            best_model = best.weights if best.epoch != epoch or ema is not None else None
             best_metrics = dict(best.metrics)
             return lambda: TrainState(epoch=epoch, model=_cpu(model.state_dict()),
                                       optimizer=_cpu(optimizer.state_dict()), curve=curve,
-                                      best_model=best_model, best_metrics=best_metrics)
+                                      best_model=best_model, best_metrics=best_metrics,
+                                      ema=_cpu(ema.state_dict()) if ema is not None else None)
 
         for epoch in range(done + 1, config.epochs + 1):
             epoch_start = time.perf_counter()
             model.train()
             loss_sum = torch.zeros((), device=device)
             for x, y in train_batches:
+                if mixer is not None:
+                    x, y = mixer(x, y)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss = criterion(model(x), y)
+                    loss = criterion(forward(x), y)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if config.grad_clip is not None:
@@ -336,22 +375,24 @@ def train(
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 loss_sum += loss.detach().float()
             train_loss = loss_sum.item() / steps
             if not math.isfinite(train_loss):
                 raise DivergedError(f"training loss became {train_loss} in epoch {epoch}; "
                                     f"lower the learning rate or enable grad_clip")
-            val = _evaluate(model, val_batches, data.multilabel, amp_dtype, name)
+            val = _evaluate(evaluated, val_batches, data.multilabel, amp_dtype, name)
             curve.append(val[name])
             if keep_best:
-                best.update(epoch, val, model)
+                best.update(epoch, val, evaluated)
             else:
                 best.epoch, best.metrics = epoch, val
             if on_epoch is not None:
                 on_epoch(EpochReport(epoch, val[name], train_loss, time.perf_counter() - epoch_start,
                                      state=snapshot(epoch, tuple(curve))))
 
-        best.restore(model, config.epochs)
+        best.restore(model, config.epochs, evaluated)
         extra = {f"val_{k}": v for k, v in best.metrics.items() if k != name}
         test_metric = None
         if evaluate_test:

@@ -113,6 +113,15 @@ CASES = {
                                          ("s.yaml:", "stages[1].conv", "no depthwise form", "use block 'mbconv'"),
                                          _space("s.yaml", "{block: maxpool, kernel: 2, stride: 2}",
                                                 "{block: fused_mbconv, conv: depthwise}")),
+    "space-bad-training": Case(("search", "--space", "s.yaml", *STORE), ("s.yaml:", "training.mixup", "takes a number"),
+                               _write("s.yaml", TINY + "training: {mixup: lots}\n")),
+    # training recipe
+    "recipe-file-missing": Case((*SEARCH, "--recipe", "nope.yaml", *STORE), ("--recipe nope.yaml", "no such file")),
+    "recipe-invalid-yaml": Case((*SEARCH, "--recipe", "r.yaml", *STORE), ("--recipe r.yaml is not valid YAML",),
+                                _write("r.yaml", "label_smoothing: [\n")),
+    "recipe-unknown-field": Case((*SEARCH, "--recipe", "r.yaml", *STORE),
+                                 ("unknown recipe field 'emadecay'", "ema_decay"), _write("r.yaml", "emadecay: 0.9\n")),
+    "recipe-flag-out-of-range": Case((*SEARCH, "--label-smoothing", "1.5", *STORE), ("--label-smoothing", "[0, 1)")),
     # data
     "unknown-dataset": Case((*SEARCH, "--dataset", "nope", *STORE), ("unknown dataset 'nope'", "digits")),
     "missing-data-root": Case((*SEARCH, "--dataset", "cifar10", *STORE), ("--data-root", "cifar-10-batches-py")),

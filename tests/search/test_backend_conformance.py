@@ -32,7 +32,7 @@ SAMPLED = {records.GENOTYPE, records.ARCH, records.ARCH_ID}
 COMPLETE_KEYS = SAMPLED | {records.PARAMS, records.FLOPS, records.LATENCY, records.METRIC, records.VAL_CURVE,
                            records.EPOCHS_RUN, records.WALL_TIME, records.TEST_METRIC, records.WEIGHTS_PATH,
                            records.LAYERS, records.EPOCH_SECONDS, records.PREDICTED_EPOCH_S, records.TIME_MODEL_EPOCHS,
-                           records.BEST_EPOCH,
+                           records.BEST_EPOCH, records.TRAIN_LOSS,
                            "val_loss", "test_loss"}
 REJECTED_KEYS = SAMPLED | {records.PARAMS, records.FLOPS, records.LATENCY, records.LAYERS, records.REJECTED}
 FAILED_KEYS = SAMPLED | {records.FAIL_REASON}
@@ -189,3 +189,21 @@ def test_failing_candidates_fail_alone(search, tmp_path):
         assert t.user_attrs[records.FAIL_REASON].startswith("RuntimeError: ")
         assert "Kernel size can't be greater than actual input size" in t.user_attrs[records.FAIL_REASON]
         assert f"trial {t.number:>3} FAIL" in result.stderr  # the progress line shows the failure too
+
+
+def test_a_recipe_trains_alike_on_both_backends(tmp_path, ray_cluster):
+    """Label smoothing and EMA (from a recipe file) reach the Ray worker's trainer as they reach the local one:
+    the same architecture and seed give the same first-epoch training loss and validation score."""
+    (tmp_path / "recipe.yaml").write_text("label_smoothing: 0.2\nema_decay: 0.9\n")
+    one = (*FAST, "--epochs", "1", "--trials", "1", "--initial-design", "0", "--sampler", "random", "--pruner", "none")
+    local = Search("local", (), tmp_path)
+    ray = Search("ray", ("--backend", "ray", "--address", ray_cluster), tmp_path)
+    local(*one, "--recipe", "recipe.yaml", "--study", "local")
+    ray(*one, "--recipe", "recipe.yaml", "--study", "ray")
+    local(*one, "--study", "plain")
+    (a,), (b,), (plain,) = (Search.trials(local, name) for name in ("local", "ray", "plain"))
+    assert a.user_attrs[records.ARCH] == b.user_attrs[records.ARCH] == plain.user_attrs[records.ARCH]
+    assert b.user_attrs[records.TRAIN_LOSS] == pytest.approx(a.user_attrs[records.TRAIN_LOSS], rel=1e-5)
+    assert b.user_attrs[records.VAL_CURVE] == pytest.approx(a.user_attrs[records.VAL_CURVE], abs=1e-9)
+    for key in (records.TRAIN_LOSS, "val_loss"):  # the recipe changed both (a first epoch is near chance either way)
+        assert plain.user_attrs[key] != a.user_attrs[key]
