@@ -82,7 +82,12 @@ def _reap() -> None:
 
 def serve(path: str) -> dict:
     """Accept requests until the test process is gone; returns only in a forked command (its request)."""
-    import autocnn.cli  # noqa: F401 - the imports every command shares, done once
+    import importlib
+
+    import autocnn.cli
+
+    for module in set(autocnn.cli.COMMANDS.values()):  # every command's imports, done once (the CLI loads them lazily)
+        importlib.import_module(module)
 
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)

@@ -1,6 +1,7 @@
 """`autocnn` command line. Every user mistake ends as one line on stderr and exit code 2."""
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -14,8 +15,38 @@ def one_line(message: str) -> str:
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
 
 
+COMMANDS = {
+    "best": "autocnn.cli.studies", "dashboard": "autocnn.cli.dashboard", "export": "autocnn.cli.export",
+    "models": "autocnn.cli.models", "report": "autocnn.cli.studies", "search": "autocnn.cli.search",
+    "show": "autocnn.cli.models", "studies": "autocnn.cli.studies", "train": "autocnn.cli.search",
+}
+"""Command -> the module that defines it, imported when the command runs: `autocnn --help` or `autocnn studies`
+need not import torch (seconds) for `search` and `models`."""
+
+
 class UserFacingGroup(click.Group):
-    """Turns AutocnnError (and click usage errors) into a single stderr line with exit code 2."""
+    """Turns AutocnnError (and click usage errors) into a single stderr line with exit code 2; loads each
+    command's module on first use (`COMMANDS`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMANDS:
+            importlib.import_module(COMMANDS[name])
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from the docstrings' first lines, read without importing the modules."""
+        from autocnn.cli.lazyhelp import short_help
+
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names), default=0)  # as click.Group's own listing
+        rows = [(name, self.commands[name].get_short_help_str(limit) if name in self.commands
+                 else short_help(COMMANDS[name], name, limit)) for name in names]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
@@ -40,10 +71,6 @@ class UserFacingGroup(click.Group):
 def cli() -> None:
     """Neural-architecture search for convolutional image classifiers."""
 
-
-from autocnn.cli import models, search, studies  # noqa: E402,F401  (command registration)
-from autocnn.cli import dashboard  # noqa: E402,F401  (command registration)
-from autocnn.cli import export  # noqa: E402,F401  (command registration)
 
 
 def main() -> None:
