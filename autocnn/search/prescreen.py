@@ -11,7 +11,9 @@ function of the seed, the trial number and the history, on either backend: the l
 `study.optimize`, Ray in its driver (`ray.searcher`), both through this sampler (`engine.prescreened`).
 
 Enqueued presets, initial-design points and retried trials keep their parameters: their one candidate is
-scored alone (`screening_for`), so every trial records a proxy score. A candidate outside the space's
+scored alone (`screening_for`), so every trial records a proxy score. The trial exists (RUNNING) while its
+candidates are screened, before Optuna's heartbeat thread starts: the screening beats for it, so that other
+workers on the study do not take it for a killed one. A candidate outside the space's
 `require`, over the run's params/FLOPs limits, or whose forward pass fails ranks last; when no candidate
 scores, the first is taken, and its trial is rejected or fails as it would have unscreened.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 import optuna
@@ -32,6 +35,7 @@ from autocnn.proxies import PROXIES
 from autocnn.search import records
 from autocnn.search.design import DesignSampler
 from autocnn.spaces import SpaceError
+from autocnn.storage import record_heartbeat
 from autocnn.training import resolve_device
 
 HISTORY = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
@@ -121,15 +125,17 @@ def history(study: optuna.Study, number: int) -> list[FrozenTrial]:
             for t in study.get_trials(deepcopy=False, states=HISTORY) if t.number != number]
 
 
-def screen(ctx, study: optuna.Study, number: int, fresh: Callable[[int], optuna.samplers.BaseSampler]) -> Screening:
+def screen(ctx, study: optuna.Study, number: int, fresh: Callable[[int], optuna.samplers.BaseSampler],
+           beat: Callable[[], None] = lambda: None) -> Screening:
     """Draw K candidates for trial `number` from `fresh(seed)` (a sampler like the study's) on a copy of the
-    study's history, score each and choose the best."""
+    study's history, score each and choose the best; `beat()` before each (the trial's heartbeat)."""
     proxy, k = ctx.config.screening
     probe = optuna.create_study(directions=study.directions, sampler=fresh(ctx.config.seed + number))
     probe.add_trials(history(study, number))
     scorer = Scorer(ctx, number)
     drawn: list[tuple[dict, str | None, float | None]] = []
     for _ in range(k):
+        beat()
         trial = probe.ask()
         try:
             genotype = ctx.sample(trial)
@@ -169,7 +175,7 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
     def before_trial(self, study, trial) -> None:
         if self.screens(trial):
             ctx = self.context()
-            screening = screen(ctx, study, trial.number, self.fresh)
+            screening = screen(ctx, study, trial.number, self.fresh, partial(record_heartbeat, study, trial))
             ctx.screenings[trial.number] = screening
             self.points[trial.number] = screening.params
         self.base.before_trial(study, trial)

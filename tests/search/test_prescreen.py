@@ -96,6 +96,20 @@ def test_a_retried_trial_keeps_its_architecture_and_screening(ctx):
         assert retried.user_attrs[key] == first.user_attrs[key], key
 
 
+def test_a_trial_being_screened_beats_for_itself(ctx, tmp_path):
+    """Screening runs in `ask`, before Optuna's heartbeat thread: without its own beats, another worker on the
+    study would take the trial for a killed one (`fail_orphaned_trials`)."""
+    from autocnn.storage import open_storage, running_trial_heartbeats
+
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")  # heartbeats on, as every search's
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize",
+                                sampler=prescreened(study_sampler(ctx.config, 0), ctx))
+    trial = study.ask()  # no heartbeat thread here
+    assert trial.number in ctx.screenings  # it was screened
+    stale, never_beat = running_trial_heartbeats(storage, storage.get_study_id_from_name("s"))
+    assert trial.number not in never_beat | stale
+
+
 def test_the_best_index_is_the_first_highest_and_zero_when_none_scored():
     assert best_index([1.0, None, 3.0, 3.0, 2.0]) == 2
     assert best_index([None, -5.0]) == 1
