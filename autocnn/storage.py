@@ -225,6 +225,15 @@ def trial_id(trial) -> int:
     return trial._trial_id
 
 
+def record_heartbeat(study: optuna.Study, trial) -> None:
+    """A heartbeat for RUNNING `trial` now, where the storage keeps them: a worker busy with a trial before
+    Optuna's heartbeat thread starts (a prescreening sampler, `autocnn.search.prescreen`) does not read as
+    killed to other workers (`fail_orphaned_trials`, Optuna's stale check)."""
+    storage = study_storage(study)
+    if getattr(storage, "get_heartbeat_interval", lambda: None)() is not None:  # an RDBStorage with heartbeats
+        storage.record_heartbeat(trial_id(trial))
+
+
 def _upsert(dialect: str, table):
     """INSERT ... ON CONFLICT (trial_id, key) UPDATE value_json for `table`, as Optuna writes attributes;
     None for a database this does not know (its writes go through Optuna one by one)."""

@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for variant in variants:  # each in a fresh process; rounds interleave variants, not repeats
                 runs[variant, resolution] = run_child([variant, str(folder), str(cache), str(resolution),
                                                        str(workers), str(repeats), threads])
-        searches = {mode: search_peaks(folder, cache, resolutions[0], mode, threads) for mode in ("auto", "stream")}
+        modes = ("stream",) if args.mode == "smoke" else ("auto", "stream")  # smoke: that the search step works
+        searches = {mode: search_peaks(folder, cache, resolutions[0], mode, threads) for mode in modes}
 
     rows, results = [], []
     for resolution in resolutions:

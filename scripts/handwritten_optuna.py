@@ -32,16 +32,16 @@ def objective(trial, data, epochs):
         channels = width * 2 ** i
     model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, data.num_classes))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    x, y = data.train.images, data.train.labels
+    x, y = data.train.inputs(), data.train.labels  # normalised float32 (the splits store uint8 pixels)
     for epoch in range(epochs):
         model.train()
         for batch in torch.randperm(len(y)).split(32):
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
             optimizer.step()
-        val = accuracy(model, data.val.images, data.val.labels)
+        val = accuracy(model, data.val.inputs(), data.val.labels)
         trial.report(val, epoch)
-    trial.set_user_attr("test_metric", accuracy(model, data.test.images, data.test.labels))
+    trial.set_user_attr("test_metric", accuracy(model, data.test.inputs(), data.test.labels))
     return val
 
 

@@ -157,9 +157,10 @@ class RichProgress:
                 self.best = value
         detail = row["rejected"] or row["fail_reason"] or row["out_of_time"] or ""
         value = f"{trial.values[0]:.4f}" if trial.values else "-"
+        proxy = f"{row['proxy']} {row['proxy_score']:.4g} " if row["proxy_score"] is not None else ""
         self.progress.console.print(
             f"trial {trial.number:>3} {trial.state.name:<8} val {value} params {row['params'] or 0:,} "
-            f"epochs {row['epochs_run'] or 0} {detail}".rstrip())
+            f"epochs {row['epochs_run'] or 0} {proxy}{detail}".rstrip())
         self.done = finished_trials(study)
         self._update(description=self._describe(None, None, None))
         if self.interrupt is not None:
@@ -373,6 +374,10 @@ def _named_weights(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--initial-design", type=int, default=5, show_default=True,
               help="First trials of a new study: a design from the space's smallest candidates to its largest, "
                    "smallest first; 0: the sampler's own first trials.")
+@click.option("--prescreen", default=None, metavar="PROXY:K",
+              help="Train the best of K sampled candidates by a zero-cost proxy scored at initialisation on one "
+                   "training mini-batch: params (the baseline to beat), flops, synflow, naswot, grad_norm, snip or "
+                   "zico. Every trial records its proxy score.")
 @click.option("--grace-epochs", type=int, default=3, show_default=True,
               help="No pruner or Ray scheduler stops a trial before this epoch.")
 @click.option("--objectives", default="accuracy", show_default=True,

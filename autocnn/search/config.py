@@ -54,6 +54,22 @@ def parse_duration(text: str, flag: str = "--timeout") -> float:
     return seconds
 
 
+def parse_prescreen(text: str) -> tuple[str, int]:
+    """`--prescreen PROXY:K` as (proxy, K); whether PROXY is registered is checked with the other names
+    (`engine.check_choices`), where the registry is loaded."""
+    proxy, _, k = str(text).strip().rpartition(":")
+    try:
+        count = int(k)
+    except ValueError:
+        count = None
+    if not proxy.strip() or count is None:
+        raise ConfigError(f"--prescreen {text!r} is not PROXY:K; e.g. synflow:4 trains the best of 4 candidates "
+                          "by its synflow score")
+    if count < 1:
+        raise ConfigError(f"--prescreen {text!r} screens {count} candidates; K must be >= 1, e.g. synflow:4")
+    return proxy.strip(), count
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     space: str = "efficientnet_compound"
@@ -101,6 +117,9 @@ class SearchConfig:
     recipe: dict[str, Any] = field(default_factory=dict)
     """The rest of the training recipe (`autocnn.training.RECIPE_FIELDS` but `RECIPE_OPTIONS`): label smoothing,
     EMA, augmentation ...; fields not given keep `TrainConfig`'s defaults. The CLI stores every one."""
+    prescreen: str | None = None
+    """`--prescreen PROXY:K`: each trial trains the best of K sampled candidates by the zero-cost proxy
+    PROXY (`autocnn.proxies`, scored at initialisation; `autocnn.search.prescreen`); None: no screening."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -149,6 +168,8 @@ class SearchConfig:
         if stray:
             raise ConfigError(f"--weights {stray[0]}=FILE names a preset that is not enqueued; "
                               f"add --enqueue {stray[0]}")
+        if self.prescreen is not None:
+            parse_prescreen(self.prescreen)
         if self.objectives[0] not in MAXIMIZE:
             raise ConfigError(f"the first objective must be a quality metric ({', '.join(sorted(MAXIMIZE))}), "
                               f"got {self.objectives[0]!r}")
@@ -169,6 +190,11 @@ class SearchConfig:
     @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
+
+    @property
+    def screening(self) -> tuple[str, int] | None:
+        """(proxy, K) of `--prescreen`, or None."""
+        return None if self.prescreen is None else parse_prescreen(self.prescreen)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

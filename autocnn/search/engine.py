@@ -3,8 +3,10 @@
 `evaluate_trial` samples, prices, trains and records one trial (what the local backend,
 `autocnn.search.local`, runs per trial); its pieces (`sample_architecture`, `price_candidate`,
 `epoch_recorder`, `fit_candidate`) are shared with the Ray backend (`autocnn.search.ray`), which
-samples in its driver and prices and trains in its workers, so both record trials alike. The search
-loop itself (budget, rounds, resume, failure rules) is `autocnn.search.driver`.
+samples in its driver and prices and trains in its workers, so both record trials alike. With
+`--prescreen`, both wrap the study's sampler (`prescreened`) so that it screens candidates before each
+trial (`autocnn.search.prescreen`). The search loop itself (budget, rounds, resume, failure rules) is
+`autocnn.search.driver`.
 """
 from __future__ import annotations
 
@@ -25,12 +27,14 @@ from autocnn.costs import (count_flops, count_layers, count_meta_flops, count_pa
                            measure_latency_ms, meta_model)
 from autocnn.data import DataSplits, choose_mode, load_dataset
 from autocnn.errors import AutocnnError
+from autocnn.proxies import PROXIES
 from autocnn.registry import Registry
 from autocnn.search import records
 from autocnn.search.budget import MAX_REJECTIONS, OutOfTime, check_deadline, remaining_s
 from autocnn.search.config import ALL_TRIALS, CONFIG_ATTR, ConfigError, SearchConfig, default_pruner
 from autocnn.search.control import latest_study
 from autocnn.search.design import DesignPoint, with_design
+from autocnn.search.prescreen import PrescreenSampler, screening_for
 from autocnn.search.timing import EpochShape, TimeModel, study_model
 from autocnn.storage import open_storage
 from autocnn.training import DivergedError, EpochReport, TrainConfig, resolve_device, train
@@ -78,6 +82,8 @@ def check_choices(config: SearchConfig) -> None:
     for registry, value, flag in choices:
         if value not in registry:
             raise ConfigError(f"unknown {registry.kind} {value!r} for {flag}; choose from {', '.join(registry.names())}")
+    if config.screening is not None and config.screening[0] not in PROXIES:
+        raise ConfigError(f"unknown proxy {config.screening[0]!r} for --prescreen; choose from {', '.join(PROXIES.names())}")
     if config.multi_objective and config.sampler in SINGLE_OBJECTIVE_SAMPLERS:
         multi = ", ".join(n for n in SAMPLERS.names() if n not in SINGLE_OBJECTIVE_SAMPLERS)
         raise ConfigError(f"--sampler {config.sampler} optimises one objective, not {','.join(config.objectives)}; "
@@ -122,6 +128,22 @@ def pruner_name(config: SearchConfig) -> str:
 def study_sampler(config: SearchConfig, seed: int, design: list[DesignPoint] = ()) -> optuna.samplers.BaseSampler:
     """The `--sampler` of the study (seeded by `seed`), handing `design` to the trials after the presets."""
     return with_design(SAMPLERS.get(config.sampler)(seed, config.multi_objective), design, len(config.enqueue))
+
+
+def fresh_sampler(name: str, multi: bool, seed: int) -> optuna.samplers.BaseSampler:
+    """A new sampler `name` seeded by `seed` (module-level, so that a partial of it pickles)."""
+    return SAMPLERS.get(name)(seed, multi)
+
+
+def prescreened(sampler: optuna.samplers.BaseSampler, ctx: "TrialContext",
+                context: Callable[[], "TrialContext"] | None = None) -> optuna.samplers.BaseSampler:
+    """`sampler` screening each of its trials' candidates with the run's proxy (`--prescreen`,
+    `autocnn.search.prescreen`); itself without one. `context` gives the run's context where the sampler is
+    pickled (Ray's searcher) and must not carry it."""
+    if ctx.config.screening is None or isinstance(sampler, PrescreenSampler):
+        return sampler
+    return PrescreenSampler(sampler, context or (lambda: ctx),
+                            partial(fresh_sampler, ctx.config.sampler, ctx.config.multi_objective))
 
 
 def pruner_for(config: SearchConfig) -> optuna.pruners.BasePruner:
@@ -202,6 +224,7 @@ class TrialContext:
     costs: dict = dataclasses.field(default_factory=dict, repr=False)  # by arch id: a repeat is priced once
     deadline: float | None = None  # the run's end (time.time(), `Budget.ends_at`); None: no --timeout
     design: list[DesignPoint] = dataclasses.field(default_factory=list, repr=False)  # the initial design
+    screenings: dict = dataclasses.field(default_factory=dict, repr=False)  # trial number -> its prescreen.Screening
 
     def design_index(self, number: int) -> int | None:
         """Which point of the initial design trial `number` takes (None: the sampler's own trial)."""
@@ -358,12 +381,16 @@ def _save_weights(trial, model, config: SearchConfig) -> None:
 
 def sample_architecture(trial, ctx: TrialContext):
     """Sample a genotype on `trial` and record it in one write: what the space records, the genotype, arch
-    string and id, the weights it starts from and its place in the initial design."""
+    string and id, the weights it starts from, its place in the initial design and, with `--prescreen`, the
+    candidates screened for it and their proxy scores (a retried trial keeps those of its first run)."""
     held = records.HeldAttrs(trial)
+    screened = ctx.screenings.pop(trial.number, None)  # taken first: a sample that fails leaves none behind
     genotype = ctx.sample(held)
     design = ctx.design_index(trial.number)
     if design is not None and not trial.user_attrs.get(records.ENQUEUED):
         held.attrs[records.DESIGN] = design
+    if ctx.config.screening is not None and records.PROXY_SCORE not in trial.user_attrs:
+        held.attrs.update(screening_for(ctx, trial.number, genotype, screened).attrs())
     start = start_weights_for(ctx.config, trial.user_attrs.get(records.ENQUEUED))
     records.record_architecture(trial, genotype, start, held.attrs)
     return genotype

@@ -33,6 +33,7 @@ class LocalBackend:
     def open(self, study: optuna.Study, ctx: engine.TrialContext, budget: Budget, progress, *,
              resume: bool) -> None:
         self._budget, self._ctx, self._progress = budget, ctx, progress
+        study.sampler = engine.prescreened(study.sampler, ctx)  # --prescreen: the sampler screens each trial
         # A full collection after every trial (Optuna's gc_after_trial) scans every live object: torch,
         # the data and Optuna's cache of finished trials, so it grew to ~100 ms per trial by trial 1,000.
         # Freezing the survivors of each collection keeps it to the objects of the trial just run.

@@ -37,6 +37,15 @@ REMAINING_S = "remaining_s"  # ... and the seconds left of the run's time budget
 OUT_OF_TIME = "out_of_time"  # a trial the --timeout stopped at an epoch boundary (pruned, weights saved)
 WOULD_NOT_FINISH = "would not finish"  # how a REJECTED message for time begins
 DESIGN = "initial_design"  # the point of the initial design a trial took (autocnn.search.design), 0: cheapest
+# --prescreen (autocnn.search.prescreen): the proxy, the trained candidate's score at initialisation (None:
+# could not be scored), how many candidates were screened for the trial (1: a preset, a design point or a
+# retry, scored alone) and each candidate's arch id and score in the order drawn (None: outside the space's
+# `require`, over the params/FLOPs limits, or it failed to run); the trained one is the best-scored
+PROXY = "proxy"
+PROXY_SCORE = "proxy_score"
+PROXY_SCREENED = "proxy_screened"
+PROXY_CANDIDATES = "proxy_candidates"
+PROXY_SCORES = "proxy_scores"
 
 
 class HeldAttrs:
@@ -112,5 +121,5 @@ def summary(trial: FrozenTrial) -> dict[str, Any]:
         "params": attrs.get(PARAMS), "flops": attrs.get(FLOPS), "latency_ms": attrs.get(LATENCY),
         "epochs_run": attrs.get(EPOCHS_RUN), "wall_time": attrs.get(WALL_TIME),
         "arch": attrs.get(ARCH), "rejected": attrs.get(REJECTED), "fail_reason": attrs.get(FAIL_REASON),
-        "out_of_time": attrs.get(OUT_OF_TIME),
+        "out_of_time": attrs.get(OUT_OF_TIME), "proxy": attrs.get(PROXY), "proxy_score": attrs.get(PROXY_SCORE),
     }

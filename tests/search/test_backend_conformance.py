@@ -207,3 +207,21 @@ def test_a_recipe_trains_alike_on_both_backends(tmp_path, ray_cluster):
     assert b.user_attrs[records.VAL_CURVE] == pytest.approx(a.user_attrs[records.VAL_CURVE], abs=1e-9)
     for key in (records.TRAIN_LOSS, "val_loss"):  # the recipe changed both (a first epoch is near chance either way)
         assert plain.user_attrs[key] != a.user_attrs[key]
+
+
+def test_prescreen_trains_the_best_scored_candidate_and_resume_keeps_it(search):
+    """`--prescreen synflow:4`: the design's trials are scored alone, every other trains the best of 4 drawn
+    candidates; the resumed run screens as the first did (the study stores the option)."""
+    search(*FAST, "--trials", "4", "--epochs", "1", "--initial-design", "2", "--pruner", "none",
+           "--prescreen", "synflow:4", "--study", "p")
+    search("--resume", "--study", "p", "--trials", "5")
+    trials = search.trials("p")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
+    assert [records.DESIGN in t.user_attrs for t in trials] == [True, True, False, False, False]
+    for t in trials:
+        attrs = t.user_attrs
+        scores, candidates = attrs[records.PROXY_SCORES], attrs[records.PROXY_CANDIDATES]
+        assert attrs[records.PROXY] == "synflow"
+        assert attrs[records.PROXY_SCREENED] == len(scores) == len(candidates) == (1 if records.DESIGN in attrs else 4)
+        assert attrs[records.PROXY_SCORE] == max(s for s in scores if s is not None)
+        assert attrs[records.ARCH_ID] == candidates[scores.index(attrs[records.PROXY_SCORE])], attrs

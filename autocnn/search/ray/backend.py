@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from functools import partial
 
 import optuna
 import ray
@@ -11,7 +12,7 @@ from ray import tune
 
 from autocnn.search.budget import Budget
 from autocnn.search.config import BUDGET_PRUNER, SearchConfig
-from autocnn.search.engine import TrialContext, study_sampler
+from autocnn.search.engine import TrialContext, prescreened, study_sampler
 from autocnn.search.ray.callbacks import STALE_CHECKPOINTS, Heartbeat, SkipFinished
 from autocnn.search.ray.cluster import connect
 from autocnn.search.ray.keys import (DEFAULT_WEIGHT_DECAY, EXPERIMENT_ATTR, MAX_FAILURES, RUNS_ATTR, VAL,
@@ -19,7 +20,7 @@ from autocnn.search.ray.keys import (DEFAULT_WEIGHT_DECAY, EXPERIMENT_ATTR, MAX_
 from autocnn.search.ray.options import resolve_options, scheduler_for_pruner
 from autocnn.search.ray.pbt import starting_lr
 from autocnn.search.ray.schedulers import SCHEDULERS, pruner_of
-from autocnn.search.ray.searcher import LIVE, AutocnnSearch, DefineByRun, Live
+from autocnn.search.ray.searcher import LIVE, AutocnnSearch, DefineByRun, Live, live_context
 from autocnn.search.ray.worker import trainable_for
 from autocnn.storage import fail_orphaned_trials, fail_stale_trials, open_storage
 
@@ -105,7 +106,8 @@ class RayBackend:
         tunable: dict[str, float] = {}
         if self.opts["scheduler"] == "pbt":
             tunable = {"lr": starting_lr(config), "weight_decay": DEFAULT_WEIGHT_DECAY}
-        sampler = study_sampler(config, config.seed + len(study.trials), self._ctx.design)
+        sampler = prescreened(study_sampler(config, config.seed + len(study.trials), self._ctx.design), self._ctx,
+                              partial(live_context, study.study_name))  # screens in the driver, as it samples
         # metric/mode only satisfy Tune: the study exists, so Optuna loads its own directions (and objectives,
         # which the workers' last report carries for every objective)
         device = "cuda" if self.opts["gpus_per_trial"] > 0 else "cpu"

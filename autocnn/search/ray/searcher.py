@@ -48,6 +48,11 @@ class Live:
 LIVE: dict[str, Live] = {}  # study name -> the run in this process (Tuner.restore rebuilds the searcher)
 
 
+def live_context(study_name: str) -> TrialContext:
+    """The TrialContext of the run of `study_name` in this process (what a pickled sampler looks up)."""
+    return LIVE[study_name].ctx
+
+
 class DefineByRun:
     """OptunaSearch's define-by-run space: samples and records the genotype on the Optuna trial."""
 
