@@ -20,12 +20,13 @@ import math
 import os
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..registry import Registry
 from .splits import DataError, TensorSplit
-from .transforms import network_input
+from .transforms import network_input, resize
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 AUGMENTATIONS: Registry[Augmentation] = Registry("augmentation")
@@ -208,11 +209,65 @@ class DeviceBatches(Batches):
             yield self.images[rows] if isinstance(rows, slice) else self.images.index_select(0, rows)
 
 
-class _BatchReader(torch.utils.data.Dataset):
-    """Item i is the i-th batch of this epoch: its rows of the host images, gathered in one copy."""
+def _pread_into(fd: int, buffer: np.ndarray, offset: int) -> None:
+    view, done = memoryview(buffer).cast("B"), 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got <= 0:
+            raise DataError(f"the decoded cache ended early (read {done} of {len(view)} bytes at {offset}); "
+                            "delete the cache folder and search again")
+        done += got
 
-    def __init__(self, images: torch.Tensor, batches: list) -> None:
-        self.images = images
+
+class _CacheFileRows:
+    """Rows of a split read from the decoded cache's file with `pread` rather than through its memory map: the
+    bytes pass through the page cache (shared by the node, reclaimable) into one batch-sized buffer, so a reader
+    process's memory stays a batch however much of the cache an epoch touches."""
+
+    def __init__(self, path: str, images: torch.Tensor) -> None:
+        self.path, self.offset, self.rows = path, images.storage_offset(), len(images)
+        self.row_shape = tuple(images.shape[1:])
+        self.row_bytes = math.prod(self.row_shape)
+        self.fd: int | None = None
+
+    @classmethod
+    def of(cls, cache: str | None, images: torch.Tensor) -> "_CacheFileRows | None":
+        """A reader of `images` from `cache`'s file when they are a view of it (else None: read them in memory)."""
+        if cache is None or images.dtype != torch.uint8 or images.device.type != "cpu" or not images.is_contiguous():
+            return None
+        path = os.path.join(cache, "images.u8")
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            return None
+        if images.untyped_storage().nbytes() != size:  # a subset or a join: a copy in memory, not the file's rows
+            return None
+        return cls(path, images)
+
+    def read(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        if self.fd is None:  # opened in the process that reads (a DataLoader worker)
+            self.fd = os.open(self.path, os.O_RDONLY)
+        if isinstance(rows, slice):
+            start, stop = rows.start, min(rows.stop, self.rows)
+            out = np.empty((stop - start, *self.row_shape), dtype=np.uint8)
+            _pread_into(self.fd, out, self.offset + start * self.row_bytes)
+        else:
+            index = rows.tolist()
+            out = np.empty((len(index), *self.row_shape), dtype=np.uint8)
+            for j, row in enumerate(index):
+                _pread_into(self.fd, out[j], self.offset + row * self.row_bytes)
+        return torch.from_numpy(out)
+
+
+class _BatchReader(torch.utils.data.Dataset):
+    """Item i is the i-th batch of this epoch: its rows of the host images, gathered in one copy (read from the
+    cache file when there is one) and, with `shrink_to`, already shrunk to the network's resolution as float32:
+    the reader processes do the costly resize in parallel and ship a batch a fraction of the stored size. The main
+    process then only normalises and augments it; the arithmetic is `network_input`'s, in the same order."""
+
+    def __init__(self, images: torch.Tensor, batches: list, file: _CacheFileRows | None = None,
+                 shrink_to: int | None = None) -> None:
+        self.images, self.file, self.shrink_to = images, file, shrink_to
         self.batches = [b if isinstance(b, slice) else b.cpu() for b in batches]
 
     def __len__(self) -> int:
@@ -220,22 +275,32 @@ class _BatchReader(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         rows = self.batches[i]
-        return self.images[rows].clone() if isinstance(rows, slice) else self.images.index_select(0, rows)
+        if self.file is not None:
+            x = self.file.read(rows)
+        else:
+            x = self.images[rows].clone() if isinstance(rows, slice) else self.images.index_select(0, rows)
+        return resize(x.float(), self.shrink_to) if self.shrink_to is not None else x
 
 
 class StreamBatches(Batches):
-    """Batches read from the split's (memory-mapped) images by a `DataLoader` with `workers` processes,
-    pinned on CUDA, and copied to `device` one batch ahead of the one the model is given (on a side stream
-    on CUDA), so reading, copying and computing overlap. Same order and augmentation as `DeviceBatches`."""
+    """Batches read from the split's images by a `DataLoader` with `workers` processes (from the decoded
+    cache's file, `cache`, when the split is its rows), shrunk to the network's resolution there, pinned on
+    CUDA, and copied to `device` one batch ahead of the one the model is given (on a side stream on CUDA), so
+    reading, resizing, copying and computing overlap. Same order, pixels and augmentation as `DeviceBatches`."""
 
-    def __init__(self, split: TensorSplit, batch_size: int, *, workers: int = 0, **kwargs) -> None:
+    def __init__(self, split: TensorSplit, batch_size: int, *, workers: int = 0, cache: str | None = None,
+                 **kwargs) -> None:
         super().__init__(split, batch_size, **kwargs)
         self.images = split.images if split.images.device.type == "cpu" else split.images.cpu()
         self.workers = workers
+        self.file = _CacheFileRows.of(cache, self.images)
+        shrinks = self.resolution is not None and self.resolution < self.images.shape[-1]
+        self.shrink_to = self.resolution if shrinks and not getattr(self.augment, "on_pixels", False) else None
 
     def _rows(self, batches: list) -> Iterator[torch.Tensor]:
         cuda = self.device.type == "cuda"
-        loader = torch.utils.data.DataLoader(_BatchReader(self.images, batches), batch_size=None, shuffle=False,
+        reader = _BatchReader(self.images, batches, self.file, self.shrink_to)
+        loader = torch.utils.data.DataLoader(reader, batch_size=None, shuffle=False,
                                              num_workers=self.workers, pin_memory=cuda,
                                              prefetch_factor=2 if self.workers else None)
         stream = torch.cuda.Stream(self.device) if cuda else None
@@ -299,9 +364,11 @@ def choose_mode(nbytes: int, device: torch.device | str, mode: str = "auto",
 def batches_for(split: TensorSplit, batch_size: int, *, mode: str = "resident", workers: int | None = None,
                 **kwargs) -> Batches:
     """`DeviceBatches` (mode "resident") or `StreamBatches` (mode "stream", `workers` reader processes,
-    default: as many as this process's torch threads, at most 4: a Ray trial's CPUs) over `split`."""
+    default: as many as this process's torch threads, at most 4: a Ray trial's CPUs; `cache`: the decoded cache
+    folder the split's rows are read from) over `split`."""
+    cache = kwargs.pop("cache", None)
     if mode == "stream":
         if workers is None:
             workers = min(4, torch.get_num_threads())
-        return StreamBatches(split, batch_size, workers=workers, **kwargs)
+        return StreamBatches(split, batch_size, workers=workers, cache=cache, **kwargs)
     return DeviceBatches(split, batch_size, **kwargs)

@@ -322,7 +322,7 @@ def train(
         model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         mode, _ = choose_mode(data.nbytes, device, config.data_mode, config.data_memory)
         eval_kwargs = dict(device=device, resolution=resolution, channels_last=channels_last, mode=mode,
-                           workers=config.data_workers)
+                           workers=config.data_workers, cache=data.cache)
         train_batches = batches_for(
             data.train, config.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed),
             augment=config.augment or data.augment, drop_last=len(data.train) > config.batch_size, **eval_kwargs,

@@ -104,24 +104,32 @@ def test_tiny_memory_budget_streams_identical_batches(tmp_path):
     assert choose_mode(data.nbytes, "cpu", "auto", memory=10**9)[0] == "resident"
     assert choose_mode(data.nbytes, "cpu", "stream", memory=10**9)[0] == "stream"
 
-    def epochs(mode: str) -> list:
-        kwargs = dict(shuffle=True, generator=torch.Generator().manual_seed(5), augment="crop_flip",
-                      resolution=24, drop_last=True)
+    def epochs(mode: str, resolution: int, augment: str = "crop_flip") -> list:
+        kwargs = dict(shuffle=True, generator=torch.Generator().manual_seed(5), augment=augment,
+                      resolution=resolution, drop_last=True, cache=data.cache)
         batches = batches_for(data.train, 4, mode=mode, workers=0, **kwargs)
         return [[(x.clone(), y.clone()) for x, y in batches] for _ in range(2)]
 
-    streamed, resident = epochs("stream"), epochs("resident")
-    assert isinstance(batches_for(data.train, 4, mode="stream", workers=0), StreamBatches)
-    assert len(streamed[0]) == len(data.train) // 4 >= 3
-    for s_epoch, r_epoch in zip(streamed, resident):
-        for (xs, ys), (xr, yr) in zip(s_epoch, r_epoch):
-            assert torch.equal(ys, yr) and torch.equal(xs, xr)
-    assert not torch.equal(streamed[0][0][1], streamed[1][0][1]) or not torch.equal(streamed[0][0][0],
-                                                                                    streamed[1][0][0])
+    stored = data.train.images.shape[-1]
+    streamed = batches_for(data.train, 4, mode="stream", workers=0, cache=data.cache, resolution=stored // 2)
+    assert isinstance(streamed, StreamBatches) and streamed.file is not None  # rows read from the cache file
+    assert streamed.shrink_to == stored // 2  # and shrunk where they are read
+    joined = batches_for(data.train.join(data.val), 4, mode="stream", workers=0, cache=data.cache)
+    assert joined.file is None  # a copy in memory, not the file's rows: read from memory
+    # growing and shrinking batches, an augmentation of normalised batches and one of the stored pixels
+    for resolution, augment in ((24, "crop_flip"), (stored // 2, "crop_flip"), (stored // 2, "trivial_augment")):
+        streamed, resident = epochs("stream", resolution, augment), epochs("resident", resolution, augment)
+        assert len(streamed[0]) == len(data.train) // 4 >= 3
+        for s_epoch, r_epoch in zip(streamed, resident):
+            for (xs, ys), (xr, yr) in zip(s_epoch, r_epoch):
+                assert torch.equal(ys, yr) and torch.equal(xs, xr), (resolution, augment)
+        assert not torch.equal(streamed[0][0][1], streamed[1][0][1]) or not torch.equal(streamed[0][0][0],
+                                                                                        streamed[1][0][0])
 
     # with reader processes too, and through the trainer: a streamed run is the resident run
-    with_workers = [(x, y) for x, y in batches_for(data.val, 3, mode="stream", workers=2)]
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(with_workers, DeviceBatches(data.val, 3)))
+    with_workers = [(x, y) for x, y in batches_for(data.val, 3, mode="stream", workers=2, cache=data.cache,
+                                                   resolution=stored // 2)]
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(with_workers, DeviceBatches(data.val, 3, resolution=stored // 2)))
     config = TrainConfig(epochs=2, batch_size=4, device="cpu", data_workers=0)
     runs = []
     for settings in (dict(data_memory=1024), dict(data_mode="resident")):
