@@ -11,3 +11,6 @@ from autocnn.supernet.model import Supernet, SupernetError, extract
 from autocnn.supernet.space import ElasticSpace
 
 __all__ = ["ElasticSpace", "Supernet", "SupernetError", "extract"]
+from autocnn.supernet.train import recalibrate_bn, sandwich_step, train_supernet
+
+__all__ += ["recalibrate_bn", "sandwich_step", "train_supernet"]

@@ -1,0 +1,106 @@
+"""Training a supernet: the sandwich rule with in-place distillation, BN recalibration, resumable epochs.
+
+Following BigNAS (Yu et al. 2020), each step trains the largest sub-network on the labels, then the
+smallest and `n_random` uniformly sampled ones (SPOS, Guo et al. 2020, samples one path uniformly) on
+the largest's detached soft predictions (in-place distillation, from slimmable networks / OFA), and
+applies the summed gradients once. BigNAS also modifies initialisation, regularisation and the LR
+schedule; we keep the optimiser plain (SGD with momentum, constant LR) in this first version.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autocnn.supernet.model import Supernet, SupernetError
+from autocnn.supernet.space import ElasticSpace
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable) -> nn.Module:
+    """Recompute every BatchNorm's running statistics as the plain average over `batches`.
+
+    Shared statistics are wrong for every sub-network but the one last trained (their channels and
+    inputs differ), so each sub-network is evaluated after recalibration, as OFA and BigNAS do. Works on
+    a supernet in its active configuration (only the active channels are meaningful afterwards) and on
+    a built network alike. A batch is a tensor of inputs or an (inputs, labels) pair.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: every batch counts equally
+    was_training = model.training
+    model.train()
+    try:
+        for batch in batches:
+            model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return model
+
+
+def sandwich_step(supernet: Supernet, space: ElasticSpace, x: torch.Tensor, y: torch.Tensor,
+                  optimizer: torch.optim.Optimizer, rng: random.Random, n_random: int = 2) -> float:
+    """One optimiser step over the sandwich (largest, smallest, `n_random` random); returns the
+    largest's label loss. The supernet is left active as the largest."""
+    supernet.train()
+    optimizer.zero_grad(set_to_none=True)
+    largest, *others = space.sandwich(rng, n_random)
+    logits = supernet.set_active(largest)(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    soft = logits.detach().softmax(-1)
+    for g in others:
+        F.cross_entropy(supernet.set_active(g)(x), soft).backward()
+    optimizer.step()
+    supernet.set_active(largest)
+    return loss.item()
+
+
+def train_supernet(supernet: Supernet, space: ElasticSpace, x: torch.Tensor, y: torch.Tensor, *, epochs: int,
+                   batch_size: int = 64, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 0.0,
+                   n_random: int = 2, seed: int = 0, checkpoint: str | os.PathLike | None = None) -> list[float]:
+    """Train `epochs` epochs of sandwich steps on (x, y); returns each epoch's mean largest-network loss.
+
+    With `checkpoint`, the weights, optimiser state and loss history are written there (atomically) after
+    every epoch, and a run that finds the file resumes after its last epoch: a killed run continues where
+    it stopped, and gives the same result as an uninterrupted one because each epoch's shuffle and
+    sub-network draws are seeded by (seed, epoch) rather than carried over.
+    """
+    optimizer = torch.optim.SGD(supernet.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    history: list[float] = []
+    start = 0
+    path = Path(checkpoint) if checkpoint is not None else None
+    if path is not None and path.exists():
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state.get("largest") != supernet.largest.to_string():
+            raise SupernetError(f"checkpoint {path} belongs to another supernet ({state.get('largest')}); "
+                                "delete it or pass another --checkpoint path")
+        supernet.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history = state["epoch"], list(state["history"])
+    for epoch in range(start, epochs):
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        rng = random.Random(seed * 100_003 + epoch)
+        order = torch.randperm(len(y), generator=gen)
+        losses = []
+        for i in range(0, len(y), batch_size):
+            rows = order[i:i + batch_size]
+            if len(rows) < 2:  # BatchNorm needs two samples in training mode
+                continue
+            losses.append(sandwich_step(supernet, space, x[rows], y[rows], optimizer, rng, n_random))
+        history.append(sum(losses) / len(losses))
+        if path is not None:
+            tmp = path.with_name(path.name + ".tmp")
+            torch.save({"epoch": epoch + 1, "model": supernet.state_dict(), "optimizer": optimizer.state_dict(),
+                        "history": history, "largest": supernet.largest.to_string()}, tmp)
+            os.replace(tmp, path)
+    return history
