@@ -162,6 +162,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=None, help="seeds per method and dataset (default by mode)")
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time, each one torch thread (at most the cores)")
     args = p.parse_args()
     benchlib.setup_threads(1)
     info = benchlib.machine()
@@ -174,15 +175,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         shapes = write_shapes(tmp / "shapes")
-        for seed in seeds:
-            for i, dataset in enumerate(datasets):
-                order = methods[(seed + i) % len(methods):] + methods[:(seed + i) % len(methods)]  # interleaved
-                for method in order:
-                    row = run(method, dataset, shapes, seed, budget, args.space, tmp)
-                    print(f"{method:>11} {dataset:>6} seed {seed}: val " + " ".join(
-                        f"{row[f'val{f}']:.4f}" for f in FRACTIONS) + f", {row['trials']} trials, "
-                        f"overrun {row['overrun']:+.1f} s", flush=True)
-                    rows.append(row)
+        plan = [(method, dataset, seed) for seed in seeds for i, dataset in enumerate(datasets)
+                for method in methods[(seed + i) % len(methods):] + methods[:(seed + i) % len(methods)]]  # interleaved
+
+        def one(job: tuple[str, str, int]) -> dict:
+            method, dataset, seed = job
+            row = run(method, dataset, shapes, seed, budget, args.space, tmp)
+            print(f"{method:>11} {dataset:>6} seed {seed}: val " + " ".join(
+                f"{row[f'val{f}']:.4f}" for f in FRACTIONS) + f", {row['trials']} trials, "
+                f"overrun {row['overrun']:+.1f} s", flush=True)
+            return row
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # each run is a process of its own
+            rows = list(pool.map(one, plan))
     lines, figures, met = summary(rows, datasets, budget)
     detail = ["| dataset | method | seed | val @25/50/100 % | test @25/50/100 % | trials | wall s |",
               "|---|---|---|---|---|---|---|"]
@@ -191,8 +198,8 @@ def main() -> None:
                + " / ".join(f"{r[f'test{f}']:.4f}" for f in FRACTIONS) + f" | {r['trials']} | {r['wall']:.0f} |"
                for r in sorted(rows, key=lambda r: (r["dataset"], r["method"], r["seed"]))]
     text = [benchlib.header("Anytime search: best model at 25 / 50 / 100 % of a wall-clock budget", info, started,
-                            f"budget {budget:g} s per run, seeds {seeds}, one torch thread per run, runs one at a "
-                            f"time; autocnn: `autocnn search --space {args.space} --timeout {budget:g}` (plus dataset, "
+                            f"budget {budget:g} s per run, seeds {seeds}, one torch thread per run, {args.jobs} "
+                            f"run(s) at a time; autocnn: `autocnn search --space {args.space} --timeout {budget:g}` (plus dataset, "
                             "seed, storage); random: the same with `--sampler random`; handwritten: "
                             "`scripts/handwritten_optuna.py` (TPE over width, depth, lr of a 1-3 conv CNN, 10 epochs, "
                             "Adam, native resolution); shapes: synthetic 10-class noisy shapes/textures ImageFolder "

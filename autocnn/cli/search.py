@@ -282,8 +282,6 @@ def resolve_recipe(options: dict, space_training: dict) -> dict:
     path = options.pop("recipe_file")
     flags = {field: options.pop(name) for name, field in _RECIPE_FLAGS.items()}
     flags = {field: value for field, value in flags.items() if value is not None}
-    flags.update({name: options[name] for name in _COMMON_FLAGS
-                  if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)})
     try:
         merged = dict(space_training)
         if path is not None:
@@ -293,6 +291,9 @@ def resolve_recipe(options: dict, space_training: dict) -> dict:
             merged.update(check_recipe({field: value}, f"--{'compile' if flag == 'compile-model' else flag}"))
     except RecipeError as err:
         raise ConfigError(str(err)) from None
+    # the common flags given on the command line win; SearchConfig checks them with its own messages
+    merged.update({name: options[name] for name in _COMMON_FLAGS
+                   if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)})
     options.update({key: merged.pop(key) for key in RECIPE_OPTIONS if key in merged})
     rest = {k: v for k, v in default_recipe().items() if k not in RECIPE_OPTIONS}
     options["recipe"] = {**rest, **merged}
