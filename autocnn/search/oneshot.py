@@ -64,7 +64,7 @@ def configure(config: SearchConfig, backend: str = "local") -> SearchConfig:
     if config.strategy != "oneshot":
         return config
     if backend != "local":
-        raise ConfigError("--strategy oneshot runs on --backend local only (its trials take milliseconds, so "
+        raise ConfigError("--strategy oneshot runs on --backend local only (its trials take a fraction of a second, so "
                           "one process keeps the loaded supernet busy); drop --backend ray")
     for flag, given in (("--enqueue", config.enqueue), ("--weights", config.weights)):
         if given:
