@@ -18,7 +18,7 @@ def one_line(message: str) -> str:
 COMMANDS = {
     "best": "autocnn.cli.studies", "dashboard": "autocnn.cli.dashboard", "export": "autocnn.cli.export",
     "models": "autocnn.cli.models", "report": "autocnn.cli.studies", "search": "autocnn.cli.search",
-    "show": "autocnn.cli.models", "studies": "autocnn.cli.studies", "train": "autocnn.cli.search",
+    "show": "autocnn.cli.models", "studies": "autocnn.cli.studies", "supernet": "autocnn.cli.supernet", "train": "autocnn.cli.search",
 }
 """Command -> the module that defines it, imported when the command runs: `autocnn --help` or `autocnn studies`
 need not import torch (seconds) for `search` and `models`."""

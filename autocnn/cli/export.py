@@ -24,6 +24,9 @@ def _figures(config: dict) -> str:
               help="best, a trial number, or pareto (one folder per Pareto-optimal trial plus an index).")
 @click.option("--retrain-epochs", type=int, default=None,
               help="First retrain the architecture from scratch on train+val for this many epochs (study's recipe).")
+@click.option("--finetune-epochs", type=int, default=None,
+              help="First fine-tune the trial's saved weights (a oneshot trial's inherited ones) on train+val for "
+                   "this many epochs (study's recipe).")
 @click.option("--dataset", default=None, help="Dataset for normalisation, class names and retraining (default: the study's).")
 @click.option("--data-root", type=click.Path(), default=None, help="Folder holding the dataset.")
 @click.option("--storage", default=None, help="SQLAlchemy URL (default sqlite:///studies/autocnn.db).")
@@ -37,13 +40,13 @@ def _figures(config: dict) -> str:
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Folder to write; must not exist without --force.")
 @click.option("--force", is_flag=True, help="Replace an existing export folder at --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the written config.json data as JSON.")
-def export_command(study, trial, retrain_epochs, dataset, data_root, storage, model_name, weights, num_classes,
+def export_command(study, trial, retrain_epochs, finetune_epochs, dataset, data_root, storage, model_name, weights, num_classes,
                    in_chans, resolution, device, out_dir, force, as_json) -> None:
     """Export a trained network as a standalone folder: model.py (torch only), weights.safetensors,
     model.pt2, model.onnx, config.json and a README.md model card.
 
     \b
-      autocnn export --study NAME [--trial best|N|pareto] [--retrain-epochs E] --out DIR
+      autocnn export --study NAME [--trial best|N|pareto] [--retrain-epochs E | --finetune-epochs E] --out DIR
       autocnn export --model PRESET_OR_GENOTYPE_FILE --weights FILE --out DIR
     """
     from autocnn.export.errors import ExportError
@@ -60,16 +63,19 @@ def export_command(study, trial, retrain_epochs, dataset, data_root, storage, mo
             if weights is not None or any(v is not None for v in (num_classes, in_chans, resolution)):
                 raise ExportError("--weights, --num-classes, --in-chans and --resolution go with --model, not --study")
 
+            what, epochs = ("fine-tune", finetune_epochs) if finetune_epochs else ("retrain", retrain_epochs)
+
             def on_epoch(number, report):
-                err.print(f"retrain trial {number}: epoch {report.epoch}/{retrain_epochs} "
+                err.print(f"{what} trial {number}: epoch {report.epoch}/{epochs} "
                           f"train loss {report.train_loss:.4f}")
 
-            folder = export_trial(study, storage, trial, out_dir, retrain_epochs=retrain_epochs, dataset=dataset,
+            folder = export_trial(study, storage, trial, out_dir, retrain_epochs=retrain_epochs,
+                                  finetune_epochs=finetune_epochs, dataset=dataset,
                                   force=force, data_root=data_root, device=device, on_epoch=on_epoch,
                                   on_trial=lambda number, config: written.append((number, config)))
         else:
-            if retrain_epochs is not None or trial != "best":
-                raise ExportError("--trial and --retrain-epochs go with --study; to train a model first run "
+            if retrain_epochs is not None or finetune_epochs is not None or trial != "best":
+                raise ExportError("--trial, --retrain-epochs and --finetune-epochs go with --study; to train a model first run "
                                   "'autocnn train --model NAME --study S', then 'autocnn export --study S'")
             if weights is None:
                 raise ExportError("--model needs --weights FILE, the trained state_dict (.safetensors or torch file)")
@@ -85,10 +91,12 @@ def export_command(study, trial, retrain_epochs, dataset, data_root, storage, mo
     if len(written) == 1 and trial != "pareto":
         number, config = written[0]
         what = f"trial {number} of study {study}" if number is not None else config["name"]
-        if retrain_epochs:
+        epochs = retrain_epochs or finetune_epochs
+        if epochs:
             metric = next(iter(config["metrics"].items()), None)
             if metric:
-                console.print(f"retrained {retrain_epochs} epoch{'s' if retrain_epochs != 1 else ''} on train+val: "
+                done = "retrained" if retrain_epochs else "fine-tuned"
+                console.print(f"{done} {epochs} epoch{'s' if epochs != 1 else ''} on train+val: "
                               f"{metric[0].replace('_', ' ')} {metric[1]:.4f}")
         console.print(f"exported {what} to {folder}: {_figures(config)}", soft_wrap=True)
         console.print("files: " + ", ".join(sorted(p.name for p in folder.iterdir())), soft_wrap=True)

@@ -11,10 +11,10 @@ from click.utils import make_default_short_help
 
 
 def _command_name(decorator: ast.expr, function: str) -> str | None:
-    """The name `@cli.command(...)` gives `function` (its own name unless `name=` says otherwise)."""
+    """The name `@cli.command(...)` (or `@cli.group(...)`) gives `function` (its own name unless `name=` says otherwise)."""
     call = decorator if isinstance(decorator, ast.Call) else None
     target = call.func if call else decorator
-    if not (isinstance(target, ast.Attribute) and target.attr == "command"):
+    if not (isinstance(target, ast.Attribute) and target.attr in ("command", "group")):
         return None
     for keyword in call.keywords if call else ():
         if keyword.arg == "name" and isinstance(keyword.value, ast.Constant):

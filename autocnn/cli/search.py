@@ -379,6 +379,11 @@ def _named_weights(pairs: tuple[str, ...]) -> dict[str, str]:
               help="Train the best of K sampled candidates by a zero-cost proxy scored at initialisation on one "
                    "training mini-batch: params (the baseline to beat), flops, synflow, naswot, grad_norm, snip or "
                    "zico. Every trial records its proxy score.")
+@click.option("--strategy", type=click.Choice(["train", "oneshot"]), default="train", show_default=True,
+              help="train: train every candidate with the recipe; oneshot: value it by the weights it inherits from "
+                   "--supernet (BatchNorm recalibrated, validated untrained: a fraction of a second per trial).")
+@click.option("--supernet", default=None, metavar="NAME",
+              help="[oneshot] Supernet trained with 'autocnn supernet train --name NAME' (same --storage).")
 @click.option("--grace-epochs", type=int, default=3, show_default=True,
               help="No pruner or Ray scheduler stops a trial before this epoch.")
 @click.option("--objectives", default="accuracy", show_default=True,

@@ -140,8 +140,10 @@ def _check_data_fits(data, genotype, what: str, fix: str) -> None:
 
 
 def retrain(genotype, data, config, epochs: int, number: int, *, device: str | None = None,
-            on_epoch: Callable | None = None) -> tuple[torch.nn.Module, dict[str, float], dict[str, Any]]:
-    """Train `genotype` from scratch on train+val with the study's recipe; returns (model, metrics, training)."""
+            on_epoch: Callable | None = None, start: dict | None = None
+            ) -> tuple[torch.nn.Module, dict[str, float], dict[str, Any]]:
+    """Train `genotype` on train+val with the study's recipe, from scratch or (fine-tuning) from the weights
+    `start`; returns (model, metrics, training)."""
     from autocnn.builder import build_model
     from autocnn.search.engine import train_config_for
     from autocnn.training import train
@@ -149,11 +151,15 @@ def retrain(genotype, data, config, epochs: int, number: int, *, device: str | N
     merged = dataclasses.replace(data, train=data.train.join(data.val))
     train_config = train_config_for(config.replace(epochs=epochs), number, device)
     model = build_model(genotype)
+    if start is not None:
+        model.load_state_dict(start)
     result = train(model, merged, train_config, resolution=genotype.resolution, on_epoch=on_epoch, keep_best=False)
     metrics = {f"test_{result.metric_name}": float(result.test_metric)}
     metrics.update({k: float(v) for k, v in result.extra.items() if k.startswith("test_")})
     training = {**train_config.recipe, "epochs": epochs, "data": "train+val", "lr": train_config.resolved_lr,
                 "seed": train_config.seed, "limit": config.limit}
+    if start is not None:
+        training["started_from"] = "the trial's saved weights"
     return model.to("cpu"), metrics, training
 
 
@@ -162,13 +168,14 @@ def export_trial(study_name: str, storage: str | None = None, trial: Any = "best
                  dataset: str | None = None, force: bool = False, *, data_root: str | None = None,
                  device: str | None = None, formats: Sequence[str] = FORMATS,
                  on_epoch: Callable[[int, Any], None] | None = None,
-                 on_trial: Callable[[int, dict], None] | None = None) -> Path:
+                 on_trial: Callable[[int, dict], None] | None = None, finetune_epochs: int | None = None) -> Path:
     """Export trial `trial` ("best", "pareto" or a number) of `study_name` to the folder `out`; returns it.
 
     "best" is the best trial (multi-objective: the Pareto-front member best on the first objective);
     "pareto" writes `out/trial-<N>/` for every Pareto-optimal trial plus `index.json` and `README.md`.
     `retrain_epochs` retrains from scratch on train+val first (`on_epoch(trial_number, EpochReport)` sees
-    each epoch); `dataset`/`data_root` override the study's data (normalisation, class names, retraining).
+    each epoch); `finetune_epochs` instead trains the trial's saved weights on (a oneshot trial's inherited
+    ones: a supernet's sub-network is usually a few epochs short of its accuracy when trained alone); `dataset`/`data_root` override the study's data (normalisation, class names, retraining).
     """
     from autocnn.artifacts import study_artifact_root
     from autocnn.search.engine import StudyError, load_study
@@ -178,13 +185,17 @@ def export_trial(study_name: str, storage: str | None = None, trial: Any = "best
         raise ExportError("export_trial needs out, the folder to write")
     if retrain_epochs is not None and retrain_epochs < 1:
         raise ExportError(f"--retrain-epochs must be >= 1, got {retrain_epochs}")
+    if finetune_epochs is not None and finetune_epochs < 1:
+        raise ExportError(f"--finetune-epochs must be >= 1, got {finetune_epochs}")
+    if finetune_epochs is not None and retrain_epochs is not None:
+        raise ExportError("--finetune-epochs trains the saved weights on, --retrain-epochs starts afresh; pass one")
     folder = OutputFolder(out, force)  # an existing --out fails here, before any work
     study = load_study(study_name, storage, heartbeat=False)
     raw = study.user_attrs.get(CONFIG_ATTR)
     config = SearchConfig.from_dict(raw) if raw else None
-    if retrain_epochs is not None and config is None:
+    if (retrain_epochs or finetune_epochs) is not None and config is None:
         raise StudyError(f"study {study_name!r} stores no training recipe (not created by autocnn); "
-                         "export it without --retrain-epochs")
+                         "export it without --retrain-epochs or --finetune-epochs")
     pareto = _parse_trial(trial) == "pareto"
     from autocnn.search import records
 
@@ -198,12 +209,18 @@ def export_trial(study_name: str, storage: str | None = None, trial: Any = "best
     with folder as tmp:
         index = []
         for m in members:
-            if retrain_epochs is not None:
+            if retrain_epochs is not None or finetune_epochs is not None:
                 def epoch_hook(report, number=m.number):
                     if on_epoch is not None:
                         on_epoch(number, report)
-                model, m.metrics, m.training = retrain(m.genotype, data, config, retrain_epochs, m.number,
-                                                       device=device, on_epoch=epoch_hook)
+                start = None
+                if finetune_epochs is not None:
+                    from autocnn.weights import read_state_dict
+
+                    start = reference_model(m.genotype, read_state_dict(m.weights),
+                                            origin=f"the saved weights of trial {m.number} ({m.weights})").state_dict()
+                model, m.metrics, m.training = retrain(m.genotype, data, config, retrain_epochs or finetune_epochs,
+                                                       m.number, device=device, on_epoch=epoch_hook, start=start)
                 model = reference_model(model, None)
             else:
                 from autocnn.weights import read_state_dict
@@ -241,6 +258,10 @@ def _search_training(trial, config) -> dict[str, Any] | None:
     if config is None:
         return None
     attrs = trial.user_attrs
+    if attrs.get(records.EVALUATION) == "oneshot":  # weights inherited from a supernet, never trained alone
+        return {"evaluation": "oneshot", "supernet": attrs.get(records.SUPERNET),
+                "supernet_epochs": attrs.get(records.SUPERNET_EPOCHS), "data": "train (BatchNorm recalibration)",
+                "epochs": 0, "limit": config.limit}
     train_config = train_config_for(config, trial.number, device="cpu")
     epochs = attrs.get(records.EPOCHS_RUN, config.epochs)
     return {**train_config.recipe, "epochs": epochs, "weights_of_epoch": attrs.get(records.BEST_EPOCH, epochs),

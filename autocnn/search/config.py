@@ -22,6 +22,7 @@ ALL_TRIALS = "*"  # a `weights` key: every trial starts from the file (`autocnn 
 DEFAULT_TRIAL_SHARE = 0.5  # --max-trial-share: a candidate may take at most half the time left (see `timing`)
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 UNTIL_TIMEOUT_TRIALS = 1_000_000  # the trial budget of a search given a time budget and no --trials
+STRATEGIES = ("train", "oneshot")  # SearchConfig.strategy
 BUDGET_PRUNER = "sha"
 """The pruner of a search under a time budget that names none: successive halving over epochs gives many
 candidates a cheap first look (`grace_epochs`) and the survivors the full recipe (Ray: ASHA)."""
@@ -120,9 +121,20 @@ class SearchConfig:
     prescreen: str | None = None
     """`--prescreen PROXY:K`: each trial trains the best of K sampled candidates by the zero-cost proxy
     PROXY (`autocnn.proxies`, scored at initialisation; `autocnn.search.prescreen`); None: no screening."""
+    strategy: str = "train"
+    """How a trial values its candidate: `train` it from scratch with the recipe, or `oneshot`: inherit its
+    weights from the trained supernet `supernet` (`autocnn.search.oneshot`) and only validate them."""
+    supernet: str | None = None  # --supernet NAME: a supernet under the study's artifact root (oneshot)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.strategy == "oneshot" and not self.supernet:
+            raise ConfigError("--strategy oneshot needs --supernet NAME, a supernet trained with "
+                              "'autocnn supernet train --space SPACE --name NAME'")
+        if self.strategy != "oneshot" and self.supernet:
+            raise ConfigError(f"--supernet {self.supernet} goes with --strategy oneshot; add it, or drop --supernet")
         if self.trials < 1:
             raise ConfigError(f"--trials must be >= 1, got {self.trials}; ask for at least one trial")
         if self.epochs < 1:

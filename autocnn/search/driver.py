@@ -21,6 +21,7 @@ from typing import Protocol
 import optuna
 from optuna.trial import TrialState
 
+from autocnn.search import oneshot
 from autocnn.search.budget import Budget, finished_trials, rejection_verdict, rejections_in_a_row
 from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
 from autocnn.search.control import (GIVE_UP_FAILURES, STARTED_ATTR, STOP_ATTR, release_worker_lease,
@@ -72,6 +73,7 @@ def run_search(config: SearchConfig, *, progress=None, backend: Backend | None =
     started = time.time()  # the time budget includes loading the data
     backend = backend or backend_for(config.backend)
     check_choices(config)  # one rule for every backend, before a backend maps the pruner to its own options
+    config = oneshot.configure(config, backend.name)  # a oneshot search's supernet, before anything is written
     config = backend.configure(config, resume=False)
     ctx = prepare_context(config)  # a bad space, dataset or constraint creates no storage and no study
     ctx.design = plan_design(ctx)
@@ -106,6 +108,7 @@ def resume_search(name: str | None, storage_url: str | None, *, trials: int | No
     study, config = reopen_study(name, storage_url, trials=trials, timeout=timeout,
                                  stop_starting_after=stop_starting_after)
     backend = backend or LocalBackend()
+    oneshot.check_backend(config, backend)
     stored = config
     config = backend.configure(config, resume=True)
     if config != stored:

@@ -225,6 +225,7 @@ class TrialContext:
     deadline: float | None = None  # the run's end (time.time(), `Budget.ends_at`); None: no --timeout
     design: list[DesignPoint] = dataclasses.field(default_factory=list, repr=False)  # the initial design
     screenings: dict = dataclasses.field(default_factory=dict, repr=False)  # trial number -> its prescreen.Screening
+    oneshot: object = dataclasses.field(default=None, repr=False)  # --strategy oneshot: the loaded supernet (oneshot.Oneshot)
 
     def design_index(self, number: int) -> int | None:
         """Which point of the initial design trial `number` takes (None: the sampler's own trial)."""
@@ -241,7 +242,13 @@ class TrialContext:
             from autocnn.spaces import load_space
 
             space = load_space(config.space)
-        return cls(config=config, space=space, data=load_data(config))
+        data = load_data(config)
+        if config.strategy == "oneshot":  # candidates are the supernet's sub-networks, valued by its weights
+            from autocnn.search.oneshot import Oneshot, PinnedSpace
+
+            shot = Oneshot(config, space, data)
+            return cls(config=config, space=PinnedSpace(space, shot.elastic), data=data, oneshot=shot)
+        return cls(config=config, space=space, data=data)
 
     @property
     def constraints(self) -> dict:
@@ -338,6 +345,10 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
     scripts/bench_overhead.py times as the framework's own per-trial cost).
     """
     config = ctx.config
+    if ctx.oneshot is not None:  # inherited weights, validated untrained (autocnn.search.oneshot)
+        from autocnn.search.oneshot import evaluate_oneshot
+
+        return evaluate_oneshot(trial, ctx)
     genotype = sample_architecture(trial, ctx)
     torch.manual_seed(config.seed + trial.number)  # initial weights: a function of the trial, not of earlier trials
     admit = None if not train else partial(price_time, trial, config=config, shape=ctx.epoch_shape,

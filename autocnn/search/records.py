@@ -41,6 +41,11 @@ DESIGN = "initial_design"  # the point of the initial design a trial took (autoc
 # could not be scored), how many candidates were screened for the trial (1: a preset, a design point or a
 # retry, scored alone) and each candidate's arch id and score in the order drawn (None: outside the space's
 # `require`, over the params/FLOPs limits, or it failed to run); the trained one is the best-scored
+# --strategy oneshot (autocnn.search.oneshot): how the trial was valued ("oneshot": weights inherited from a
+# supernet and validated untrained; absent: trained), the supernet's name and the epochs it had been trained
+EVALUATION = "evaluation"
+SUPERNET = "supernet"
+SUPERNET_EPOCHS = "supernet_epochs"
 PROXY = "proxy"
 PROXY_SCORE = "proxy_score"
 PROXY_SCREENED = "proxy_screened"

@@ -71,6 +71,16 @@ def _both(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
     return setup
 
 
+SUPERNET_SPACE = Path(__file__).parents[1] / "supernet" / "tiny_supernet.yaml"
+SUPERNET_TEXT = SUPERNET_SPACE.read_text()
+ONESHOT = ("search", "--space", str(SUPERNET_SPACE), "--limit", "100", "--strategy", "oneshot")
+FLAT_SUPERNET = SUPERNET_TEXT.replace("kernel: {choices: [3, 5]}", "kernel: 3").replace(
+    "expansion: {choices: [1.0, 4.0, 6.0]}", "expansion: 4.0").replace("repeats: {choices: [1, 2]}", "repeats: 1")
+OTHER_SUPERNET = json.dumps({  # the record of a supernet trained on another space (only kernel 3 or 7)
+    "name": "other", "space": "other.yaml", "space_name": "other", "dataset": "digits", "resolution": 16,
+    "num_classes": 10, "in_chans": 1, "fixed": {"act": "silu"}, "epochs_done": 1,
+    "largest": "net-res16-in1-cls10-act:silu | conv-c8 | mbconv-c8-k7-cv:depthwise | head",
+    "choices": {"stages.0.kernel": [3, 7]}})
 IMGS = ("--dataset", "imagefolder", "--data-root", "imgs")
 TWO_CLASSES = _images(*[(f"imgs/{c}/{i}.png", "RGB") for c in ("cat", "dog") for i in range(4)])
 
@@ -115,6 +125,16 @@ CASES = {
                                                 "{block: fused_mbconv, conv: depthwise}")),
     "space-bad-training": Case(("search", "--space", "s.yaml", *STORE), ("s.yaml:", "training.mixup", "takes a number"),
                                _write("s.yaml", TINY + "training: {mixup: lots}\n")),
+    # weight-sharing search (issue #16)
+    "supernet-without-elastic-dimension": Case(("supernet", "train", "--space", "flat.yaml", "--name", "x", "--limit",
+                                                "100", *STORE), ("has no elastic dimension", "add one"),
+                                               _write("flat.yaml", FLAT_SUPERNET)),
+    "oneshot-without-supernet": Case((*ONESHOT, *STORE), ("--strategy oneshot needs --supernet NAME",)),
+    "oneshot-missing-supernet": Case((*ONESHOT, "--supernet", "nope", *STORE),
+                                     ("no supernet named 'nope'", "autocnn supernet train")),
+    "oneshot-supernet-of-another-space": Case((*ONESHOT, "--supernet", "other", *STORE),
+                                              ("supernet 'other' was trained on another space", "search the space"),
+                                              _write("supernets/other/supernet.json", OTHER_SUPERNET)),
     # training recipe
     "recipe-file-missing": Case((*SEARCH, "--recipe", "nope.yaml", *STORE), ("--recipe nope.yaml", "no such file")),
     "recipe-invalid-yaml": Case((*SEARCH, "--recipe", "r.yaml", *STORE), ("--recipe r.yaml is not valid YAML",),

@@ -1,0 +1,67 @@
+"""`autocnn supernet train`: one weight-sharing network over a space's elastic dimensions, kept with the
+study storage's artifacts (`autocnn.supernet.store`) so that `autocnn search --strategy oneshot` finds it."""
+from __future__ import annotations
+
+import click
+
+from autocnn.cli import cli
+
+
+def _fixed(pairs: tuple[str, ...]) -> dict:
+    """`--fixed NAME=VALUE` options as {dimension: value}, values read as YAML scalars (3, 4.0, silu)."""
+    import yaml
+
+    from autocnn.supernet import SupernetError
+
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise SupernetError(f"--fixed {pair!r} is not NAME=VALUE; e.g. --fixed act=relu")
+        out[name.strip()] = yaml.safe_load(value.strip())
+    return out
+
+
+@cli.group(name="supernet")
+def supernet_group() -> None:
+    """Weight-sharing supernets for one-shot search (train once, evaluate thousands of sub-networks)."""
+
+
+@supernet_group.command(name="train")
+@click.option("--space", required=True, help="Built-in space name or YAML path; its per-stage kernel, expansion "
+              "and repeats choices are elastic.")
+@click.option("--name", "name", required=True, help="Name of the supernet, for --supernet NAME in a search.")
+@click.option("--dataset", default="digits", show_default=True)
+@click.option("--data-root", type=click.Path(), default=None, help="Folder holding the dataset (never downloaded).")
+@click.option("--limit", type=int, default=None, help="Use at most this many training images.")
+@click.option("--resolution", type=int, default=None, help="Input resolution (default: the space's).")
+@click.option("--fixed", "fixed", multiple=True, metavar="NAME=VALUE",
+              help="Value of a non-elastic dimension (default: its first choice); repeat per dimension.")
+@click.option("--epochs", type=int, default=10, show_default=True, help="Epochs of sandwich training (in total).")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=0.05, show_default=True, help="SGD learning rate (momentum 0.9, constant).")
+@click.option("--n-random", type=int, default=2, show_default=True,
+              help="Random sub-networks per step besides the largest and the smallest (sandwich rule).")
+@click.option("--storage", default=None, help="SQLAlchemy URL of the studies that will search it "
+              "(default sqlite:///studies/autocnn.db); the supernet lives with its artifacts.")
+@click.option("--artifacts", default=None, help="Artifact root instead of the storage's (as search --artifacts).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def train_supernet_command(space, name, dataset, data_root, limit, resolution, fixed, epochs, batch_size, lr,
+                           n_random, storage, artifacts, seed, device) -> None:
+    """Train a supernet over a space's elastic dimensions, resumably (rerun the command to continue).
+
+    \b
+      autocnn supernet train --space SPACE --name NAME [--dataset digits] [--epochs N]
+    """
+    from autocnn.supernet.trainer import train_named
+
+    def progress(line: str) -> None:
+        click.echo(line, err=True)
+
+    record = train_named(space=space, name=name, dataset=dataset, data_root=data_root, limit=limit,
+                         resolution=resolution, fixed=_fixed(fixed), epochs=epochs, batch_size=batch_size, lr=lr,
+                         n_random=n_random, storage=storage, artifacts=artifacts, seed=seed, device=device,
+                         progress=progress)
+    click.echo(f"supernet {name}: {record['epochs_done']} epochs, loss {record['losses'][-1]:.4f}, "
+               f"{record['sub_networks']:,} sub-networks; {record['folder']}")
