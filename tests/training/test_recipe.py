@@ -10,15 +10,7 @@ import torch
 from autocnn.data import AUGMENTATIONS, DeviceBatches, StreamBatches, load_dataset
 from autocnn.training import TrainConfig, evaluate, train
 from autocnn.training.config import RECIPE_FIELDS, RecipeError, check_recipe, default_recipe
-from test_trainer import FAST, tiny_cnn
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+from test_trainer import FAST, one_thread, tiny_cnn  # noqa: F401 - one_thread: the module's autouse fixture
 
 
 @pytest.fixture(scope="module")
