@@ -34,6 +34,7 @@ from autocnn.search.budget import MAX_REJECTIONS, OutOfTime, check_deadline, rem
 from autocnn.search.config import ALL_TRIALS, CONFIG_ATTR, ConfigError, SearchConfig, default_pruner
 from autocnn.search.control import latest_study
 from autocnn.search.design import DesignPoint, with_design
+from autocnn.search.oneshot import Oneshot, PinnedSpace, record_oneshot
 from autocnn.search.prescreen import PrescreenSampler, screening_for
 from autocnn.search.timing import EpochShape, TimeModel, study_model
 from autocnn.storage import open_storage
@@ -244,8 +245,6 @@ class TrialContext:
             space = load_space(config.space)
         data = load_data(config)
         if config.strategy == "oneshot":  # candidates are the supernet's sub-networks, valued by its weights
-            from autocnn.search.oneshot import Oneshot, PinnedSpace
-
             shot = Oneshot(config, space, data)
             return cls(config=config, space=PinnedSpace(space, shot.elastic), data=data, oneshot=shot)
         return cls(config=config, space=space, data=data)
@@ -346,9 +345,10 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
     """
     config = ctx.config
     if ctx.oneshot is not None:  # inherited weights, validated untrained (autocnn.search.oneshot)
-        from autocnn.search.oneshot import evaluate_oneshot
-
-        return evaluate_oneshot(trial, ctx)
+        genotype = sample_architecture(trial, ctx)
+        model, costs = price_candidate(trial, genotype, ctx.constraints, latency=ctx.measures_latency,
+                                       cache=ctx.costs)
+        return objective_values(config, record_oneshot(trial, ctx, genotype, model), costs)
     genotype = sample_architecture(trial, ctx)
     torch.manual_seed(config.seed + trial.number)  # initial weights: a function of the trial, not of earlier trials
     admit = None if not train else partial(price_time, trial, config=config, shape=ctx.epoch_shape,

@@ -178,19 +178,15 @@ class Oneshot:
         return _evaluate(model, self.val, multilabel, None, metric)
 
 
-def evaluate_oneshot(trial, ctx) -> list[float]:
-    """Sample, price, inherit, validate and record one oneshot trial; returns the objective values.
-
-    Raises optuna.TrialPruned for a candidate outside the constraints, as a trained search does."""
+def record_oneshot(trial, ctx, genotype, model) -> float:
+    """Inherit `model`'s weights (a priced candidate of `genotype`), validate, save and record them as a
+    trained trial's; returns the quality metric. The engine samples and prices the candidate first
+    (`engine._evaluate_trial`), so constraints reject candidates as in a trained search."""
     from autocnn.artifacts import save_trial_weights
-    from autocnn.search import engine
     from autocnn.storage import set_trial_user_attrs
 
     started = time.perf_counter()
     config, shot = ctx.config, ctx.oneshot
-    genotype = engine.sample_architecture(trial, ctx)
-    model, costs = engine.price_candidate(trial, genotype, ctx.constraints, latency=ctx.measures_latency,
-                                          cache=ctx.costs)
     model = shot.inherit(genotype, model)
     metric = config.metric
     figures = shot.validate(model, metric, ctx.data.multilabel)
@@ -203,7 +199,7 @@ def evaluate_oneshot(trial, ctx) -> list[float]:
     if weights:
         attrs[records.WEIGHTS_PATH] = weights
     set_trial_user_attrs(trial, attrs)
-    return engine.objective_values(config, figures[metric], costs)
+    return figures[metric]
 
 
 def check_backend(config: SearchConfig, backend) -> None:
@@ -212,4 +208,4 @@ def check_backend(config: SearchConfig, backend) -> None:
         configure(config, backend.name)
 
 
-__all__ = ["CALIBRATION_IMAGES", "Oneshot", "PinnedSpace", "configure", "evaluate_oneshot"]
+__all__ = ["CALIBRATION_IMAGES", "Oneshot", "PinnedSpace", "configure", "record_oneshot"]
