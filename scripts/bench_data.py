@@ -126,8 +126,8 @@ def child(variant: str, folder: str, cache: str, resolution: int, workers: int, 
         split = data.train
         kwargs = dict(device=device, shuffle=True, generator=torch.Generator().manual_seed(0), augment="crop_flip",
                       resolution=resolution)
-        if variant == "stream":
-            batches = StreamBatches(split, BATCH, workers=workers, **kwargs)
+        if variant == "stream":  # rows read from the cache file, as the trainer streams them
+            batches = StreamBatches(split, BATCH, workers=workers, cache=data.cache, **kwargs)
         elif variant == "resident":
             batches = DeviceBatches(split, BATCH, **kwargs)
         else:
