@@ -138,7 +138,7 @@ def summary(rows: list[dict], datasets, budget: float) -> tuple[list[str], list[
                 f"| {dataset} | {method} | " + " | ".join(f"{means[method][f'val{f}']:.4f}" for f in FRACTIONS) + " | "
                 + " | ".join(f"{means[method][f'test{f}']:.4f}" for f in FRACTIONS)
                 + f" | {_mean(mine, 'trials'):.1f} ({_mean(mine, 'complete'):.1f} / {_mean(mine, 'pruned'):.1f} / "
-                  f"{_mean(mine, 'rejected'):.1f}) | {statistics.mean(first):.0f} s | "
+                  f"{_mean(mine, 'rejected'):.1f}) | {f'{statistics.mean(first):.0f} s' if first else 'never'} | "
                   f"{_mean(mine, 'overrun'):+.1f} s / {max(r['overrun'] for r in mine):+.1f} s |")
         if "autocnn" not in means:
             continue

@@ -357,6 +357,7 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
                                    admit=admit)
     if not train:
         return objective_values(config, 0.0, costs)
+    config = fitted(config, trial.user_attrs)
     model = weights_for(model, trial.user_attrs.get(records.START_WEIGHTS), config.freeze)
     record_epoch = epoch_recorder(trial)
 
@@ -466,6 +467,10 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
     and the remaining seconds) when its `epochs` (default: the run's) would take more than
     `config.max_trial_share` of the time left until `deadline`; with no share, when not even one epoch
     would finish. Past the deadline nothing starts.
+
+    A candidate whose full training does not fit but whose first `grace_epochs` do is trained with as many
+    epochs as fit (recorded as `planned_epochs`, a complete schedule of its own), as AutoGluon fits its
+    models to a time limit: a tight budget still yields fully trained models instead of rejections only.
     """
     per_epoch = model.epoch_seconds(costs["flops"], costs["params"], costs["layers"], shape)
     trial.set_user_attr(records.PREDICTED_EPOCH_S, round(per_epoch, 4))
@@ -474,8 +479,13 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
     if left is None:
         return per_epoch
     share = config.max_trial_share
-    needed = per_epoch if share is None else (epochs or config.epochs) * per_epoch
+    planned = epochs or config.epochs
+    needed = per_epoch if share is None else planned * per_epoch
     if left > 0 and needed <= (share or 1.0) * left:
+        return per_epoch
+    fit = int(share * left // per_epoch) if share is not None and left > 0 and per_epoch > 0 else 0
+    if fit >= min(planned, config.grace_epochs):
+        trial.set_user_attr(records.PLANNED_EPOCHS, min(fit, planned))
         return per_epoch
     needed, left = round(needed, 1), round(max(left, 0.0), 1)
     trial.set_user_attr(records.PREDICTED_S, needed)
@@ -485,6 +495,12 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
     reason = f"{records.WOULD_NOT_FINISH}: predicted {needed}s {what}> remaining {left}s{limit}"
     trial.set_user_attr(records.REJECTED, reason)
     raise optuna.TrialPruned(reason)
+
+
+def fitted(config: SearchConfig, attrs: dict) -> SearchConfig:
+    """The run's configuration with the epochs `price_time` fitted this trial to (`planned_epochs`), if any."""
+    planned = attrs.get(records.PLANNED_EPOCHS)
+    return config if planned is None else config.replace(epochs=int(planned))
 
 
 def epoch_recorder(trial, curve: list[float] | None = None,

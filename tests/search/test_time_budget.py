@@ -126,6 +126,26 @@ def test_a_budget_no_candidate_fits_ends_the_search_without_an_error(cli, tmp_pa
     assert len(trials) == TIME_REJECTIONS_TO_END and all(records.rejected_for_time(t) for t in trials)
 
 
+def test_a_full_training_that_does_not_fit_is_fitted_to_the_time_left(cli, tmp_path):
+    """500 epochs never fit a 25 s budget, a few dozen do: candidates train a complete shorter schedule
+    (`planned_epochs`) instead of being rejected, and the search still ends on time."""
+    space = _space(tmp_path, "[4]")
+    result = cli("search", "--space", space, *FAST[2:], "--epochs", "500", "--timeout", "25s", "--pruner", "none",
+                 "--study", "fit")
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = _study(cli, "fit").get_trials()
+    fitted = [t for t in trials if t.state == TrialState.COMPLETE and records.PLANNED_EPOCHS in t.user_attrs]
+    assert fitted, [(t.state.name, t.user_attrs.get(records.REJECTED), t.user_attrs.get(records.OUT_OF_TIME))
+                    for t in trials]
+    for t in fitted:
+        planned = t.user_attrs[records.PLANNED_EPOCHS]
+        assert 3 <= planned < 500 and len(t.user_attrs[records.VAL_CURVE]) == planned  # trained to its own end
+        assert t.values == [max(t.user_attrs[records.VAL_CURVE])]
+    budget = _study(cli, "fit").user_attrs[BUDGET_ATTR]
+    longest = max(s for t in trials for s in t.user_attrs.get(records.EPOCH_SECONDS, [0.0]))
+    assert max(t.datetime_complete.timestamp() for t in trials) <= budget["ends_at"] + 2 * longest + 5
+
+
 def _study(runner, name: str):
     """The study `name` of a `cli` or `search` runner's storage."""
     import optuna

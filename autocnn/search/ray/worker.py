@@ -26,8 +26,9 @@ from ray.tune import Checkpoint
 from autocnn.search import records
 from autocnn.search.budget import OutOfTime, check_deadline
 from autocnn.search.config import SearchConfig
-from autocnn.search.engine import (TRIAL_ERRORS, TrialContext, epoch_recorder, fit_candidate, needs_latency,
-                                   price_candidate, price_time, record_failure, train_config_for, weights_for)
+from autocnn.search.engine import (TRIAL_ERRORS, TrialContext, epoch_recorder, fit_candidate, fitted,
+                                   needs_latency, price_candidate, price_time, record_failure, train_config_for,
+                                   weights_for)
 from autocnn.search.ray.keys import (ATTRS, EPOCH, FAULT_ENV, FINAL, GPU_IDS, HPARAMS, OBJECTIVES, OPTUNA_ID, SPEC,
                                      TIME_MODEL, TUNABLE, VAL)
 from autocnn.search.timing import EpochShape, TimeModel
@@ -135,10 +136,14 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
             model, costs = price_candidate(rec, genotype, run["constraints"], admit=admit,
                                            latency=needs_latency(config.objectives, run["constraints"]))
             model, resume = weights_for(model, spec.get(records.START_WEIGHTS), config.freeze), None
+            config = fitted(config, rec.user_attrs)
         else:  # the checkpoint holds the weights; the frozen blocks stay frozen
             model, costs, resume = build_model(genotype), state["costs"], TrainState.from_dict(state)
             if spec.get(records.START_WEIGHTS):
                 freeze_blocks(model, config.freeze)
+            config = config.replace(epochs=state.get("planned_epochs", config.epochs))
+        train_config = dataclasses.replace(train_config, epochs=config.epochs,
+                                           warmup_epochs=min(train_config.warmup_epochs, config.epochs))
     except optuna.TrialPruned:
         rec.report({VAL: 0.0, EPOCH: 0, FINAL: "pruned"})
         return
@@ -165,7 +170,7 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
         check_deadline(run["deadline"], report.epoch, config.epochs, report.seconds)  # before its report: the last
         _report(rec, {VAL: report.val_metric, EPOCH: report.epoch, "train_loss": report.train_loss},
                  {**report.state().to_dict(), "costs": costs, "elapsed": elapsed + time.perf_counter() - started,
-                  "hparams": rec.user_attrs.get(HPARAMS, []), "number": spec["number"],
+                  "hparams": rec.user_attrs.get(HPARAMS, []), "number": spec["number"], "planned_epochs": config.epochs,
                   "epoch_seconds": rec.user_attrs.get(records.EPOCH_SECONDS, [])})
         _maybe_die(spec["number"], report.epoch)
 
