@@ -7,7 +7,7 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
-from click.utils import make_default_short_help
+import click
 
 
 def _command_name(decorator: ast.expr, function: str) -> str | None:
@@ -39,4 +39,4 @@ def _docstrings(module: str) -> dict[str, str]:
 
 def short_help(module: str, command: str, limit: int = 45) -> str:
     """The first sentence of `command`'s docstring in `module`, cut to `limit` as click cuts it."""
-    return make_default_short_help(_docstrings(module).get(command, ""), limit)
+    return click.Command(command, help=_docstrings(module).get(command, "")).get_short_help_str(limit)
