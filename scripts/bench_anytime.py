@@ -1,8 +1,8 @@
 """Anytime search: the best model each method has at 25, 50 and 100 % of a wall-clock budget.
 
 Methods, each a real process at one torch thread, given the same budget:
-- autocnn: `autocnn search --space SPACE --timeout B` (defaults otherwise: TPE, successive halving under
-  the time budget, the small-to-large initial design; plus the dataset, seed and storage);
+- autocnn: `autocnn search --timeout B` (defaults otherwise: the `auto` space, TPE, successive halving under
+  the time budget, the small-to-large initial design; plus the dataset, seed and storage; `--space` to pick one);
 - random: the same with `--sampler random`;
 - handwritten: `scripts/handwritten_optuna.py`, a plain Optuna TPE loop over a small CNN space.
 
@@ -83,8 +83,8 @@ def command(method: str, dataset: str, data_root: Path, seed: int, budget: float
         return [sys.executable, str(benchlib.ROOT / "scripts" / "handwritten_optuna.py"), *data,
                 "--timeout", f"{budget:g}", *where]
     sampler = ["--sampler", "random"] if method == "random" else []
-    return [sys.executable, "-m", "autocnn", "search", "--space", space, "--timeout", f"{budget:g}", *sampler,
-            *data, *where]
+    chosen = ["--space", space] if space else []
+    return [sys.executable, "-m", "autocnn", "search", *chosen, "--timeout", f"{budget:g}", *sampler, *data, *where]
 
 
 def run(method: str, dataset: str, data_root: Path, seed: int, budget: float, space: str, tmp: Path) -> dict:
@@ -157,7 +157,7 @@ def summary(rows: list[dict], datasets, budget: float) -> tuple[list[str], list[
 
 def main() -> None:
     p = benchlib.parser(__doc__.splitlines()[0])
-    p.add_argument("--space", default="efficientnet_compound", help="autocnn's --space")
+    p.add_argument("--space", default=None, help="autocnn's --space (default: autocnn's own default)")
     p.add_argument("--budget", type=float, default=None, help="seconds per run (default by mode: 20, 60, 90)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per method and dataset (default by mode)")
     p.add_argument("--datasets", default=",".join(DATASETS))
@@ -199,7 +199,7 @@ def main() -> None:
                for r in sorted(rows, key=lambda r: (r["dataset"], r["method"], r["seed"]))]
     text = [benchlib.header("Anytime search: best model at 25 / 50 / 100 % of a wall-clock budget", info, started,
                             f"budget {budget:g} s per run, seeds {seeds}, one torch thread per run, {args.jobs} "
-                            f"run(s) at a time; autocnn: `autocnn search --space {args.space} --timeout {budget:g}` (plus dataset, "
+                            f"run(s) at a time; autocnn: `autocnn search{f' --space {args.space}' if args.space else ''} --timeout {budget:g}` (plus dataset, "
                             "seed, storage); random: the same with `--sampler random`; handwritten: "
                             "`scripts/handwritten_optuna.py` (TPE over width, depth, lr of a 1-3 conv CNN, 10 epochs, "
                             "Adam, native resolution); shapes: synthetic 10-class noisy shapes/textures ImageFolder "

@@ -348,7 +348,8 @@ def _named_weights(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 @cli.command()
-@click.option("--space", default="efficientnet_compound", show_default=True, help="Built-in space name or YAML path.")
+@click.option("--space", default="auto", show_default=True,
+              help="Built-in space name or YAML path; `auto` spans plain CNNs at native resolution to EfficientNets.")
 @click.option("--dataset", default="digits", show_default=True)
 @click.option("--data-root", type=click.Path(), default=None, help="Folder holding the dataset (never downloaded).")
 @click.option("--trials", type=int, default=None,

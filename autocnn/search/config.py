@@ -73,7 +73,7 @@ def parse_prescreen(text: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    space: str = "efficientnet_compound"
+    space: str = "auto"
     dataset: str = "digits"
     data_root: str | None = None
     trials: int = 10

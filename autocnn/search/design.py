@@ -10,10 +10,12 @@ Halton draw, while the dimensions without a size order (block kinds, attention, 
 draw's value, so rungs also differ in kind. The first rung is level 0 (the low end of every size; the
 smallest of a few draws), the last the highest level a draw reaches within the constraints (bisection;
 the largest of a few draws), and the rungs between sit where the last rung's climb passed parameter
-counts evenly spaced in log scale between the two. Candidates are priced on the meta device (the costs
-are cached for their trials; one whose forward pass fails is skipped) and ordered by FLOPs, cheapest
-first, so under a tight budget a small candidate finishes first. The Halton scrambling is seeded by
-`config.seed`: a seed gives the same design.
+counts evenly spaced in log scale between the two, each taking whichever of a few draws lands nearest
+its count there (draws of other kinds or families differ in size at one level). Candidates are priced
+on the meta device (the costs are cached for their trials; one whose forward pass fails is skipped) and
+ordered by the seconds per epoch the time model's prior predicts from FLOPs, parameters and layers (a
+deep network of few FLOPs is slow on a CPU), fastest first, so under a tight budget a quick candidate
+finishes first. The Halton scrambling is seeded by `config.seed`: a seed gives the same design.
 
 `DesignSampler` hands the design to the trials that follow the `--enqueue` presets, by trial number,
 on either backend and on resume, and leaves every later trial to the study's sampler. (Enqueued
@@ -32,9 +34,11 @@ import numpy as np
 
 from autocnn.costs import count_layers, count_meta_flops, count_params, meta_model
 from autocnn.genotype import GenotypeError
+from autocnn.search.timing import TimeModel
 from autocnn.spaces import SpaceError
 from autocnn.spaces.dimensions import Dimension
 from autocnn.spaces.space import AnsweringTrial
+from autocnn.training.config import resolve_device
 
 DRAWS = 3  # Halton draws per end of the ladder: the first rung keeps the smallest at level 0, the last the
 # highest any climbs to within the constraints (the rungs between take their first feasible draw)
@@ -90,6 +94,7 @@ class DesignPoint:
     arch_id: str
     params_count: int
     flops: int
+    seconds: float  # per epoch, as the time model's prior for the device predicts before any epoch ran
 
 
 @dataclass
@@ -194,16 +199,23 @@ def initial_design(ctx, rungs: int) -> list[DesignPoint]:
             trace = [chosen[0], *highest]  # how size grows with the level, to place the rungs between
             low, high = math.log(chosen[0].params_count), math.log(chosen[rungs - 1].params_count)
             for k in range(1, rungs - 1):
-                level = _level_for(trace, math.exp(low + (high - low) * k / (rungs - 1)))
-                chosen[k] = next(filter(None, (pricer.at(d, level) for d in draws[k])), None)
+                target = low + (high - low) * k / (rungs - 1)
+                level = _level_for(trace, math.exp(target))
+                # the draws differ in kind (in a union, in family), so one level gives them different sizes:
+                # the rung takes the draw that comes nearest its size
+                chosen[k] = min(filter(None, (pricer.at(d, level) for d in draws[k])), default=None,
+                                key=lambda c: abs(math.log(c.params_count) - target))
     kept: dict[str, DesignPoint] = {}
+    clock = TimeModel.prior(resolve_device(ctx.config.device).type)
     for k, found in sorted(chosen.items()):
         flops = None if found is None or found.genotype.arch_id in kept else \
             pricer.flops(found.genotype, found.meta, found.params_count)
         if flops is not None:
+            layers = ctx.costs[found.genotype.arch_id]["layers"]
+            seconds = clock.epoch_seconds(flops, found.params_count, layers, ctx.epoch_shape)
             kept[found.genotype.arch_id] = DesignPoint(k, found.params, found.genotype.arch_id,
-                                                       found.params_count, flops)
-    return sorted(kept.values(), key=lambda p: (p.flops, p.params_count, p.rung))
+                                                       found.params_count, flops, seconds)
+    return sorted(kept.values(), key=lambda p: (p.seconds, p.flops, p.rung))
 
 
 def plan_design(ctx) -> list[DesignPoint]:

@@ -272,7 +272,7 @@ class TrialContext:
         if trial.user_attrs.get(records.OUTSIDE_SPACE):  # an enqueued preset the space cannot express
             space = preset_space(trial.user_attrs[records.ENQUEUED])
         g = space.sample(trial, resolution=self.config.resolution, num_classes=self.data.num_classes,
-                         in_chans=self.data.in_chans)
+                         in_chans=self.data.in_chans, native_resolution=self.data.native_resolution)
         if self.data.multilabel != g.head.multilabel:
             g = g.replace(head=dataclasses.replace(g.head, multilabel=self.data.multilabel))
         return g
@@ -591,7 +591,7 @@ def _check_weights(ctx: TrialContext) -> None:
     for name, path in ctx.config.weights.items():
         space = ctx.space if name == ALL_TRIALS else preset_space(name)
         genotype = space.sample(None, resolution=ctx.config.resolution, num_classes=ctx.data.num_classes,
-                                in_chans=ctx.data.in_chans)
+                                in_chans=ctx.data.in_chans, native_resolution=ctx.data.native_resolution)
         map_state_dict(meta_model(genotype), read_state_dict(path), origin=f"weights {path}")
 
 

@@ -33,7 +33,8 @@ DIM_KINDS = ("choices", "int", "float")
 GENOTYPE_FIELDS = tuple(f.name for f in dataclasses.fields(Genotype))
 RECIPE_KEYS = ("preset", "generator", "args", "edit_stages", "scale") + GENOTYPE_FIELDS
 SCALE_KEYS = ("width", "depth")
-RESERVED = ("base_resolution", "family")
+RESERVED = ("base_resolution", "native_resolution", "family")
+GIVEN = {"base_resolution", "native_resolution"}  # names every expression may read: set by the run, not sampled
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EXPR = re.compile(r"^\$\{(.*)\}$", re.DOTALL)
 _SCALARS = (str, int, float, bool, type(None))
@@ -139,8 +140,8 @@ class _Compiler:
         dims: dict[str, Dimension] = {}
         params, defined = (Group([], root), set())
         if "params" in d:
-            params, defined = self.group(d["params"], self.at(d, root, "params"), [{"base_resolution"}], dims, "")
-        visible = [{"base_resolution"} | defined]
+            params, defined = self.group(d["params"], self.at(d, root, "params"), [set(GIVEN)], dims, "")
+        visible = [GIVEN | defined]
         require = []
         if "require" in d:
             rloc = self.at(d, root, "require")

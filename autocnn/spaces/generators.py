@@ -31,6 +31,19 @@ def vgg(depths: tuple[int, ...], widths: tuple[int, ...], batch_norm: bool = Fal
     return classic.vgg(tuple(zip(depths, widths)), batch_norm=batch_norm, head=HeadSpec())
 
 
+@GENERATORS.register("plain")
+def plain(widths: tuple[int, ...], convs: int = 1, kernel: int = 3, conv: str = "standard", act: str = "relu",
+          attention: str = "none", ratio: float = 16.0, pool: str = "max") -> Genotype:
+    """LeNet/VGG-style stages for small images: per stage `convs` kxk conv-BN-act layers of `widths[i]`
+    channels and a 2x2 pool. The pools round up (ceil mode), so a stage past a 1-px map keeps it rather
+    than failing, and an 8-px image can take four stages; the head is global average pooling."""
+    stages = []
+    for width in widths:
+        stages += [S("conv", out_chs=width, repeats=convs, kernel=kernel, conv=conv, attention=attention, ratio=ratio),
+                   S(f"{pool}pool", kernel=2, stride=2, ceil_mode=True)]
+    return Genotype(stages=tuple(stages), head=HeadSpec(), act=act)
+
+
 # Stems for small inputs: stride 1 then one 3x3/2 max-pool, instead of the reference stems' /8
 # (GoogLeNet) and unpadded /8 (Inception-v3, which needs >= 75 px); the module stack is unchanged.
 COMPACT_STEMS = {

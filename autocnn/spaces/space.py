@@ -289,22 +289,25 @@ class SearchSpace:
 
     # -- sampling ------------------------------------------------------------------------------------
     def sample(self, trial: Any, *, resolution: int | None = None, num_classes: int | None = None,
-               in_chans: int | None = None) -> Genotype:
+               in_chans: int | None = None, native_resolution: int | None = None) -> Genotype:
         """Suggest every dimension on `trial` and return the genotype they describe.
 
         `resolution` replaces the file's `base_resolution` (compound scaling scales from it);
-        `num_classes` and `in_chans` replace the genotype's (None keeps them). A failed `require`
+        `num_classes` and `in_chans` replace the genotype's (None keeps them). `native_resolution` is the
+        data's own side length, which a space reads as `native_resolution` to train at it (small images
+        are not upsampled to a large network's base; `resolution` overrides it too). A failed `require`
         raises `optuna.TrialPruned`.
         """
-        g = self._sample(trial, "", resolution or self.base_resolution)
+        base = resolution or self.base_resolution
+        g = self._sample(trial, "", base, resolution or native_resolution or base)
         changes = {k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans)) if v is not None}
         return g.replace(**changes) if changes else g
 
-    def _sample(self, trial: Any, prefix: str, base_resolution: int) -> Genotype:
+    def _sample(self, trial: Any, prefix: str, base_resolution: int, native_resolution: int) -> Genotype:
         if self._families:
             fam = Categorical(self.families).suggest(trial, prefix + "family")
-            return self._families[fam]._sample(trial, f"{prefix}{fam}.", base_resolution)
-        scope: dict[str, Any] = {"base_resolution": base_resolution}
+            return self._families[fam]._sample(trial, f"{prefix}{fam}.", base_resolution, native_resolution)
+        scope: dict[str, Any] = {"base_resolution": base_resolution, "native_resolution": native_resolution}
         if self._params is not None:
             scope.update(_sample_group(self._params, trial, prefix.rstrip("."), scope))
         for check in self._require:
@@ -349,7 +352,7 @@ class SearchSpace:
         for name in names:
             trial = _FixedParams({prefix + k: v for k, v in self._presets[name].items()})
             try:
-                g = self._sample(trial, prefix, target.resolution)
+                g = self._sample(trial, prefix, target.resolution, target.resolution)
                 g = g.replace(num_classes=target.num_classes, in_chans=target.in_chans)
             except (_Unfixed, SpaceError, GenotypeError, optuna.TrialPruned):
                 continue

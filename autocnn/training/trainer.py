@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -156,8 +157,18 @@ def metric_name(multilabel: bool, metric: str | None = None) -> str:
     return metric
 
 
+def _use_deterministic_algorithms(mode: bool, warn_only: bool, compiled: bool) -> None:
+    """`torch.use_deterministic_algorithms`, minus its import of torch._inductor (3 s of every search process's
+    first trial) when nothing compiles: the import only sets inductor's own `deterministic` flag, which eager
+    kernels never read. torch has no public switch for the kernels alone (hence `torch._C`)."""
+    if compiled or "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        torch._C._set_deterministic_algorithms(mode, warn_only=warn_only)
+
+
 @contextlib.contextmanager
-def _seeded(seed: int, deterministic: bool) -> Iterator[None]:
+def _seeded(seed: int, deterministic: bool, compiled: bool = False) -> Iterator[None]:
     """Seed every RNG a model may use; switch on deterministic kernels for the run only."""
     random.seed(seed)
     np.random.seed(seed)
@@ -165,14 +176,14 @@ def _seeded(seed: int, deterministic: bool) -> Iterator[None]:
     previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     fill = torch.utils.deterministic.fill_uninitialized_memory
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _use_deterministic_algorithms(True, True, compiled)
         # Determinism comes from the kernels; NaN-filling every torch.empty (a debugging aid that
         # deterministic mode switches on) only costs time: a few % of a small CPU model's step.
         torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        _use_deterministic_algorithms(previous[0], previous[1], compiled)
         torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
@@ -316,7 +327,7 @@ def train(
         raise ValueError(f"cannot resume after epoch {done} a run of {config.epochs} epochs")
     seed = config.seed + 7919 * done
 
-    with _seeded(seed, deterministic=not cuda):
+    with _seeded(seed, deterministic=not cuda, compiled=config.compile):
         if resume is not None:
             model.load_state_dict(resume.model)
         model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)

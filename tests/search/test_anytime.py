@@ -6,6 +6,7 @@ The design is priced on the meta device (no training); the end-to-end search tra
 """
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -17,11 +18,13 @@ from PIL import Image
 
 from autocnn.cli.search import predicted_finish
 from autocnn.costs import count_meta_flops, count_params, meta_model
+from autocnn.data import load_dataset
 from autocnn.search import records
 from autocnn.search.config import BUDGET_PRUNER, SearchConfig
 from autocnn.search.control import STARTED_ATTR, anytime_curve, best_trial, inspect
 from autocnn.search.design import DesignSampler, initial_design
 from autocnn.search.engine import TrialContext, pruner_name
+from autocnn.search.timing import EpochShape, TimeModel
 from autocnn.spaces import Categorical, Float, Int
 from autocnn.storage import open_storage
 
@@ -70,7 +73,11 @@ def test_a_timed_search_prunes_spans_the_space_and_draws_its_anytime_curve(cli):
     design = [t for t in trials if records.DESIGN in t.user_attrs]
     assert [t.user_attrs[records.DESIGN] for t in design] == list(range(5)) == [t.number for t in design]
     flops = [t.user_attrs[records.FLOPS] for t in design]
-    assert flops == sorted(flops) and flops[-1] > 10 * flops[0]  # smallest first, up to the large end
+    data = load_dataset("digits", limit=200)
+    shape = EpochShape(len(data.train), len(data.val), 32)
+    seconds = [TimeModel.prior("cpu").epoch_seconds(t.user_attrs[records.FLOPS], t.user_attrs[records.PARAMS],
+                                                    t.user_attrs[records.LAYERS], shape) for t in design]
+    assert seconds == sorted(seconds) and flops[-1] > 10 * flops[0]  # quickest first, up to the large end
 
     curve = view.anytime
     started = datetime.fromtimestamp(view.user_attrs[STARTED_ATTR])
@@ -150,16 +157,19 @@ def _decile(values, q: float) -> float:
     return sorted(values)[int(q * (len(values) - 1))]
 
 
-@pytest.mark.parametrize("space", [SPACE, "vgg"])
+@pytest.mark.parametrize("space", [SPACE, "vgg", "auto"])
 def test_the_design_spans_the_space_from_its_cheapest_candidates(space):
     ctx = _context(space)
     design = initial_design(ctx, 5)
     sampled = _sampled_costs(ctx, 40)
     params = [p.params_count for p in design]
     assert len(design) >= 4
+    if space == "auto":  # up the size range across families that differ in size (its middle rungs were all large)
+        sizes = sorted(math.log(p) for p in params)
+        assert max(b - a for a, b in zip(sizes, sizes[1:])) <= 0.5 * (sizes[-1] - sizes[0]), params
     assert min(params) <= _decile([p for p, _ in sampled], 0.1)
     assert max(params) >= _decile([p for p, _ in sampled], 0.9)
-    assert [p.flops for p in design] == sorted(p.flops for p in design)  # cheapest first
+    assert [p.seconds for p in design] == sorted(p.seconds for p in design)  # fastest first (predicted)
     assert design[0].flops <= _decile([f for _, f in sampled], 0.1)
     for point in design:  # the costs are cached for the trials, which price nothing again
         cached = ctx.costs[point.arch_id]

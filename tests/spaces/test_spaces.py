@@ -18,8 +18,9 @@ from autocnn.spaces import (Expr, ExprError, SearchSpace, SpaceError, builtin_sp
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-BUILTIN = ["cnn_families", "densenet", "efficientnet_compound", "inception", "mobilenet", "resnet_attention",
-           "vgg", "xception"]
+BUILTIN = ["auto", "cnn_families", "densenet", "efficientnet_compound", "inception", "mobilenet", "plain_cnn",
+           "resnet_attention", "vgg", "xception"]
+UNIONS = {"auto", "cnn_families"}
 ERROR_LINE = re.compile(r"^(?P<file>[^\n]+?):(?P<line>\d+): (?P<key>[^\n]+?): (?P<problem>[^\n]+); (?P<fix>[^\n]+)$")
 
 
@@ -56,7 +57,7 @@ def test_random_trials_build_valid_networks(name):
 
 def test_cnn_families_covers_every_family():
     space = load_space("cnn_families")
-    assert set(space.families) == set(BUILTIN) - {"cnn_families"}
+    assert set(space.families) == set(BUILTIN) - UNIONS
     study = _study(seed=0)
     seen = set()
     for _ in range(60):
@@ -68,6 +69,24 @@ def test_cnn_families_covers_every_family():
         if seen == set(space.families):
             break
     assert seen == set(space.families)
+
+
+def test_a_space_may_train_at_the_datas_own_resolution():
+    """plain_cnn reads `native_resolution` (capped at 64 px); the others scale from their base; --resolution wins."""
+    plain, effnet = load_space("plain_cnn"), load_space("efficientnet_compound")
+    deepest = {"stages": 4, "width": 32, "convs": 1, "kernel": 3, "conv": "standard", "act": "relu", "attention": "none"}
+    for native, expected in ((8, 8), (28, 28), (224, 64)):
+        g = plain.sample(FixedTrial(deepest), num_classes=10, in_chans=1, native_resolution=native)
+        assert g.resolution == expected
+        assert _forward(g).shape == (1, 10)  # four 2x2 pools on 8 px: ceil mode keeps a 1-px map
+    assert plain.sample(FixedTrial(deepest), native_resolution=8, resolution=16).resolution == 16
+    assert plain.sample(FixedTrial(deepest)).resolution == plain.base_resolution == 32
+    b0 = effnet.fixed_params("efficientnet_b0")
+    assert effnet.sample(FixedTrial(b0), native_resolution=8).resolution == effnet.base_resolution == 32
+
+
+def test_auto_spans_plain_cnns_to_efficientnets():
+    assert set(load_space("auto").families) == {"plain_cnn", "resnet_attention", "efficientnet_compound"}
 
 
 def test_tpe_drives_the_conditional_union():
