@@ -17,6 +17,9 @@ ordered by the seconds per epoch the time model's prior predicts from FLOPs, par
 deep network of few FLOPs is slow on a CPU), fastest first, so under a tight budget a quick candidate
 finishes first. The Halton scrambling is seeded by `config.seed`: a seed gives the same design.
 
+A space may name start points (`start:` in its YAML, e.g. a plain CNN that trains well in seconds): they come
+before the rungs, in their order, as AutoGluon starts from a portfolio of defaults before it searches.
+
 `DesignSampler` hands the design to the trials that follow the `--enqueue` presets, by trial number,
 on either backend and on resume, and leaves every later trial to the study's sampler. (Enqueued
 Optuna trials would do the same, but a run stopped early would leave the rest of them WAITING.)
@@ -87,7 +90,7 @@ class _DesignTrial(AnsweringTrial):
 
 @dataclass(frozen=True)
 class DesignPoint:
-    """One rung: the parameters its trial takes and what its candidate costs."""
+    """One rung (-1: a start point of the space): the parameters its trial takes and what its candidate costs."""
 
     rung: int
     params: dict
@@ -121,14 +124,16 @@ class _Pricer:
     def at(self, draw: dict[str, float], level: float) -> _Candidate | None:
         point = {name: level ** SPREAD ** (2 * q - 1) if self.dimensions[name].ordered else float(q)
                  for name, q in draw.items()}
-        trial = _DesignTrial(point)
+        return self.priced(_DesignTrial(point), level)
+
+    def priced(self, trial, level: float) -> _Candidate | None:
         try:
             genotype = self.ctx.sample(trial)
             if genotype.arch_id not in self.models:
                 meta = meta_model(genotype)
                 self.models[genotype.arch_id] = (meta, count_params(meta))
-        except (optuna.TrialPruned, SpaceError, GenotypeError):  # a `require` failed, or no valid genotype
-            return None
+        except (optuna.TrialPruned, SpaceError, GenotypeError, ValueError):  # a `require` failed, no valid genotype
+            return None  # (or a start point that misses a parameter)
         meta, params = self.models[genotype.arch_id]
         limits = self.ctx.constraints
         if params > limits.get("max_params", math.inf):
@@ -179,7 +184,8 @@ def _level_for(trace: list[_Candidate], target: float) -> float:
 
 
 def initial_design(ctx, rungs: int) -> list[DesignPoint]:
-    """The design of `ctx`'s space, `rungs` points at most, cheapest first (see the module docstring).
+    """The design of `ctx`'s space: its start points (`SearchSpace.start_points`), then `rungs` points at most,
+    quickest first (see the module docstring); nothing when `rungs` is 0.
 
     Fills `ctx.costs` (by arch id) with every kept point's params and FLOPs, so its trial is not priced twice.
     """
@@ -205,9 +211,11 @@ def initial_design(ctx, rungs: int) -> list[DesignPoint]:
                 # the rung takes the draw that comes nearest its size
                 chosen[k] = min(filter(None, (pricer.at(d, level) for d in draws[k])), default=None,
                                 key=lambda c: abs(math.log(c.params_count) - target))
+    starts = [pricer.priced(optuna.trial.FixedTrial(params), 0.0)
+              for params in getattr(ctx.space, "start_points", list)()]
     kept: dict[str, DesignPoint] = {}
     clock = TimeModel.prior(resolve_device(ctx.config.device).type)
-    for k, found in sorted(chosen.items()):
+    for k, found in [*((-1, c) for c in starts), *sorted(chosen.items())]:
         flops = None if found is None or found.genotype.arch_id in kept else \
             pricer.flops(found.genotype, found.meta, found.params_count)
         if flops is not None:
@@ -215,14 +223,16 @@ def initial_design(ctx, rungs: int) -> list[DesignPoint]:
             seconds = clock.epoch_seconds(flops, found.params_count, layers, ctx.epoch_shape)
             kept[found.genotype.arch_id] = DesignPoint(k, found.params, found.genotype.arch_id,
                                                        found.params_count, flops, seconds)
-    return sorted(kept.values(), key=lambda p: (p.seconds, p.flops, p.rung))
+    first = [p for p in kept.values() if p.rung < 0]
+    return first + sorted((p for p in kept.values() if p.rung >= 0), key=lambda p: (p.seconds, p.flops, p.rung))
 
 
 def plan_design(ctx) -> list[DesignPoint]:
-    """The design of a run: `config.initial_design` rungs at most, within the trial budget left after the
-    enqueued presets."""
+    """The design of a run: the space's start points and `config.initial_design` rungs at most, within the trial
+    budget left after the enqueued presets."""
     config = ctx.config
-    return initial_design(ctx, min(config.initial_design, config.trials - len(config.enqueue)))
+    left = max(0, config.trials - len(config.enqueue))
+    return initial_design(ctx, min(config.initial_design, left))[:left]
 
 
 class DesignSampler(optuna.samplers.BaseSampler):

@@ -26,8 +26,8 @@ BUILTIN_DIR = (Path(__file__).resolve().parent / "builtin").resolve()
 MAX_DEPTH = 40
 
 TOP_KEYS = ("name", "description", "base_resolution", "constraints", "training", "params", "require", "record",
-            "genotype", "presets", "families")
-FAMILY_KEYS = ("include", "description", "params", "require", "record", "genotype", "presets", "families")
+            "genotype", "presets", "start", "families")
+FAMILY_KEYS = ("include", "description", "params", "require", "record", "genotype", "presets", "start", "families")
 CONSTRAINT_KEYS = ("max_params", "max_flops", "max_latency_ms")
 DIM_KINDS = ("choices", "int", "float")
 GENOTYPE_FIELDS = tuple(f.name for f in dataclasses.fields(Genotype))
@@ -128,7 +128,7 @@ class _Compiler:
         common = dict(name=name, path=self.file, description=description,
                       base_resolution=base_resolution, constraints=constraints, training=training)
         if "families" in d:
-            for other in ("params", "genotype", "require", "record", "presets"):
+            for other in ("params", "genotype", "require", "record", "presets", "start"):
                 if other in d:
                     raise self.at(d, root, other).error(
                         "a union space (`families`) has no keys of its own besides name, description, "
@@ -166,8 +166,9 @@ class _Compiler:
                 record.append(item)
         recipe = self.recipe(d["genotype"], self.at(d, root, "genotype"), visible)
         presets = self.presets(d["presets"], self.at(d, root, "presets"), dims) if "presets" in d else {}
+        start = self.start(d["start"], self.at(d, root, "start"), dims) if "start" in d else []
         return SearchSpace(params=params, require=require, record=record, recipe=recipe, presets=presets,
-                           dimensions=dims, **common)
+                           start=start, dimensions=dims, **common)
 
     def training(self, d: Any, loc: Loc) -> dict[str, Any]:
         """The space's training recipe (`autocnn.training.RECIPE_FIELDS`): a search of this space trains with it
@@ -418,20 +419,31 @@ class _Compiler:
             ploc = loc.child(preset, d.lines[preset])
             if preset not in PRESETS:
                 raise ploc.error(f"unknown preset {preset!r}", f"choose from {', '.join(PRESETS.names())}")
-            values = self.plain(values, ploc)
-            if not isinstance(values, dict):
-                raise ploc.error("expected a mapping of parameter -> value", "write `name: value` lines")
-            flat: dict[str, Any] = {}
-            _flatten(values, "", flat)
-            for key, value in flat.items():
-                if key not in dims:
-                    raise ploc.child(key).error(f"{key!r} is not a parameter of this space",
-                                                "use the key paths of `params` dimensions")
-                if not dims[key].contains(value):
-                    raise ploc.child(key).error(f"{value!r} is outside the dimension {dims[key]}",
-                                                "use a value the dimension can suggest")
-            out[preset] = flat
+            out[preset] = self.point(values, ploc, dims)
         return out
+
+    def start(self, d: Any, loc: Loc, dims: dict[str, Dimension]) -> list[dict[str, Any]]:
+        """The candidates a search tries first (parameter values, like a preset's), before its design's rungs."""
+        if not isinstance(d, LocList):
+            raise loc.error(f"expected a list of parameter mappings, got {_describe(d)}",
+                            "write `- {stages: 3, width: 32, ...}` items")
+        return [self.point(values, loc.child(i, d.lines[i]), dims) for i, values in enumerate(d)]
+
+    def point(self, values: Any, loc: Loc, dims: dict[str, Dimension]) -> dict[str, Any]:
+        """One point of the space as flat parameter -> value, each value one its dimension can suggest."""
+        values = self.plain(values, loc)
+        if not isinstance(values, dict):
+            raise loc.error("expected a mapping of parameter -> value", "write `name: value` lines")
+        flat: dict[str, Any] = {}
+        _flatten(values, "", flat)
+        for key, value in flat.items():
+            if key not in dims:
+                raise loc.child(key).error(f"{key!r} is not a parameter of this space",
+                                           "use the key paths of `params` dimensions")
+            if not dims[key].contains(value):
+                raise loc.child(key).error(f"{value!r} is outside the dimension {dims[key]}",
+                                           "use a value the dimension can suggest")
+        return flat
 
 
 _MISSING = object()

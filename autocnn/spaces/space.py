@@ -241,7 +241,7 @@ class SearchSpace:
                  base_resolution: int = DEFAULT_BASE_RESOLUTION, constraints: dict | None = None,
                  training: dict[str, Any] | None = None, params: Group | None = None, require: list[Derived] = (), record: list[str] = (),
                  recipe: Recipe | None = None, presets: dict[str, dict[str, Any]] | None = None,
-                 families: dict[str, "SearchSpace"] | None = None,
+                 start: list[dict[str, Any]] = (), families: dict[str, "SearchSpace"] | None = None,
                  dimensions: dict[str, Dimension] | None = None) -> None:
         self.name, self.path, self.description = name, path, description
         self.base_resolution = base_resolution
@@ -251,6 +251,7 @@ class SearchSpace:
         self._params, self._require, self._record = params, list(require), list(record)
         self._recipe = recipe
         self._presets = dict(presets or {})
+        self._start = [dict(point) for point in start]
         self._families = dict(families or {})
         self._dimensions = dict(dimensions or {})
 
@@ -279,6 +280,14 @@ class SearchSpace:
         for fam, sub in self._families.items():
             out.update({f"{fam}.{k}": v for k, v in sub.dimensions().items()})
         return out
+
+    def start_points(self) -> list[dict[str, Any]]:
+        """The parameters of the candidates a search tries first (the YAML's `start:`, a union's from each family
+        in turn): settings known to train well and fast, as AutoGluon starts from a portfolio of defaults."""
+        points = [dict(point) for point in self._start]
+        for fam, sub in self._families.items():
+            points += [{"family": fam, **{f"{fam}.{k}": v for k, v in point.items()}} for point in sub.start_points()]
+        return points
 
     def known_presets(self) -> tuple[str, ...]:
         """Presets this space lists parameter values for (what `fixed_params` can express)."""
