@@ -25,7 +25,7 @@ from autocnn.search.control import STARTED_ATTR, anytime_curve, best_trial, insp
 from autocnn.search.design import DesignSampler, initial_design
 from autocnn.search.engine import TrialContext, pruner_name
 from autocnn.search.timing import EpochShape, TimeModel
-from autocnn.spaces import Categorical, Float, Int
+from autocnn.spaces import Categorical, Float, Int, load_space
 from autocnn.storage import open_storage
 
 SPACE = str(Path(__file__).with_name("tiny_space.yaml"))
@@ -182,11 +182,23 @@ def test_the_design_spans_the_space_from_its_cheapest_candidates(space):
         assert max(b - a for a, b in zip(sizes, sizes[1:])) <= 0.5 * (sizes[-1] - sizes[0]), params
     assert min(params) <= _decile([p for p, _ in sampled], 0.1)
     assert max(params) >= _decile([p for p, _ in sampled], 0.9)
-    assert [p.seconds for p in design] == sorted(p.seconds for p in design)  # fastest first (predicted)
-    assert design[0].flops <= _decile([f for _, f in sampled], 0.1)
+    rungs = [p for p in design if p.rung >= 0]  # after the space's start points, if any
+    assert [p.seconds for p in rungs] == sorted(p.seconds for p in rungs)  # fastest first (predicted)
+    assert rungs[0].flops <= _decile([f for _, f in sampled], 0.1)
     for point in design:  # the costs are cached for the trials, which price nothing again
         cached = ctx.costs[point.arch_id]
         assert (cached["params"], cached["flops"], cached["layers"] > 0) == (point.params_count, point.flops, True)
+
+
+def test_a_spaces_start_points_come_first_in_the_design():
+    start = load_space("plain_cnn").start_points()
+    assert start
+    for space, family in (("plain_cnn", None), ("auto", "plain_cnn")):
+        design = initial_design(_context(space), 5)
+        expected = start[0] if family is None else {"family": family, **{f"{family}.{k}": v for k, v in start[0].items()}}
+        assert design[0].params == expected and design[0].rung == -1
+        assert len(design) >= 5 and all(p.rung >= 0 for p in design[1:])
+    assert initial_design(_context("plain_cnn"), 0) == []
 
 
 def test_the_design_is_a_function_of_the_seed_and_keeps_the_constraints():

@@ -199,6 +199,10 @@ BAD_FILES = {
     "include_missing": ("families:\n  a: {include: nowhere.yaml}\n", 2, "families.a.include", "cannot include"),
     "preset_values": ("params:\n  w: {choices: [8, 16]}\ngenotype: {preset: resnet18}\npresets:\n  resnet18: {w: 64}\n",
                       5, "presets.resnet18.w", "outside the dimension"),
+    "start_values": ("params:\n  w: {choices: [8, 16]}\ngenotype: {preset: resnet18}\nstart:\n  - {w: 64}\n",
+                     5, "start.0.w", "outside the dimension"),
+    "start_not_a_list": ("params:\n  w: {choices: [8, 16]}\ngenotype: {preset: resnet18}\nstart: {w: 8}\n",
+                         4, "start", "expected a list"),
 }
 
 
