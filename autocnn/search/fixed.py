@@ -22,7 +22,8 @@ class FixedSpace:
     def spec_for(genotype: Genotype) -> str:
         return PREFIX + genotype.to_string()
 
-    def sample(self, trial, *, resolution=None, num_classes=None, in_chans=None) -> Genotype:
+    def sample(self, trial, *, resolution=None, num_classes=None, in_chans=None, native_resolution=None) -> Genotype:
+        """The genotype at its own resolution unless `resolution` is given (the data's native one changes nothing)."""
         g = self.genotype
         return g.replace(resolution=resolution or g.resolution, num_classes=num_classes or g.num_classes,
                          in_chans=in_chans or g.in_chans)

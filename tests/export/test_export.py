@@ -617,7 +617,7 @@ def test_best_trial_figures_agree_everywhere_and_are_those_of_the_saved_weights(
 
     storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
     result = run_cli("train", "--model", "lenet5", "--dataset", "digits", "--limit", "300", "--epochs", "4",
-                     "--resolution", "16", "--lr", "0.1", "--study", "peak", "--storage", storage, cwd=tmp_path)
+                     "--resolution", "16", "--lr", "0.1", "--augment", "translate", "--study", "peak", "--storage", storage, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (trial,) = optuna.load_study(study_name="peak", storage=storage).trials
     curve, best_epoch = trial.user_attrs[records.VAL_CURVE], trial.user_attrs[records.BEST_EPOCH]

@@ -206,7 +206,7 @@ def test_resumed_run_takes_new_hyperparameters(digits):
     assert momentum.abs().sum() > 0  # the momentum buffers were loaded, then updated
 
 
-UNSTEADY = TrainConfig(epochs=4, optimizer="sgd", lr=1.0, schedule="constant", **FAST)
+UNSTEADY = TrainConfig(epochs=4, optimizer="sgd", lr=1.0, schedule="constant", augment="translate", **FAST)
 """A recipe whose validation curve peaks before its last epoch on 300 digits (checked where it is used)."""
 
 
