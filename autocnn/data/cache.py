@@ -168,17 +168,17 @@ def decoded_images(paths: Sequence[Path], *, root: Path, train_rows: int, image_
     shape = (len(paths), c, size, size)
     work = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=folder))
     try:
-        out = np.memmap(work / "images.u8", dtype=np.uint8, mode="w+", shape=shape)
         total, squares = np.zeros(c), np.zeros(c)
-        for i, p in enumerate(paths):
-            x = decode(p, c, size)
-            out[i] = x.numpy()
-            if i < train_rows:
-                flat = x.view(c, -1).double()
-                total += flat.sum(1).numpy()
-                squares += (flat * flat).sum(1).numpy()
-        out.flush()
-        del out
+        # written row by row, not through a memory map: every page of a map being filled counts in this process's
+        # resident memory until the map closes (2.6 GB peak for 10,000 images at 256 px, the cache being 1.9 GB)
+        with open(work / "images.u8", "wb") as out:
+            for i, p in enumerate(paths):
+                x = decode(p, c, size)
+                out.write(x.numpy().tobytes())
+                if i < train_rows:
+                    flat = x.reshape(c, -1).double()
+                    total += flat.sum(1).numpy()
+                    squares += (flat * flat).sum(1).numpy()
         meta = {"version": CACHE_VERSION, "shape": list(shape), "root": str(root), "settings": settings,
                 "train_rows": train_rows, "train_sum": total.tolist(), "train_sumsq": squares.tolist()}
         (work / "meta.json").write_text(json.dumps(meta))
