@@ -219,6 +219,21 @@ def _pread_into(fd: int, buffer: np.ndarray, offset: int) -> None:
         done += got
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+
+
+def _return_freed_memory(worker_id: int) -> None:
+    """In a reader process: serve blocks of 64 KiB and more from their own mappings, which free() returns to the
+    system. glibc raises that threshold as large blocks come and go and then keeps freed batch buffers in its heap:
+    each reader grew to ~3 GB over one epoch of 10,000 256-px images, and stays at ~0.45 GB with this."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 64 * 1024)
+    except (AttributeError, OSError):  # not glibc: its allocator has its own policy
+        pass
+
+
 class _CacheFileRows:
     """Rows of a split read from the decoded cache's file with `pread` rather than through its memory map: the
     bytes pass through the page cache (shared by the node, reclaimable) into one batch-sized buffer, so a reader
@@ -302,7 +317,8 @@ class StreamBatches(Batches):
         reader = _BatchReader(self.images, batches, self.file, self.shrink_to)
         loader = torch.utils.data.DataLoader(reader, batch_size=None, shuffle=False,
                                              num_workers=self.workers, pin_memory=cuda,
-                                             prefetch_factor=2 if self.workers else None)
+                                             prefetch_factor=2 if self.workers else None,
+                                             worker_init_fn=_return_freed_memory if self.workers else None)
         stream = torch.cuda.Stream(self.device) if cuda else None
 
         def send(x: torch.Tensor) -> torch.Tensor:
