@@ -410,7 +410,7 @@ def _named_weights(pairs: tuple[str, ...]) -> dict[str, str]:
               help="local: this process; ray: trials in parallel on Ray Tune (pip install 'autocnn[ray]').")
 @click.option("--address", default=None,
               help="[ray] Existing Ray cluster HOST:PORT; 'local' (the default) starts a Ray for the run.")
-@click.option("--scheduler", default=None, help="[ray] fifo, asha, hyperband, median or pbt (default fifo).")
+@click.option("--scheduler", default=None, help="[ray] fifo, asha, hyperband, median, pbt or pbt_sync (default fifo).")
 @click.option("--gpus-per-trial", type=float, default=None, help="[ray] GPUs per trial; 0.25 packs 4 trials per GPU.")
 @click.option("--cpus-per-trial", type=float, default=None, help="[ray] CPUs per trial (default 1).")
 @click.option("--max-concurrent", type=int, default=None, help="[ray] At most this many trials at once.")

@@ -173,7 +173,7 @@ def test_every_scheduler_builds_for_the_search_config():
     from autocnn.search.config import SearchConfig
     from autocnn.search.ray import SCHEDULERS
 
-    assert SCHEDULERS.names() == ["fifo", "asha", "hyperband", "median", "pbt"]
+    assert {"fifo", "asha", "hyperband", "median", "pbt", "pbt_sync"} <= set(SCHEDULERS.names())
     for name in SCHEDULERS:
         assert SCHEDULERS.get(name)(SearchConfig(epochs=4)) is not None
 

@@ -19,7 +19,7 @@ from autocnn.search.ray.keys import (DEFAULT_WEIGHT_DECAY, EXPERIMENT_ATTR, MAX_
                                      trial_dirname_of)
 from autocnn.search.ray.options import resolve_options, scheduler_for_pruner
 from autocnn.search.ray.pbt import starting_lr
-from autocnn.search.ray.schedulers import SCHEDULERS, pruner_of
+from autocnn.search.ray.schedulers import PBT_SCHEDULERS, SCHEDULERS, pruner_of
 from autocnn.search.ray.searcher import LIVE, AutocnnSearch, DefineByRun, Live, live_context
 from autocnn.search.ray.worker import trainable_for
 from autocnn.storage import fail_orphaned_trials, fail_stale_trials, open_storage
@@ -104,7 +104,7 @@ class RayBackend:
     def _searcher(self, study: optuna.Study) -> AutocnnSearch:
         config = self._ctx.config
         tunable: dict[str, float] = {}
-        if self.opts["scheduler"] == "pbt":
+        if self.opts["scheduler"] in PBT_SCHEDULERS:
             tunable = {"lr": starting_lr(config), "weight_decay": DEFAULT_WEIGHT_DECAY}
         sampler = prescreened(study_sampler(config, config.seed + len(study.trials), self._ctx.design), self._ctx,
                               partial(live_context, study.study_name))  # screens in the driver, as it samples
@@ -125,7 +125,7 @@ class RayBackend:
     def _checkpoints_kept(self) -> int | None:
         """Two per trial, enough to resume; PBT keeps all, since an exploit restores a donor's checkpoint
         that the donor's later epochs would otherwise have deleted (Ray's PBT docs warn of this)."""
-        return None if self.opts["scheduler"] == "pbt" else 2
+        return None if self.opts["scheduler"] in PBT_SCHEDULERS else 2
 
     def _restore_experiment(self, study: optuna.Study) -> bool:
         """Finish the Tune experiment a crashed driver left behind, if its directory is still there.

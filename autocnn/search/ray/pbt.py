@@ -72,9 +72,12 @@ def starting_lr(config: SearchConfig) -> float:
     return config.lr or DEFAULT_LR[config.optimizer]
 
 
-def pbt_for(config: SearchConfig) -> ArchitecturePBT:
+def pbt_for(config: SearchConfig, synch: bool = False) -> ArchitecturePBT:
+    """`synch`: Ray's synchronous PBT; every live trial pauses at each perturbation epoch until all have
+    reached it, so which trial exploits which depends on the scores alone, not on which reported first.
+    Slower when the trials' epochs differ in length (the fastest wait), but repeatable."""
     lr = starting_lr(config)
-    return ArchitecturePBT(time_attr=EPOCH, metric=VAL, mode="max",
+    return ArchitecturePBT(time_attr=EPOCH, metric=VAL, mode="max", synch=synch,
                            perturbation_interval=max(1, config.epochs // 4), burn_in_period=config.grace_epochs,
                            hyperparam_mutations={"lr": tune.loguniform(lr / 10, lr * 10),
                                                  "weight_decay": tune.loguniform(1e-5, 1e-2)})

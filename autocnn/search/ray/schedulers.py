@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Callable
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
@@ -38,6 +39,10 @@ SCHEDULERS.register("hyperband", hyperband_for)
 SCHEDULERS.register("median", lambda config: MedianStoppingRule(time_attr=EPOCH, metric=VAL, mode="max",
                                                                 grace_period=grace(config), min_samples_required=3))
 SCHEDULERS.register("pbt", pbt_for)
+SCHEDULERS.register("pbt_sync", partial(pbt_for, synch=True))
+
+# population-based schedulers: they tune lr and weight decay, and an exploit restores a donor's checkpoint
+PBT_SCHEDULERS = frozenset({"pbt", "pbt_sync"})
 
 # `--pruner NAME` on Ray runs the Tune scheduler of the same rule (autocnn.search.engine.PRUNERS' keys);
 # a study stores the pruner of its scheduler, so the local backend continues it with the same rule.
@@ -45,5 +50,5 @@ PRUNER_SCHEDULERS = {"median": "median", "hyperband": "hyperband", "sha": "asha"
 
 
 def pruner_of(scheduler: str) -> str:
-    """The local pruner that applies the rule of Tune scheduler `scheduler` ("none" for fifo and pbt)."""
+    """The local pruner that applies the rule of Tune scheduler `scheduler` ("none" for fifo and both PBTs)."""
     return next((p for p, s in PRUNER_SCHEDULERS.items() if s == scheduler), "none")
