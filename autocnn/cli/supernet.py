@@ -47,8 +47,11 @@ def supernet_group() -> None:
 @click.option("--artifacts", default=None, help="Artifact root instead of the storage's (as search --artifacts).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--processes", type=int, default=None, help="Data-parallel training processes "
+              "(DistributedDataParallel; --batch-size is split between them): default one per GPU on CUDA "
+              "(NCCL), 1 on the CPU, where more run with gloo.")
 def train_supernet_command(space, name, dataset, data_root, limit, resolution, fixed, epochs, batch_size, lr,
-                           n_random, storage, artifacts, seed, device) -> None:
+                           n_random, storage, artifacts, seed, device, processes) -> None:
     """Train a supernet over a space's elastic dimensions, resumably (rerun the command to continue).
 
     \b
@@ -62,6 +65,6 @@ def train_supernet_command(space, name, dataset, data_root, limit, resolution, f
     record = train_named(space=space, name=name, dataset=dataset, data_root=data_root, limit=limit,
                          resolution=resolution, fixed=_fixed(fixed), epochs=epochs, batch_size=batch_size, lr=lr,
                          n_random=n_random, storage=storage, artifacts=artifacts, seed=seed, device=device,
-                         progress=progress)
+                         processes=processes, progress=progress)
     click.echo(f"supernet {name}: {record['epochs_done']} epochs, loss {record['losses'][-1]:.4f}, "
                f"{record['sub_networks']:,} sub-networks; {record['folder']}")

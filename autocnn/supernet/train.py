@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autocnn.supernet import distributed
 from autocnn.supernet.model import Supernet, SupernetError
 from autocnn.supernet.space import ElasticSpace
 
@@ -48,18 +49,23 @@ def recalibrate_bn(model: nn.Module, batches: Iterable) -> nn.Module:
 
 
 def sandwich_step(supernet: Supernet, space: ElasticSpace, x: torch.Tensor, y: torch.Tensor,
-                  optimizer: torch.optim.Optimizer, rng: random.Random, n_random: int = 2) -> float:
+                  optimizer: torch.optim.Optimizer, rng: random.Random, n_random: int = 2,
+                  forward: nn.Module | None = None) -> float:
     """One optimiser step over the sandwich (largest, smallest, `n_random` random); returns the
-    largest's label loss. The supernet is left active as the largest."""
+    largest's label loss. The supernet is left active as the largest. `forward`: the module that runs
+    the supernet (its data-parallel wrapper), when not the supernet itself."""
+    net = forward if forward is not None else supernet
     supernet.train()
     optimizer.zero_grad(set_to_none=True)
     largest, *others = space.sandwich(rng, n_random)
-    logits = supernet.set_active(largest)(x)
+    supernet.set_active(largest)
+    logits = net(x)
     loss = F.cross_entropy(logits, y)
     loss.backward()
     soft = logits.detach().softmax(-1)
     for g in others:
-        F.cross_entropy(supernet.set_active(g)(x), soft).backward()
+        supernet.set_active(g)
+        F.cross_entropy(net(x), soft).backward()
     optimizer.step()
     supernet.set_active(largest)
     return loss.item()
@@ -74,7 +80,13 @@ def train_supernet(supernet: Supernet, space: ElasticSpace, x: torch.Tensor, y: 
     every epoch, and a run that finds the file resumes after its last epoch: a killed run continues where
     it stopped, and gives the same result as an uninterrupted one because each epoch's shuffle and
     sub-network draws are seeded by (seed, epoch) rather than carried over.
+
+    In a process group (`autocnn.supernet.distributed.launch`) every process holds the whole (x, y), trains
+    on its share of each global batch of `batch_size` rows, and ends each epoch with the same weights and
+    statistics as the others; the first process alone writes the checkpoint.
     """
+    rank, replicas = distributed.world()
+    model = distributed.replicated(supernet)
     optimizer = torch.optim.SGD(supernet.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     history: list[float] = []
     start = 0
@@ -94,13 +106,16 @@ def train_supernet(supernet: Supernet, space: ElasticSpace, x: torch.Tensor, y: 
         losses = []
         for i in range(0, len(y), batch_size):
             rows = order[i:i + batch_size]
-            if len(rows) < 2:  # BatchNorm needs two samples in training mode
+            if len(rows) < 2 * replicas:  # BatchNorm needs two samples in training mode, in every process
                 continue
-            losses.append(sandwich_step(supernet, space, x[rows], y[rows], optimizer, rng, n_random))
-        history.append(sum(losses) / len(losses))
-        if path is not None:
+            rows = rows[rank::replicas]
+            losses.append(sandwich_step(supernet, space, x[rows], y[rows], optimizer, rng, n_random, forward=model))
+        distributed.average_buffers(supernet)
+        history.append(distributed.mean_over_replicas(sum(losses) / len(losses)))
+        if path is not None and rank == 0:
             tmp = path.with_name(path.name + ".tmp")
             torch.save({"epoch": epoch + 1, "model": supernet.state_dict(), "optimizer": optimizer.state_dict(),
                         "history": history, "largest": supernet.largest.to_string()}, tmp)
             os.replace(tmp, path)
+        distributed.barrier()  # the next call's resume reads the checkpoint the first process just wrote
     return history

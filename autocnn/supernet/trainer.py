@@ -7,7 +7,9 @@ never stopped, and the record (`autocnn.supernet.store`) says which run did whic
 from __future__ import annotations
 
 import os
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,11 +56,12 @@ def train_named(*, space: str, name: str, dataset: str = "digits", data_root: st
                 limit: int | None = None, resolution: int | None = None, fixed: dict | None = None,
                 epochs: int = 10, batch_size: int = 64, lr: float = 0.05, n_random: int = 2,
                 storage: str | None = None, artifacts: str | None = None, seed: int = 0, device: str = "auto",
-                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                processes: int | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train (or continue) supernet `name` to `epochs` epochs; returns its record.
 
     Everything is checked (name, space, fixed values, dataset, an existing supernet's settings) before the
-    folder is created, so a mistake writes nothing.
+    folder is created, so a mistake writes nothing. `processes` > 1 trains data-parallel
+    (`autocnn.supernet.distributed`); by default one process per GPU on CUDA, one on the CPU.
     """
     from autocnn.artifacts import resolve_artifacts
     from autocnn.data import load_dataset
@@ -72,6 +75,8 @@ def train_named(*, space: str, name: str, dataset: str = "digits", data_root: st
                                 f"{value if flag != '--n-random' else n_random}")
     if not lr > 0:
         raise SupernetError(f"--lr must be > 0, got {lr}")
+    if processes is not None and processes < 1:
+        raise SupernetError(f"--processes must be >= 1, got {processes}")
     loaded = load_space(space)
     data = load_dataset(dataset, data_root, seed=seed, limit=limit)
     if data.multilabel:
@@ -91,10 +96,14 @@ def train_named(*, space: str, name: str, dataset: str = "digits", data_root: st
                                 f"not {settings[differ[0]]!r}); rerun with its settings to continue it, or choose "
                                 "another --name")
     dev = resolve_device(device)
-    x = network_inputs(data.train, res).to(dev)
-    y = data.train.labels.to(dev)
-    torch.manual_seed(seed)
-    net = Supernet(es.largest()).to(dev)
+    if processes is None:
+        processes = max(torch.cuda.device_count(), 1) if dev.type == "cuda" else 1
+    if dev.type == "cuda" and processes > max(torch.cuda.device_count(), 1):
+        raise SupernetError(f"--processes {processes} needs {processes} GPUs; this machine has "
+                            f"{torch.cuda.device_count()}: pass --processes {max(torch.cuda.device_count(), 1)}")
+    if batch_size < 2 * processes:
+        raise SupernetError(f"--batch-size {batch_size} is split between {processes} processes and each needs 2 "
+                            f"images per step (BatchNorm): pass --batch-size {2 * processes} or more")
 
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = folder / store.CHECKPOINT_FILE
@@ -108,29 +117,89 @@ def train_named(*, space: str, name: str, dataset: str = "digits", data_root: st
                   "train_images": len(data.train), "device": dev.type, "epochs": epochs, "epochs_done": 0,
                   "losses": [], "seconds": 0.0, "runs": []}
     record.update(epochs=max(epochs, done), epochs_done=done, losses=losses, folder=str(folder))
-    run = {"started_at_epoch": done, "epochs_done": done, "seconds": 0.0}
-    record["runs"].append(run)
+    record["runs"].append({"started_at_epoch": done, "epochs_done": done, "seconds": 0.0, "processes": processes})
     say = progress or (lambda line: None)
     if done:
         say(f"supernet {name}: resuming after epoch {done}/{epochs}")
     if done >= epochs:
         if not (folder / store.WEIGHTS_FILE).exists():
-            net.load_state_dict(torch.load(checkpoint, map_location=dev, weights_only=False)["model"])
+            torch.manual_seed(seed)
+            net = Supernet(es.largest())
+            net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"])
             store.save_weights(folder / store.WEIGHTS_FILE, net.state_dict())
         record["runs"].pop()  # nothing was run
         store.write_json(folder / store.RECORD_FILE, record)
         return record
     store.write_json(folder / store.RECORD_FILE, record)
-    for epoch in range(done + 1, epochs + 1):
-        started = time.perf_counter()
+    job = EpochsJob(space=space, dataset=dataset, data_root=data_root, limit=limit, resolution=res, fixed=fixed,
+                    epochs=epochs, batch_size=batch_size, lr=lr, n_random=n_random, seed=seed, device=str(dev),
+                    folder=str(folder), record=record)
+    if processes == 1:
+        job.run(say, data)
+    else:
+        from autocnn.supernet import distributed
+
+        say(f"supernet {name}: training in {processes} processes ({'NCCL' if dev.type == 'cuda' else 'gloo'})")
+        distributed.launch(job.run, processes, cuda=dev.type == "cuda")
+    return store.read_record(root, name)
+
+
+@dataclass
+class EpochsJob:
+    """The epochs left of a supernet's training, as one process (or each data-parallel replica) runs them.
+
+    Picklable, so that replicas started by `distributed.launch` rebuild the data, space and network from the
+    same settings; the first replica writes the checkpoint, weights and record, and prints the progress.
+    """
+
+    space: str
+    dataset: str
+    data_root: str | None
+    limit: int | None
+    resolution: int
+    fixed: dict | None
+    epochs: int
+    batch_size: int
+    lr: float
+    n_random: int
+    seed: int
+    device: str
+    folder: str
+    record: dict[str, Any]
+
+    def run(self, progress: Callable[[str], None] | None = None, data=None) -> None:
+        """`data`: the dataset when the caller has it loaded already (the one-process case)."""
+        from autocnn.data import load_dataset
+        from autocnn.spaces import load_space
+        from autocnn.supernet.distributed import replica_device, world
         from autocnn.supernet.train import train_supernet
 
-        history = train_supernet(net, es, x, y, epochs=epoch, batch_size=batch_size, lr=lr, n_random=n_random,
-                                 seed=seed, checkpoint=checkpoint)
-        seconds = time.perf_counter() - started
-        store.save_weights(folder / store.WEIGHTS_FILE, net.state_dict())
-        run.update(epochs_done=epoch, seconds=round(run["seconds"] + seconds, 3))
-        record.update(epochs_done=epoch, losses=history, seconds=round(record["seconds"] + seconds, 3))
-        store.write_json(folder / store.RECORD_FILE, record)
-        say(f"supernet {name}: epoch {epoch}/{epochs} loss {history[-1]:.4f} ({seconds:.1f}s)")
-    return record
+        rank, _ = world()
+        say = (progress or _print_err) if rank == 0 else (lambda line: None)
+        dev = replica_device(torch.device(self.device))
+        if data is None:
+            data = load_dataset(self.dataset, self.data_root, seed=self.seed, limit=self.limit)
+        es = ElasticSpace(load_space(self.space), fixed=self.fixed, resolution=self.resolution,
+                          num_classes=data.num_classes, in_chans=data.in_chans)
+        x = network_inputs(data.train, self.resolution).to(dev)
+        y = data.train.labels.to(dev)
+        torch.manual_seed(self.seed)
+        net = Supernet(es.largest()).to(dev)
+        folder, record = Path(self.folder), self.record
+        run = record["runs"][-1]
+        for epoch in range(record["epochs_done"] + 1, self.epochs + 1):
+            started = time.perf_counter()
+            history = train_supernet(net, es, x, y, epochs=epoch, batch_size=self.batch_size, lr=self.lr,
+                                     n_random=self.n_random, seed=self.seed, checkpoint=folder / store.CHECKPOINT_FILE)
+            if rank:
+                continue
+            seconds = time.perf_counter() - started
+            store.save_weights(folder / store.WEIGHTS_FILE, net.state_dict())
+            run.update(epochs_done=epoch, seconds=round(run["seconds"] + seconds, 3))
+            record.update(epochs_done=epoch, losses=history, seconds=round(record["seconds"] + seconds, 3))
+            store.write_json(folder / store.RECORD_FILE, record)
+            say(f"supernet {self.record['name']}: epoch {epoch}/{self.epochs} loss {history[-1]:.4f} ({seconds:.1f}s)")
+
+
+def _print_err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
