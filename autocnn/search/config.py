@@ -20,6 +20,10 @@ RECIPE_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "warmup_epochs")
 the recipe (`autocnn.training.RECIPE_FIELDS`) is `SearchConfig.recipe`."""
 ALL_TRIALS = "*"  # a `weights` key: every trial starts from the file (`autocnn train`, one fixed architecture)
 DEFAULT_TRIAL_SHARE = 0.5  # --max-trial-share: a candidate may take at most half the time left (see `timing`)
+FIRST_LOOK_SHARE = 0.1
+"""Under a timeout, the share of the whole budget a candidate may train for before the study has measured an
+epoch on this device: the time model's prior can be off by half, and an anytime search owes a first model
+early (`engine.price_time`; the design then trains the first point again in full, `design.initial_design`)."""
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 UNTIL_TIMEOUT_TRIALS = 1_000_000  # the trial budget of a search given a time budget and no --trials
 STRATEGIES = ("train", "oneshot")  # SearchConfig.strategy

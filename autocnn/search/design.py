@@ -19,6 +19,8 @@ finishes first. The Halton scrambling is seeded by `config.seed`: a seed gives t
 
 A space may name start points (`start:` in its YAML, e.g. a plain CNN that trains well in seconds): they come
 before the rungs, in their order, as AutoGluon starts from a portfolio of defaults before it searches.
+Under a timeout, a first point whose full training the prior prices above `FIRST_LOOK_SHARE` of the budget
+comes twice: its first trial is cut to a quick first look (`engine.price_time`), the second trains it in full.
 
 `DesignSampler` hands the design to the trials that follow the `--enqueue` presets, by trial number,
 on either backend and on resume, and leaves every later trial to the study's sampler. (Enqueued
@@ -37,6 +39,7 @@ import numpy as np
 
 from autocnn.costs import count_layers, count_meta_flops, count_params, meta_model
 from autocnn.genotype import GenotypeError
+from autocnn.search.config import FIRST_LOOK_SHARE
 from autocnn.search.timing import TimeModel
 from autocnn.spaces import SpaceError
 from autocnn.spaces.dimensions import Dimension
@@ -224,7 +227,12 @@ def initial_design(ctx, rungs: int) -> list[DesignPoint]:
             kept[found.genotype.arch_id] = DesignPoint(k, found.params, found.genotype.arch_id,
                                                        found.params_count, flops, seconds)
     first = [p for p in kept.values() if p.rung < 0]
-    return first + sorted((p for p in kept.values() if p.rung >= 0), key=lambda p: (p.seconds, p.flops, p.rung))
+    ordered = first + sorted((p for p in kept.values() if p.rung >= 0), key=lambda p: (p.seconds, p.flops, p.rung))
+    config = ctx.config
+    if ordered and config.timeout and ordered[0].seconds * config.epochs > FIRST_LOOK_SHARE * config.timeout:
+        # its first trial is cut short to a first look (`engine.price_time`): the second trains it in full
+        ordered.insert(1, ordered[0])
+    return ordered
 
 
 def plan_design(ctx) -> list[DesignPoint]:

@@ -31,7 +31,8 @@ from autocnn.proxies import PROXIES
 from autocnn.registry import Registry
 from autocnn.search import records
 from autocnn.search.budget import MAX_REJECTIONS, OutOfTime, check_deadline, remaining_s
-from autocnn.search.config import ALL_TRIALS, CONFIG_ATTR, ConfigError, SearchConfig, default_pruner
+from autocnn.search.config import (ALL_TRIALS, CONFIG_ATTR, FIRST_LOOK_SHARE, ConfigError, SearchConfig,
+                                   default_pruner)
 from autocnn.search.control import latest_study
 from autocnn.search.design import DesignPoint, with_design
 from autocnn.search.oneshot import Oneshot, PinnedSpace, record_oneshot
@@ -358,6 +359,9 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
     if not train:
         return objective_values(config, 0.0, costs)
     config = fitted(config, trial.user_attrs)
+    # a schedule cut to the time left (or to a first look) anneals sooner: its early epochs are not comparable
+    # with full ones, so it neither joins nor faces the pruner's rungs
+    prune = prune and records.PLANNED_EPOCHS not in trial.user_attrs
     model = weights_for(model, trial.user_attrs.get(records.START_WEIGHTS), config.freeze)
     record_epoch = epoch_recorder(trial)
 
@@ -471,6 +475,8 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
     A candidate whose full training does not fit but whose first `grace_epochs` do is trained with as many
     epochs as fit (recorded as `planned_epochs`, a complete schedule of its own), as AutoGluon fits its
     models to a time limit: a tight budget still yields fully trained models instead of rejections only.
+    Until the time model has seen an epoch, a candidate trains at most `FIRST_LOOK_SHARE` of the whole
+    budget when one epoch fits in it: a quick first model, and a calibrated time model for the rest.
     """
     per_epoch = model.epoch_seconds(costs["flops"], costs["params"], costs["layers"], shape)
     trial.set_user_attr(records.PREDICTED_EPOCH_S, round(per_epoch, 4))
@@ -480,6 +486,11 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
         return per_epoch
     share = config.max_trial_share
     planned = epochs or config.epochs
+    if model.epochs == 0 and config.timeout and per_epoch > 0:  # nothing measured yet: a first look
+        look = int(FIRST_LOOK_SHARE * config.timeout // per_epoch)
+        if 1 <= look < planned:  # (not even one epoch fits a first look: the usual rules below decide)
+            planned = look
+            trial.set_user_attr(records.PLANNED_EPOCHS, planned)
     needed = per_epoch if share is None else planned * per_epoch
     if left > 0 and needed <= (share or 1.0) * left:
         return per_epoch

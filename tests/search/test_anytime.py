@@ -20,7 +20,7 @@ from autocnn.cli.search import predicted_finish
 from autocnn.costs import count_meta_flops, count_params, meta_model
 from autocnn.data import load_dataset
 from autocnn.search import records
-from autocnn.search.config import BUDGET_PRUNER, SearchConfig
+from autocnn.search.config import BUDGET_PRUNER, FIRST_LOOK_SHARE, SearchConfig
 from autocnn.search.control import STARTED_ATTR, anytime_curve, best_trial, inspect
 from autocnn.search.design import DesignSampler, initial_design
 from autocnn.search.engine import TrialContext, pruner_name
@@ -97,7 +97,10 @@ def test_a_timed_search_prunes_spans_the_space_and_draws_its_anytime_curve(cli):
 
 def test_a_default_search_on_small_images_trains_quick_networks_at_their_own_resolution(cli):
     """Only --timeout given: the `auto` space's design starts with plain CNNs at the digits' own 8 px, which train in
-    seconds and reach what a hand-written loop does (EfficientNets at 32 px reached 94 % in a minute)."""
+    seconds and reach what a hand-written loop does (EfficientNets at 32 px reached 94 % in a minute).
+
+    The start point's 12 epochs are priced above a tenth of the 20 s budget: its first trial is a first look cut
+    to what fits in 2 s, and the next trial trains the same network with the time model calibrated by it."""
     result = cli("search", "--timeout", "20s", "--seed", "0", "--study", "d")
     assert result.returncode == 0, result.stderr
     view = inspect(open_storage(cli.storage, create=False, heartbeat=False), "d")
@@ -106,6 +109,14 @@ def test_a_default_search_on_small_images_trains_quick_networks_at_their_own_res
     assert trained and trained[0].params["family"] == "plain_cnn"
     assert records.genotype_of(trained[0]).resolution == 8
     assert best_trial(view.trials, view.directions).values[0] >= 0.95
+
+    look, full = sorted(view.trials, key=lambda t: t.number)[:2]
+    assert look.user_attrs[records.ARCH] == full.user_attrs[records.ARCH]
+    planned = look.user_attrs[records.PLANNED_EPOCHS]
+    assert 1 <= planned < 12 and len(look.user_attrs[records.VAL_CURVE]) == planned
+    assert planned * look.user_attrs[records.PREDICTED_EPOCH_S] <= FIRST_LOOK_SHARE * 20
+    assert look.user_attrs[records.TIME_MODEL_EPOCHS] == 0 < full.user_attrs[records.TIME_MODEL_EPOCHS]
+    assert len(full.user_attrs[records.VAL_CURVE]) > planned
 
 
 def test_the_predicted_finish_is_the_pace_so_far_capped_by_the_time_left():
@@ -199,6 +210,20 @@ def test_a_spaces_start_points_come_first_in_the_design():
         assert design[0].params == expected and design[0].rung == -1
         assert len(design) >= 5 and all(p.rung >= 0 for p in design[1:])
     assert initial_design(_context("plain_cnn"), 0) == []
+
+
+def test_a_start_point_too_slow_for_a_first_look_comes_twice_under_a_timeout():
+    """Priced above FIRST_LOOK_SHARE of the budget (12 epochs of ~0.4 s against 2 s of a 20 s budget), the first
+    point comes again second, to be trained in full once its first look has calibrated the time model; under a
+    budget it fits in, or with no budget, it comes once."""
+    def design(timeout):
+        ctx = TrialContext.create(SearchConfig(space="plain_cnn", dataset="digits", timeout=timeout))
+        return initial_design(ctx, 5)
+
+    short, roomy, unbounded = design(20.0), design(3600.0), design(None)
+    assert short[0].seconds * 12 > FIRST_LOOK_SHARE * 20 and roomy[0].seconds * 12 <= FIRST_LOOK_SHARE * 3600
+    assert short[0] == short[1] and short[0].rung == -1 and short[2].rung >= 0
+    assert [p.params for p in short[1:]] == [p.params for p in roomy] == [p.params for p in unbounded]
 
 
 def test_the_design_is_a_function_of_the_seed_and_keeps_the_constraints():
