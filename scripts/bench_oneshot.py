@@ -1,0 +1,160 @@
+"""Rank quality of one-shot estimates and zero-cost proxies: sub-networks of a supernet fully trained, and ranked.
+
+Per dataset (digits, and the synthetic `shapes` folder of bench_anytime): a supernet over `--space` is trained
+(`autocnn supernet train`'s code), then `--archs` distinct sub-networks are drawn at random from its elastic
+dimensions. Each one is valued three ways: by the one-shot estimate a `--strategy oneshot` search records
+(inherited weights, BatchNorm recalibrated, validated: `autocnn.search.oneshot.Oneshot`), by every zero-cost
+proxy of `autocnn.proxies` at initialisation on one mini-batch (as `--prescreen` scores), and by its validation
+accuracy after a full training with the search's standard recipe (`engine.train_config_for`). The figures are
+Spearman's and Kendall's rank correlations of each estimate with the trained accuracy; `params` is the baseline
+a proxy must beat on both datasets to be recommended. The spread of the trained accuracies is reported, since
+on digits they may be too close to rank.
+"""
+from __future__ import annotations
+
+import random
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
+
+DATASETS = ("digits", "shapes")
+PROXY_BATCH = 64
+ONESHOT_GOAL = 0.7
+
+
+def _one_dataset(dataset: str, space: str, archs: int, supernet_epochs: int, epochs: int | None, root: str) -> dict:
+    """Everything measured on one dataset, in this (worker) process."""
+    import torch
+    from scipy import stats
+
+    from autocnn.builder import build_model
+    from autocnn.data import load_dataset
+    from autocnn.proxies import PROXIES
+    from autocnn.search.config import SearchConfig
+    from autocnn.search.engine import train_config_for
+    from autocnn.search.oneshot import Oneshot
+    from autocnn.search.prescreen import proxy_batch
+    from autocnn.spaces import load_space
+    from autocnn.supernet.trainer import train_named
+    from autocnn.training import train
+
+    benchlib.setup_threads(1)
+    tmp = Path(root) / f"run-{dataset}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    data_args = {"dataset": "digits"} if dataset == "digits" else {"dataset": "imagefolder",
+                                                                   "data_root": str(Path(root) / "shapes")}
+    storage = f"sqlite:///{tmp / 'studies.db'}"
+    started = time.perf_counter()
+    record = train_named(space=space, name=f"bench-{dataset}", epochs=supernet_epochs, storage=storage, seed=0,
+                         **data_args)
+    supernet_s = time.perf_counter() - started
+    data = load_dataset(data_args["dataset"], data_args.get("data_root"), seed=0)
+    config = SearchConfig(space=space, storage=storage, strategy="oneshot", supernet=f"bench-{dataset}",
+                          **data_args, **({"epochs": epochs} if epochs else {}))
+    shot = Oneshot(config, load_space(space), data)
+    rng, chosen = random.Random(1234), {}
+    while len(chosen) < archs:
+        g = shot.elastic.sample(rng)
+        chosen.setdefault(g.arch_id, g)
+    x, y = proxy_batch(data, PROXY_BATCH, 0, record["resolution"])
+    rows = []
+    for number, g in enumerate(chosen.values()):
+        t0 = time.perf_counter()
+        estimate = shot.validate(shot.inherit(g), config.metric, data.multilabel)[config.metric]
+        oneshot_s = time.perf_counter() - t0
+        torch.manual_seed(number)
+        fresh = build_model(g)
+        scores = {name: PROXIES.get(name)(fresh, x, y) for name in PROXIES}
+        t0 = time.perf_counter()
+        result = train(build_model(g), data, train_config_for(config, number), resolution=g.resolution)
+        rows.append({"arch": g.arch_id, "oneshot": estimate, **scores, "val": result.best_val,
+                     "test": result.test_metric, "oneshot_s": oneshot_s, "train_s": time.perf_counter() - t0})
+        print(f"{dataset} {number + 1}/{archs}: oneshot {estimate:.4f} trained {result.best_val:.4f} "
+              f"({rows[-1]['train_s']:.0f} s)", flush=True)
+    trained = [r["val"] for r in rows]
+    correlations = {}
+    for name in ("oneshot", *PROXIES):
+        values = [r[name] for r in rows]
+        rho = stats.spearmanr(values, trained).statistic
+        tau = stats.kendalltau(values, trained).statistic
+        correlations[name] = (float(rho), float(tau))
+    return {"dataset": dataset, "rows": rows, "correlations": correlations, "supernet_s": supernet_s,
+            "supernet_epochs": supernet_epochs, "sub_networks": record["sub_networks"],
+            "resolution": record["resolution"], "fixed": record["fixed"]}
+
+
+def main() -> None:
+    p = benchlib.parser(__doc__.splitlines()[0])
+    p.add_argument("--space", default="efficientnet_compound")
+    p.add_argument("--archs", type=int, default=None, help="sub-networks per dataset (default by mode: 4, 50, 100)")
+    p.add_argument("--supernet-epochs", type=int, default=None, help="default by mode: 1, 20, 40")
+    p.add_argument("--epochs", type=int, default=None, help="full-training epochs (default: the search's recipe)")
+    p.add_argument("--datasets", default=",".join(DATASETS))
+    p.add_argument("--jobs", type=int, default=2, help="datasets at a time, each one torch thread")
+    args = p.parse_args()
+    info = benchlib.machine()
+    started = time.perf_counter()
+    archs = args.archs or benchlib.by_mode(args.mode, 4, 50, 100)
+    supernet_epochs = args.supernet_epochs or benchlib.by_mode(args.mode, 1, 20, 40)
+    epochs = args.epochs or benchlib.by_mode(args.mode, 1, None, None)
+    datasets = [d for d in args.datasets.split(",") if d]
+    with tempfile.TemporaryDirectory() as root:
+        if "shapes" in datasets:
+            from bench_anytime import write_shapes
+
+            write_shapes(Path(root) / "shapes")
+        with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=get_context("spawn")) as pool:
+            results = list(pool.map(_one_dataset, datasets, [args.space] * len(datasets), [archs] * len(datasets),
+                                    [supernet_epochs] * len(datasets), [epochs] * len(datasets),
+                                    [root] * len(datasets)))
+    from autocnn.proxies import PROXIES
+
+    lines = ["| estimator | " + " | ".join(f"{r['dataset']} Spearman | {r['dataset']} Kendall" for r in results)
+             + " | beats `params` on every dataset |",
+             "|---|" + "---|---|" * len(results) + "---|"]
+    figures = []
+    for name in ("oneshot", *PROXIES):
+        beats = name != "params" and all(r["correlations"][name][0] > r["correlations"]["params"][0] for r in results)
+        lines.append(f"| {name} | " + " | ".join(f"{r['correlations'][name][0]:+.3f} | {r['correlations'][name][1]:+.3f}"
+                                              for r in results) + f" | {'yes' if beats else 'no' if name != 'params' else '(baseline)'} |")
+        for r in results:
+            figures.append({"benchmark": "oneshot", "figure": f"{r['dataset']}: Spearman of {name} vs trained val",
+                            "value": round(r["correlations"][name][0], 3),
+                            **({"goal": f">= {ONESHOT_GOAL}", "met": r["correlations"][name][0] >= ONESHOT_GOAL}
+                               if name == "oneshot" else {})})
+    spread = ["| dataset | sub-networks (of) | trained val: min / median / max | one-shot val: min / median / max "
+              "| supernet training | one-shot estimate, mean | full training, mean |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        val, shot = [x["val"] for x in r["rows"]], [x["oneshot"] for x in r["rows"]]
+        spread.append(f"| {r['dataset']} | {len(r['rows'])} ({r['sub_networks']:,}) | {min(val):.4f} / "
+                      f"{statistics.median(val):.4f} / {max(val):.4f} | {min(shot):.4f} / {statistics.median(shot):.4f}"
+                      f" / {max(shot):.4f} | {r['supernet_epochs']} epochs, {r['supernet_s']:.0f} s | "
+                      f"{statistics.mean(x['oneshot_s'] for x in r['rows']):.2f} s | "
+                      f"{statistics.mean(x['train_s'] for x in r['rows']):.1f} s |")
+    met = any(r["correlations"]["oneshot"][0] >= ONESHOT_GOAL for r in results)
+    recommended = [n for n in PROXIES if n != "params" and all(
+        r["correlations"][n][0] > r["correlations"]["params"][0] for r in results)]
+    fixed = results[0]["fixed"] if results else {}
+    text = [benchlib.header("One-shot and zero-cost rank quality", info, started,
+                            f"space `{args.space}` (supernet at {results[0]['resolution'] if results else '?'} px, "
+                            f"fixed: {', '.join(f'{k}={v}' for k, v in fixed.items() if not k.startswith('stages'))}); "
+                            f"{archs} random sub-networks per dataset, each fully trained with the search's recipe "
+                            f"({'epochs ' + str(epochs) if epochs else 'default epochs'}); proxies on one "
+                            f"{PROXY_BATCH}-image batch at initialisation; one torch thread per dataset"),
+            "Rank correlation with the fully trained validation accuracy:", "", *lines, "", *spread, "",
+            f"Acceptance (one-shot Spearman >= {ONESHOT_GOAL} on some dataset): {benchlib.verdict(met)}. "
+            f"Proxies that beat `params` on every dataset: {', '.join(recommended) or 'none'}."]
+    path = benchlib.write_section("oneshot", "\n".join(text), args.out)
+    benchlib.emit(figures, args.json)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
