@@ -154,6 +154,7 @@ class _ShapeForward(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.flops = 0
+        self.elements = 0  # of every output these ops write: the memory traffic of a forward pass
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -164,19 +165,28 @@ class _ShapeForward(TorchFunctionMode):
         if func in _MULTIPLY_ADDS:
             weight = args[1] if len(args) > 1 else kwargs["weight"]
             self.flops += 2 * math.prod(shape) * math.prod(weight.shape[1:])
+        self.elements += math.prod(shape)
         first = args[0][0] if isinstance(args[0], (list, tuple)) else args[0]  # torch.cat takes a list
         return torch.empty(shape, dtype=first.dtype, device="meta")
 
 
-def count_meta_flops(model: nn.Module, g: Genotype, resolution: int | None = None) -> int:
-    """FLOPs of one image at `resolution` (default: the genotype's) through `model`, a meta build of `g`.
+def count_meta_work(model: nn.Module, g: Genotype, resolution: int | None = None) -> tuple[int, int]:
+    """(FLOPs, activation elements) of one image at `resolution` (default: the genotype's) through `model`, a
+    meta build of `g`. Activation elements: the outputs of every conv, linear, norm, activation, arithmetic,
+    reduction and concatenation, what a memory-bound op costs in proportion to (on a CPU, BatchNorm,
+    depthwise convs and attention gates at high resolution take longer than their FLOPs say).
 
     One shape-only forward: no weights, no kernels, the model left as it was (ready to materialize).
     """
     res = resolution or g.resolution
     with _ShapeForward() as counter, torch.no_grad():
         model(torch.empty(1, g.in_chans, res, res, device="meta"))
-    return counter.flops
+    return counter.flops, counter.elements
+
+
+def count_meta_flops(model: nn.Module, g: Genotype, resolution: int | None = None) -> int:
+    """FLOPs of one image through `model`, a meta build of `g` (see `count_meta_work`)."""
+    return count_meta_work(model, g, resolution)[0]
 
 
 def count_flops(g: Genotype, resolution: int | None = None) -> int:

@@ -37,7 +37,7 @@ from typing import Any
 import optuna
 import numpy as np
 
-from autocnn.costs import count_layers, count_meta_flops, count_params, meta_model
+from autocnn.costs import count_layers, count_meta_work, count_params, meta_model
 from autocnn.genotype import GenotypeError
 from autocnn.search.config import FIRST_LOOK_SHARE
 from autocnn.search.timing import TimeModel
@@ -152,11 +152,11 @@ class _Pricer:
         if "flops" in costs:
             return costs["flops"]
         try:
-            flops = count_meta_flops(meta, genotype)
+            flops, activations = count_meta_work(meta, genotype)
         except (RuntimeError, ValueError):
             return None
         self.ctx.costs[genotype.arch_id] = {"params": params, "layers": count_layers(meta), "latency_ms": None,
-                                             **costs, "flops": flops}
+                                             **costs, "flops": flops, "activations": activations}
         return flops
 
     def climb(self, draw: dict[str, float]) -> list[_Candidate]:
@@ -222,8 +222,9 @@ def initial_design(ctx, rungs: int) -> list[DesignPoint]:
         flops = None if found is None or found.genotype.arch_id in kept else \
             pricer.flops(found.genotype, found.meta, found.params_count)
         if flops is not None:
-            layers = ctx.costs[found.genotype.arch_id]["layers"]
-            seconds = clock.epoch_seconds(flops, found.params_count, layers, ctx.epoch_shape)
+            cached = ctx.costs[found.genotype.arch_id]
+            seconds = clock.epoch_seconds(flops, found.params_count, cached["layers"], ctx.epoch_shape,
+                                          cached.get("activations", 0))
             kept[found.genotype.arch_id] = DesignPoint(k, found.params, found.genotype.arch_id,
                                                        found.params_count, flops, seconds)
     first = [p for p in kept.values() if p.rung < 0]

@@ -23,7 +23,7 @@ import optuna
 import torch
 
 from autocnn.artifacts import save_trial_weights
-from autocnn.costs import (count_flops, count_layers, count_meta_flops, count_params, materialize,
+from autocnn.costs import (count_flops, count_layers, count_meta_work, count_params, materialize,
                            measure_latency_ms, meta_model)
 from autocnn.data import DataSplits, choose_mode, load_dataset
 from autocnn.errors import AutocnnError
@@ -437,8 +437,9 @@ def price_candidate(trial, genotype, constraints: dict, *, latency: bool = True,
     model = meta_model(genotype)
     costs = dict((cache or {}).get(genotype.arch_id) or {})
     if not costs:
-        costs = {"params": count_params(model), "flops": count_meta_flops(model, genotype),
-                 "layers": count_layers(model), "latency_ms": None}
+        flops, activations = count_meta_work(model, genotype)
+        costs = {"params": count_params(model), "flops": flops, "layers": count_layers(model),
+                 "activations": activations, "latency_ms": None}
     violation = constraint_violation({k: v for k, v in constraints.items() if k != "max_latency_ms"}, costs)
     if not violation and latency and costs["latency_ms"] is None:
         model = materialize(model)
@@ -478,7 +479,8 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
     Until the time model has seen an epoch, a candidate trains at most `FIRST_LOOK_SHARE` of the whole
     budget when one epoch fits in it: a quick first model, and a calibrated time model for the rest.
     """
-    per_epoch = model.epoch_seconds(costs["flops"], costs["params"], costs["layers"], shape)
+    per_epoch = model.epoch_seconds(costs["flops"], costs["params"], costs["layers"], shape,
+                                    costs.get("activations", 0))
     trial.set_user_attr(records.PREDICTED_EPOCH_S, round(per_epoch, 4))
     trial.set_user_attr(records.TIME_MODEL_EPOCHS, model.epochs)
     left = remaining_s(deadline)

@@ -29,6 +29,7 @@ OUTSIDE_SPACE = "outside_space"  # an enqueued preset the space cannot express, 
 START_WEIGHTS = "start_weights"  # the reference weights file a fine-tuned trial started from
 WEIGHTS_PATH = "weights_path"  # trained weights, relative to the artifact root (autocnn.artifacts)
 LAYERS = "layers"  # leaf modules of the built network: the per-step overhead the time model prices
+ACTIVATIONS = "activations"  # elements the ops of one image's forward pass write: memory traffic, priced alike
 EPOCH_SECONDS = "epoch_seconds"  # wall seconds of each finished epoch (training and validation)
 PREDICTED_EPOCH_S = "predicted_epoch_s"  # seconds per epoch the time model predicted before training
 TIME_MODEL_EPOCHS = "time_model_epochs"  # finished epochs of the study the prediction was fitted on
@@ -87,6 +88,8 @@ def record_costs(trial, costs: dict[str, Any], rejected: str | None = None) -> N
              LATENCY: None if latency is None else float(latency)}
     if "layers" in costs:
         attrs[LAYERS] = int(costs["layers"])
+    if "activations" in costs:
+        attrs[ACTIVATIONS] = int(costs["activations"])
     if rejected:
         attrs[REJECTED] = rejected
     set_trial_user_attrs(trial, attrs)

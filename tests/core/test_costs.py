@@ -8,7 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from autocnn.builder import build_model
-from autocnn.costs import count_flops, count_params, genotype_costs, materialize, meta_model
+from autocnn.costs import count_flops, count_meta_work, count_params, genotype_costs, materialize, meta_model
 from autocnn.presets import PRESETS, get_preset
 from autocnn.spaces import load_space
 
@@ -70,3 +70,29 @@ def test_a_materialized_meta_build_is_the_plain_build(name):
     materialized = materialize(meta_model(genotype)).state_dict()
     assert plain.keys() == materialized.keys()
     assert all(torch.equal(plain[k], materialized[k]) for k in plain)
+
+
+def _written_by_layers(genotype, kinds) -> int:
+    """Elements the `kinds` layers of a real forward output, by forward hooks."""
+    model = build_model(genotype).eval()
+    total = []
+    hooks = [m.register_forward_hook(lambda m, i, out: total.append(out.numel()))
+             for m in model.modules() if isinstance(m, kinds)]
+    with torch.no_grad():
+        model(torch.zeros(1, genotype.in_chans, genotype.resolution, genotype.resolution))
+    for h in hooks:
+        h.remove()
+    return sum(total)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0"])
+def test_activation_elements_cover_every_layer_output_and_grow_with_the_image(name):
+    """What the time model prices as memory traffic: at least every conv, norm and linear output (plus the
+    activations, residual sums and attention products), four times as much at twice the resolution."""
+    small = get_preset(name).replace(resolution=32)
+    large = small.replace(resolution=64)
+    flops, elements = count_meta_work(meta_model(small), small)
+    assert flops == count_flops(small)
+    layers = _written_by_layers(small, (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.Linear))
+    assert layers < elements < 4 * layers
+    assert 3.5 < count_meta_work(meta_model(large), large)[1] / elements <= 4

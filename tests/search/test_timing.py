@@ -17,7 +17,7 @@ from autocnn.search import records, timing
 from autocnn.search.timing import EpochShape, TimeModel
 
 SHAPE = EpochShape(train=1000, val=300, batch_size=32)
-TRUE = (0.15, 4e-11, 3e-8, 1.2e-4)  # seconds per unit of each feature: not the prior's
+TRUE = (0.15, 4e-11, 3e-8, 1.2e-4, 2e-9)  # seconds per unit of each feature: not the prior's
 
 
 @dataclass
@@ -27,18 +27,20 @@ class Recorded:
     user_attrs: dict = field(default_factory=dict)
 
 
-def candidate(rng: random.Random) -> tuple[float, float, float]:
-    """(FLOPs, params, layers) spread over four orders of magnitude, as a space's samples are."""
-    return 10 ** rng.uniform(5, 9), 10 ** rng.uniform(3, 7), rng.randint(10, 400)
+def candidate(rng: random.Random) -> tuple[float, float, float, float]:
+    """(FLOPs, params, layers, activations) spread over orders of magnitude, as a space's samples are."""
+    return 10 ** rng.uniform(5, 9), 10 ** rng.uniform(3, 7), rng.randint(10, 400), 10 ** rng.uniform(4, 7)
 
 
-def true_seconds(flops: float, params: float, layers: float, coef=TRUE) -> float:
-    return float(timing.features(flops, params, layers, SHAPE) @ np.array(coef))
+def true_seconds(flops: float, params: float, layers: float, activations: float = 0.0, coef=TRUE) -> float:
+    return float(timing.features(flops, params, layers, SHAPE, activations) @ np.array(coef))
 
 
 def trained(flops, params, layers, seconds: list[float], predicted: float | None = None,
-            model_epochs: int = 0) -> Recorded:
+            model_epochs: int = 0, activations: float | None = None) -> Recorded:
     attrs = {records.FLOPS: flops, records.PARAMS: params, records.LAYERS: layers, records.EPOCH_SECONDS: seconds}
+    if activations is not None:
+        attrs[records.ACTIVATIONS] = activations
     if predicted is not None:
         attrs.update({records.PREDICTED_EPOCH_S: predicted, records.TIME_MODEL_EPOCHS: model_epochs})
     return Recorded(attrs)
@@ -48,15 +50,16 @@ def test_fits_a_known_linear_relation():
     rng = random.Random(0)
     trials = []
     for _ in range(40):
-        flops, params, layers = candidate(rng)
-        trials.append(trained(flops, params, layers, [true_seconds(flops, params, layers)] * 2))
+        flops, params, layers, acts = candidate(rng)
+        trials.append(trained(flops, params, layers, [true_seconds(flops, params, layers, acts)] * 2,
+                              activations=acts))
     model = timing.study_model(trials, SHAPE)
     assert model.epochs == 80
     assert model.coef == pytest.approx(TRUE, rel=0.02)
     for _ in range(20):  # and predicts new candidates of the same relation
-        flops, params, layers = candidate(rng)
-        assert model.epoch_seconds(flops, params, layers, SHAPE) == pytest.approx(
-            true_seconds(flops, params, layers), rel=0.02)
+        flops, params, layers, acts = candidate(rng)
+        assert model.epoch_seconds(flops, params, layers, SHAPE, acts) == pytest.approx(
+            true_seconds(flops, params, layers, acts), rel=0.02)
 
 
 def test_noisy_epochs_and_outliers_keep_the_median_error_small():
@@ -64,16 +67,16 @@ def test_noisy_epochs_and_outliers_keep_the_median_error_small():
     rng = random.Random(1)
     trials = []
     for _ in range(30):
-        flops, params, layers = candidate(rng)
-        truth = true_seconds(flops, params, layers)
+        flops, params, layers, acts = candidate(rng)
+        truth = true_seconds(flops, params, layers, acts)
         trials.append(trained(flops, params, layers, [truth * rng.gauss(1, 0.1) * (3 if rng.random() < 0.1 else 1)
-                                                       for _ in range(3)]))
+                                                       for _ in range(3)], activations=acts))
     model = timing.study_model(trials, SHAPE)
     errors = []
     for _ in range(50):
-        flops, params, layers = candidate(rng)
-        truth = true_seconds(flops, params, layers)
-        errors.append(abs(model.epoch_seconds(flops, params, layers, SHAPE) - truth) / truth)
+        flops, params, layers, acts = candidate(rng)
+        truth = true_seconds(flops, params, layers, acts)
+        errors.append(abs(model.epoch_seconds(flops, params, layers, SHAPE, acts) - truth) / truth)
     assert statistics.median(errors) < 0.05, statistics.median(errors)
 
 
@@ -81,14 +84,14 @@ def test_before_any_epoch_the_prior_predicts_and_one_candidate_calibrates_the_sc
     prior = timing.study_model([], SHAPE, "cpu")
     assert prior == TimeModel.prior("cpu") and prior.epochs == 0
     slow = tuple(3 * c for c in timing.PRIORS["cpu"])  # a machine three times slower than the prior
-    flops, params, layers = 2e7, 2e5, 60
-    seen = [trained(flops, params, layers, [true_seconds(flops, params, layers, slow)])]
+    flops, params, layers, acts = 2e7, 2e5, 60, 3e5
+    seen = [trained(flops, params, layers, [true_seconds(flops, params, layers, acts, slow)], activations=acts)]
     model = timing.study_model(seen, SHAPE, "cpu")
     # one epoch: that candidate is predicted exactly, and so is the scale of the others
-    assert model.epoch_seconds(flops, params, layers, SHAPE) == pytest.approx(
-        true_seconds(flops, params, layers, slow), rel=1e-6)
-    other = (4e8, 3e6, 200)
-    assert model.epoch_seconds(*other, SHAPE) == pytest.approx(true_seconds(*other, coef=slow), rel=0.05)
+    assert model.epoch_seconds(flops, params, layers, SHAPE, acts) == pytest.approx(
+        true_seconds(flops, params, layers, acts, slow), rel=1e-6)
+    other = (4e8, 3e6, 200, 4e6)
+    assert model.epoch_seconds(*other[:3], SHAPE, other[3]) == pytest.approx(true_seconds(*other, coef=slow), rel=0.05)
 
 
 def test_coefficients_stay_non_negative_and_records_without_costs_are_skipped():
@@ -96,7 +99,7 @@ def test_coefficients_stay_non_negative_and_records_without_costs_are_skipped():
     trials = [Recorded({records.EPOCH_SECONDS: [1.0]}),  # an older trial: no layers recorded
               Recorded({records.FLOPS: 1e6, records.PARAMS: 1e4, records.LAYERS: 10})]  # never trained
     for _ in range(10):  # time that falls with FLOPs: no non-negative fit can follow it
-        flops, params, layers = candidate(rng)
+        flops, params, layers, _ = candidate(rng)
         trials.append(trained(flops, params, layers, [max(0.01, 2.0 - flops / 1e9)]))
     model = timing.study_model(trials, SHAPE)
     assert model.epochs == 10 and all(c >= 0 for c in model.coef)
