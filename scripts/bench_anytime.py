@@ -91,6 +91,7 @@ def run(method: str, dataset: str, data_root: Path, seed: int, budget: float, sp
     import optuna
 
     from autocnn.search.control import anytime_curve
+    from autocnn.search.timing import median_error
 
     db = tmp / f"{method}-{dataset}-{seed}.db"
     storage = f"sqlite:///{db}"
@@ -108,7 +109,9 @@ def run(method: str, dataset: str, data_root: Path, seed: int, budget: float, sp
            "trials": len(trials), "complete": sum(t.state.name == "COMPLETE" for t in trials),
            "pruned": sum(t.state.name == "PRUNED" and "rejected" not in t.user_attrs for t in trials),
            "rejected": sum("rejected" in t.user_attrs for t in trials),
-           "first_s": curve[0].seconds if curve else None}
+           "first_s": curve[0].seconds if curve else None,
+           # the training-time model's median |predicted - measured| / measured once fitted on >= 5 epochs
+           "time_error": median_error(trials, min_epochs=5)[0] if method != "handwritten" else None}
     for f in FRACTIONS:
         reached = [p for p in curve if p.seconds <= f * budget]
         best = reached[-1] if reached else None
@@ -121,10 +124,16 @@ def _mean(rows: list[dict], key: str) -> float:
     return statistics.mean(r[key] for r in rows)
 
 
+def _time_error(rows: list[dict]) -> str:
+    """The median over runs of each run's time-model median error (after 5 finished epochs)."""
+    errors = [r["time_error"] for r in rows if r.get("time_error") is not None]
+    return f"{statistics.median(errors):.0%}" if errors else "-"
+
+
 def summary(rows: list[dict], datasets, budget: float) -> tuple[list[str], list[dict], bool]:
     lines = ["| dataset | method | val @25 % | val @50 % | val @100 % | test @25 % | test @50 % | test @100 % "
-             "| trials (complete / pruned / rejected) | first model at | overrun mean / max |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| trials (complete / pruned / rejected) | first model at | overrun mean / max | time model error |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     figures, met = [], True
     for dataset in datasets:
         means = {}
@@ -139,7 +148,7 @@ def summary(rows: list[dict], datasets, budget: float) -> tuple[list[str], list[
                 + " | ".join(f"{means[method][f'test{f}']:.4f}" for f in FRACTIONS)
                 + f" | {_mean(mine, 'trials'):.1f} ({_mean(mine, 'complete'):.1f} / {_mean(mine, 'pruned'):.1f} / "
                   f"{_mean(mine, 'rejected'):.1f}) | {f'{statistics.mean(first):.0f} s' if first else 'never'} | "
-                  f"{_mean(mine, 'overrun'):+.1f} s / {max(r['overrun'] for r in mine):+.1f} s |")
+                  f"{_mean(mine, 'overrun'):+.1f} s / {max(r['overrun'] for r in mine):+.1f} s | {_time_error(mine)} |")
         if "autocnn" not in means:
             continue
         for other in ("handwritten", "random"):
@@ -204,7 +213,9 @@ def main() -> None:
                             "`scripts/handwritten_optuna.py` (TPE over width, depth, lr of a 1-3 conv CNN, 10 epochs, "
                             "Adam, native resolution); shapes: synthetic 10-class noisy shapes/textures ImageFolder "
                             "(32 px grey, 2,000 images, `write_shapes`)"),
-            "Means over seeds (accuracy of the best fully trained model finished by then; 0 before the first):", "",
+            "Means over seeds (accuracy of the best fully trained model finished by then; 0 before the first; time "
+            "model error: the median over runs of |predicted - measured| / measured seconds per epoch of the trials "
+            "predicted after >= 5 finished epochs):", "",
             *lines, "",
             f"Acceptance (autocnn's mean best validation accuracy at 100 % >= each other method's, and at 25 % no "
             f"more than 1 point below): {benchlib.verdict(met)}.", "", "Every run:", "", *detail]
