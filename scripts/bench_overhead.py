@@ -211,7 +211,7 @@ class BareSide:
         return sum(len(t.params) for t in trials) / max(1, len(trials))
 
 
-OWN_PIECES = {"meta_model": "own.build model (meta)", "count_meta_flops": "own.cost model (meta FLOPs)",
+OWN_PIECES = {"meta_model": "own.build model (meta)", "count_meta_work": "own.cost model (meta FLOPs, activations)",
               "materialize": "own.materialize weights", "measure_latency_ms": "own.latency (real forwards)"}
 
 
