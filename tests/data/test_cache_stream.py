@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from autocnn.data import DataError, DeviceBatches, load_dataset
-from autocnn.data.batches import StreamBatches, batches_for, choose_mode
+from autocnn.data.batches import CPU_RESIDENT_CAP, StreamBatches, batches_for, choose_mode
 from autocnn.data.cache import decode
 from autocnn.data.transforms import fit_square
 from autocnn.training import TrainConfig, train
@@ -103,6 +103,10 @@ def test_tiny_memory_budget_streams_identical_batches(tmp_path):
     assert mode == "stream" and "exceeds the budget" in why
     assert choose_mode(data.nbytes, "cpu", "auto", memory=10**9)[0] == "resident"
     assert choose_mode(data.nbytes, "cpu", "stream", memory=10**9)[0] == "stream"
+    # on the CPU a cache past the cap streams whatever the free memory (its pages would count in the trainer's RSS)
+    mode, why = choose_mode(CPU_RESIDENT_CAP + 1, "cpu", "auto")
+    assert mode == "stream" and "at most 1 GiB on the CPU" in why
+    assert choose_mode(CPU_RESIDENT_CAP + 1, "cpu", "auto", memory=2 * CPU_RESIDENT_CAP)[0] == "resident"
 
     def epochs(mode: str, resolution: int, augment: str = "crop_flip") -> list:
         kwargs = dict(shuffle=True, generator=torch.Generator().manual_seed(5), augment=augment,
