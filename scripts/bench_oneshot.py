@@ -9,9 +9,15 @@ accuracy after a full training with the search's standard recipe (`engine.train_
 Spearman's and Kendall's rank correlations of each estimate with the trained accuracy; `params` is the baseline
 a proxy must beat on both datasets to be recommended. The spread of the trained accuracies is reported, since
 on digits they may be too close to rank.
+
+Full trainings dominate the cost (about a minute each on one CPU thread) and do not depend on the supernet, so
+`--truth FILE` keeps them (by dataset, architecture, recipe epochs and seed) for the next run: a supernet recipe
+(`--supernet-optimizer`, `--supernet-schedule`, ...) can then be compared against the same trained networks in
+the time it takes to train the supernet.
 """
 from __future__ import annotations
 
+import json
 import random
 import statistics
 import sys
@@ -29,8 +35,18 @@ PROXY_BATCH = 64
 ONESHOT_GOAL = 0.7
 
 
-def _one_dataset(dataset: str, space: str, archs: int, supernet_epochs: int, epochs: int | None, root: str) -> dict:
-    """Everything measured on one dataset, in this (worker) process."""
+def _truth_key(dataset: str, arch: str, epochs: int | None, seed: int) -> str:
+    return f"{dataset}|{arch}|{epochs or 'default'}|{seed}"
+
+
+def _read_truth(path: str | None) -> dict:
+    return json.loads(Path(path).read_text()) if path and Path(path).exists() else {}
+
+
+def _one_dataset(dataset: str, space: str, archs: int, supernet_epochs: int, epochs: int | None, root: str,
+                 recipe: dict, truth_path: str | None) -> dict:
+    """Everything measured on one dataset, in this (worker) process; trained results are read from and added
+    to the `truth_path` JSON (the worker writes its own dataset's file beside it, merged by the parent)."""
     import torch
     from scipy import stats
 
@@ -53,7 +69,7 @@ def _one_dataset(dataset: str, space: str, archs: int, supernet_epochs: int, epo
     storage = f"sqlite:///{tmp / 'studies.db'}"
     started = time.perf_counter()
     record = train_named(space=space, name=f"bench-{dataset}", epochs=supernet_epochs, storage=storage, seed=0,
-                         **data_args)
+                         **recipe, **data_args)
     supernet_s = time.perf_counter() - started
     data = load_dataset(data_args["dataset"], data_args.get("data_root"), seed=0)
     config = SearchConfig(space=space, storage=storage, strategy="oneshot", supernet=f"bench-{dataset}",
@@ -64,6 +80,8 @@ def _one_dataset(dataset: str, space: str, archs: int, supernet_epochs: int, epo
         g = shot.elastic.sample(rng)
         chosen.setdefault(g.arch_id, g)
     x, y = proxy_batch(data, PROXY_BATCH, 0, record["resolution"])
+    truth = _read_truth(truth_path)
+    mine = Path(f"{truth_path}.{dataset}") if truth_path else None
     rows = []
     for number, g in enumerate(chosen.values()):
         t0 = time.perf_counter()
@@ -72,12 +90,17 @@ def _one_dataset(dataset: str, space: str, archs: int, supernet_epochs: int, epo
         torch.manual_seed(number)
         fresh = build_model(g)
         scores = {name: PROXIES.get(name)(fresh, x, y) for name in PROXIES}
-        t0 = time.perf_counter()
-        result = train(build_model(g), data, train_config_for(config, number), resolution=g.resolution)
-        rows.append({"arch": g.arch_id, "oneshot": estimate, **scores, "val": result.best_val,
-                     "test": result.test_metric, "oneshot_s": oneshot_s, "train_s": time.perf_counter() - t0})
-        print(f"{dataset} {number + 1}/{archs}: oneshot {estimate:.4f} trained {result.best_val:.4f} "
-              f"({rows[-1]['train_s']:.0f} s)", flush=True)
+        key = _truth_key(dataset, g.arch_id, epochs, config.seed + number)
+        if key not in truth:
+            t0 = time.perf_counter()
+            result = train(build_model(g), data, train_config_for(config, number), resolution=g.resolution)
+            truth[key] = {"val": result.best_val, "test": result.test_metric, "train_s": time.perf_counter() - t0}
+            if mine is not None:
+                mine.write_text(json.dumps({k: v for k, v in truth.items() if k.startswith(f"{dataset}|")}))
+        trained = truth[key]
+        rows.append({"arch": g.arch_id, "oneshot": estimate, **scores, **trained, "oneshot_s": oneshot_s})
+        print(f"{dataset} {number + 1}/{archs}: oneshot {estimate:.4f} trained {trained['val']:.4f} "
+              f"({trained['train_s']:.0f} s)", flush=True)
     trained = [r["val"] for r in rows]
     correlations = {}
     for name in ("oneshot", *PROXIES):
@@ -104,7 +127,17 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None, help="full-training epochs (default: the search's recipe)")
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--jobs", type=int, default=2, help="datasets at a time, each one torch thread")
+    p.add_argument("--truth", default=None, help="JSON file of full-training results, read and extended")
+    p.add_argument("--supernet-optimizer", default="sgd")
+    p.add_argument("--supernet-lr", type=float, default=None)
+    p.add_argument("--supernet-schedule", default="constant")
+    p.add_argument("--supernet-warmup", type=float, default=0.0, help="warm-up epochs of the supernet's schedule")
+    p.add_argument("--supernet-weight-decay", type=float, default=0.0)
+    p.add_argument("--supernet-augment", default=None, help="default: the dataset's, as its trials train")
     args = p.parse_args()
+    recipe = {"optimizer": args.supernet_optimizer, "lr": args.supernet_lr, "schedule": args.supernet_schedule,
+              "warmup_epochs": args.supernet_warmup, "weight_decay": args.supernet_weight_decay,
+              "augment": args.supernet_augment}
     info = benchlib.machine()
     started = time.perf_counter()
     archs = args.archs or benchlib.by_mode(args.mode, 4, 50, 100)
@@ -117,9 +150,17 @@ def main() -> None:
 
             write_shapes(Path(root) / "shapes")
         with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(_one_dataset, datasets, [args.space] * len(datasets), [archs] * len(datasets),
-                                    [supernet_epochs] * len(datasets), [epochs] * len(datasets),
-                                    [root] * len(datasets)))
+            n = len(datasets)
+            results = list(pool.map(_one_dataset, datasets, [args.space] * n, [archs] * n, [supernet_epochs] * n,
+                                    [epochs] * n, [root] * n, [recipe] * n, [args.truth] * n))
+    if args.truth:
+        merged = _read_truth(args.truth)
+        for d in datasets:
+            part = Path(f"{args.truth}.{d}")
+            if part.exists():
+                merged.update(json.loads(part.read_text()))
+                part.unlink()
+        Path(args.truth).write_text(json.dumps(merged, indent=0))
     from autocnn.proxies import PROXIES
 
     lines = ["| estimator | " + " | ".join(f"{r['dataset']} Spearman | {r['dataset']} Kendall" for r in results)
@@ -149,7 +190,10 @@ def main() -> None:
     fixed = results[0]["fixed"] if results else {}
     text = [benchlib.header("One-shot and zero-cost rank quality", info, started,
                             f"space `{args.space}` (supernet at {results[0]['resolution'] if results else '?'} px, "
-                            f"fixed: {', '.join(f'{k}={v}' for k, v in fixed.items() if not k.startswith('stages'))}); "
+                            f"fixed: {', '.join(f'{k}={v}' for k, v in fixed.items() if not k.startswith('stages'))}; "
+                            f"trained with {args.supernet_optimizer} at lr {args.supernet_lr or 'default'}, "
+                            f"{args.supernet_schedule} schedule, {args.supernet_warmup:g} warm-up epochs, weight decay "
+                            f"{args.supernet_weight_decay:g}, augmentation {args.supernet_augment or 'the dataset's'}); "
                             f"{archs} random sub-networks per dataset, each fully trained with the search's recipe "
                             f"({'epochs ' + str(epochs) if epochs else 'default epochs'}); proxies on one "
                             f"{PROXY_BATCH}-image batch at initialisation; one torch thread per dataset"),

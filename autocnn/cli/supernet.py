@@ -39,7 +39,15 @@ def supernet_group() -> None:
               help="Value of a non-elastic dimension (default: its first choice); repeat per dimension.")
 @click.option("--epochs", type=int, default=10, show_default=True, help="Epochs of sandwich training (in total).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=0.05, show_default=True, help="SGD learning rate (momentum 0.9, constant).")
+@click.option("--optimizer", default="sgd", show_default=True, help="Optimizer, as the trainer's recipe names it "
+              "(sgd: momentum 0.9, Nesterov; adamw).")
+@click.option("--lr", type=float, default=None, help="Peak learning rate (default: the optimizer's, as in training).")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="On weights and kernels only.")
+@click.option("--schedule", default="constant", show_default=True,
+              help="Learning-rate schedule over --epochs (constant, cosine, onecycle).")
+@click.option("--warmup-epochs", type=float, default=0.0, show_default=True)
+@click.option("--augment", default=None, help="Batch augmentation (none, translate, crop_flip; default: the "
+              "dataset's, as its trials train).")
 @click.option("--n-random", type=int, default=2, show_default=True,
               help="Random sub-networks per step besides the largest and the smallest (sandwich rule).")
 @click.option("--storage", default=None, help="SQLAlchemy URL of the studies that will search it "
@@ -50,8 +58,8 @@ def supernet_group() -> None:
 @click.option("--processes", type=int, default=None, help="Data-parallel training processes "
               "(DistributedDataParallel; --batch-size is split between them): default one per GPU on CUDA "
               "(NCCL), 1 on the CPU, where more run with gloo.")
-def train_supernet_command(space, name, dataset, data_root, limit, resolution, fixed, epochs, batch_size, lr,
-                           n_random, storage, artifacts, seed, device, processes) -> None:
+def train_supernet_command(space, name, dataset, data_root, limit, resolution, fixed, epochs, batch_size, optimizer,
+                           lr, weight_decay, schedule, warmup_epochs, augment, n_random, storage, artifacts, seed, device, processes) -> None:
     """Train a supernet over a space's elastic dimensions, resumably (rerun the command to continue).
 
     \b
@@ -63,8 +71,9 @@ def train_supernet_command(space, name, dataset, data_root, limit, resolution, f
         click.echo(line, err=True)
 
     record = train_named(space=space, name=name, dataset=dataset, data_root=data_root, limit=limit,
-                         resolution=resolution, fixed=_fixed(fixed), epochs=epochs, batch_size=batch_size, lr=lr,
-                         n_random=n_random, storage=storage, artifacts=artifacts, seed=seed, device=device,
+                         resolution=resolution, fixed=_fixed(fixed), epochs=epochs, batch_size=batch_size,
+                         optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule,
+                         warmup_epochs=warmup_epochs, augment=augment, n_random=n_random, storage=storage, artifacts=artifacts, seed=seed, device=device,
                          processes=processes, progress=progress)
     click.echo(f"supernet {name}: {record['epochs_done']} epochs, loss {record['losses'][-1]:.4f}, "
                f"{record['sub_networks']:,} sub-networks; {record['folder']}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -19,9 +18,13 @@ from autocnn.supernet.model import Supernet, SupernetError
 from autocnn.supernet.space import ElasticSpace
 from autocnn.supernet import store
 
-SETTINGS = ("space_name", "dataset", "limit", "resolution", "largest", "choices", "seed", "batch_size", "lr",
-            "n_random")
+SETTINGS = ("space_name", "dataset", "limit", "resolution", "largest", "choices", "seed", "batch_size", "optimizer",
+            "lr", "weight_decay", "schedule", "warmup_epochs", "augment", "n_random")
 """Record fields a rerun must match to continue a supernet (only `epochs` may grow)."""
+
+RECIPE = {"optimizer": "sgd", "lr": 0.05, "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0,
+          "augment": "none"}
+"""How a supernet trains unless told otherwise; also what a record written before these were settable used."""
 
 
 def network_inputs(split, resolution: int | None, rows: int | None = None, batch_size: int = 256) -> torch.Tensor:
@@ -54,13 +57,15 @@ def space_label(space: str) -> str:
 
 def train_named(*, space: str, name: str, dataset: str = "digits", data_root: str | None = None,
                 limit: int | None = None, resolution: int | None = None, fixed: dict | None = None,
-                epochs: int = 10, batch_size: int = 64, lr: float = 0.05, n_random: int = 2,
+                epochs: int = 10, batch_size: int = 64, optimizer: str = RECIPE["optimizer"], lr: float | None = None,
+                weight_decay: float = RECIPE["weight_decay"], schedule: str = RECIPE["schedule"],
+                warmup_epochs: float = RECIPE["warmup_epochs"], augment: str | None = None, n_random: int = 2,
                 storage: str | None = None, artifacts: str | None = None, seed: int = 0, device: str = "auto",
                 processes: int | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train (or continue) supernet `name` to `epochs` epochs; returns its record.
 
     Everything is checked (name, space, fixed values, dataset, an existing supernet's settings) before the
-    folder is created, so a mistake writes nothing. `processes` > 1 trains data-parallel
+    folder is created, so a mistake writes nothing. `augment` None: the dataset's own, as a trial trains with. `processes` > 1 trains data-parallel
     (`autocnn.supernet.distributed`); by default one process per GPU on CUDA, one on the CPU.
     """
     from autocnn.artifacts import resolve_artifacts
@@ -73,8 +78,18 @@ def train_named(*, space: str, name: str, dataset: str = "digits", data_root: st
         if value < 1:
             raise SupernetError(f"{flag} must be >= {1 if flag != '--n-random' else 0}, got "
                                 f"{value if flag != '--n-random' else n_random}")
+    from autocnn.training.optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES
+
+    for flag, value, registry in (("--optimizer", optimizer, OPTIMIZERS), ("--schedule", schedule, SCHEDULES)):
+        if value not in registry:
+            raise SupernetError(f"{flag} must be one of {', '.join(registry.names())}, got {value!r}")
+    lr = lr if lr is not None else DEFAULT_LR[optimizer]
     if not lr > 0:
         raise SupernetError(f"--lr must be > 0, got {lr}")
+    if weight_decay < 0:
+        raise SupernetError(f"--weight-decay must be >= 0, got {weight_decay}")
+    if not 0 <= warmup_epochs <= epochs:
+        raise SupernetError(f"--warmup-epochs must be in [0, --epochs], got {warmup_epochs}")
     if processes is not None and processes < 1:
         raise SupernetError(f"--processes must be >= 1, got {processes}")
     loaded = load_space(space)
@@ -82,14 +97,23 @@ def train_named(*, space: str, name: str, dataset: str = "digits", data_root: st
     if data.multilabel:
         raise SupernetError(f"dataset {dataset!r} is multi-label; supernet training distils single-label "
                             "predictions: use a single-label dataset")
+    from autocnn.data import AUGMENTATIONS
+
+    augment = augment or data.augment
+    if augment not in AUGMENTATIONS or getattr(AUGMENTATIONS.get(augment), "on_pixels", False):
+        shifts = [n for n in AUGMENTATIONS.names() if not getattr(AUGMENTATIONS.get(n), "on_pixels", False)]
+        raise SupernetError(f"--augment must be one of {', '.join(shifts)} for a supernet (it trains on network "
+                            f"inputs, not stored pixels), got {augment!r}")
     res = resolution or loaded.base_resolution
     es = ElasticSpace(loaded, fixed=fixed, resolution=res, num_classes=data.num_classes, in_chans=data.in_chans)
     root = resolve_artifacts(artifacts, storage)
     folder = store.supernet_dir(root, name)
     settings = {"space_name": loaded.name, "dataset": data.name, "limit": limit, "resolution": res, **identity(es),
-                "seed": seed, "batch_size": batch_size, "lr": lr, "n_random": n_random}
+                "seed": seed, "batch_size": batch_size, "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay,
+                "schedule": schedule, "warmup_epochs": warmup_epochs, "augment": augment, "n_random": n_random}
     record = store.read_record(root, name)
     if record is not None:
+        record = {**RECIPE, **record}
         differ = [k for k in SETTINGS if record.get(k) != settings[k]]
         if differ:
             raise SupernetError(f"supernet {name!r} exists with another {differ[0]} ({record.get(differ[0])!r}, "
@@ -132,7 +156,9 @@ def train_named(*, space: str, name: str, dataset: str = "digits", data_root: st
         return record
     store.write_json(folder / store.RECORD_FILE, record)
     job = EpochsJob(space=space, dataset=dataset, data_root=data_root, limit=limit, resolution=res, fixed=fixed,
-                    epochs=epochs, batch_size=batch_size, lr=lr, n_random=n_random, seed=seed, device=str(dev),
+                    epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+                    schedule=schedule, warmup_epochs=warmup_epochs, augment=augment, n_random=n_random, seed=seed,
+                    device=str(dev),
                     folder=str(folder), record=record)
     if processes == 1:
         job.run(say, data)
@@ -160,7 +186,12 @@ class EpochsJob:
     fixed: dict | None
     epochs: int
     batch_size: int
+    optimizer: str
     lr: float
+    weight_decay: float
+    schedule: str
+    warmup_epochs: float
+    augment: str
     n_random: int
     seed: int
     device: str
@@ -187,18 +218,20 @@ class EpochsJob:
         net = Supernet(es.largest()).to(dev)
         folder, record = Path(self.folder), self.record
         run = record["runs"][-1]
-        for epoch in range(record["epochs_done"] + 1, self.epochs + 1):
-            started = time.perf_counter()
-            history = train_supernet(net, es, x, y, epochs=epoch, batch_size=self.batch_size, lr=self.lr,
-                                     n_random=self.n_random, seed=self.seed, checkpoint=folder / store.CHECKPOINT_FILE)
+
+        def saved(epoch: int, history: list[float], seconds: float) -> None:
             if rank:
-                continue
-            seconds = time.perf_counter() - started
+                return
             store.save_weights(folder / store.WEIGHTS_FILE, net.state_dict())
             run.update(epochs_done=epoch, seconds=round(run["seconds"] + seconds, 3))
             record.update(epochs_done=epoch, losses=history, seconds=round(record["seconds"] + seconds, 3))
             store.write_json(folder / store.RECORD_FILE, record)
-            say(f"supernet {self.record['name']}: epoch {epoch}/{self.epochs} loss {history[-1]:.4f} ({seconds:.1f}s)")
+            say(f"supernet {record['name']}: epoch {epoch}/{self.epochs} loss {history[-1]:.4f} ({seconds:.1f}s)")
+
+        train_supernet(net, es, x, y, epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
+                       lr=self.lr, weight_decay=self.weight_decay, schedule=self.schedule,
+                       warmup_epochs=self.warmup_epochs, augment=self.augment, n_random=self.n_random, seed=self.seed,
+                       checkpoint=folder / store.CHECKPOINT_FILE, on_epoch=saved)
 
 
 def _print_err(line: str) -> None:

@@ -219,17 +219,27 @@ def test_sandwich_training_learns_digits(space, digits):
 def test_training_resumes_from_its_checkpoint_as_if_never_stopped(space, digits, tmp_path):
     (x, y), _ = digits
     x, y = x[:192], y[:192]
+    # a learning rate that changes every step and random shifts: the resumed run must pick the schedule up where it stopped
+    recipe = dict(batch_size=64, seed=7, optimizer="adamw", schedule="cosine", warmup_epochs=0.5, weight_decay=0.01,
+                  augment="crop_flip")
 
     def fresh(seed: int) -> Supernet:
         torch.manual_seed(seed)
         return Supernet(space.largest())
 
     straight = fresh(0)
-    history = train_supernet(straight, space, x, y, epochs=2, batch_size=64, seed=7)
+    seen = []
+    history = train_supernet(straight, space, x, y, epochs=2, on_epoch=lambda e, h, s: seen.append((e, list(h))),
+                             **recipe)
+    assert seen == [(1, history[:1]), (2, history)]
     path = tmp_path / "supernet.ckpt"
-    assert train_supernet(fresh(0), space, x, y, epochs=1, batch_size=64, seed=7, checkpoint=path) == history[:1]
+    killed = fresh(0)  # stopped after epoch 1 of 2: its checkpoint has the optimiser's state of that step
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(killed, space, x, y, epochs=2, checkpoint=path, **recipe,
+                       on_epoch=lambda e, h, s: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert torch.load(path, weights_only=False)["epoch"] == 1
     resumed = fresh(1)  # other initial weights: everything must come from the checkpoint
-    assert train_supernet(resumed, space, x, y, epochs=2, batch_size=64, seed=7, checkpoint=path) == history
+    assert train_supernet(resumed, space, x, y, epochs=2, checkpoint=path, **recipe) == history
     expected = straight.state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in resumed.state_dict().items())
     assert torch.load(path, weights_only=False)["epoch"] == 2
