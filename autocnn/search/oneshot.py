@@ -30,10 +30,18 @@ from autocnn.supernet import ElasticSpace, Supernet, SupernetError, extract, rec
 from autocnn.supernet import store
 from autocnn.supernet.trainer import identity, network_inputs
 
-CALIBRATION_IMAGES = 256  # training images (the split's first) that recalibrate each candidate's BatchNorm;
-# BigNAS and OFA use ~2,000 ImageNet images; a few hundred keep a trial in the tens of milliseconds on a CPU
+CALIBRATION_IMAGES = 256  # training images (drawn at random by the seed) that recalibrate each candidate's
+# BatchNorm; BigNAS and OFA use ~2,000 ImageNet images; a few hundred keep a trial in the tens of milliseconds on a CPU
 CALIBRATION_BATCH = 128
 EVAL_BATCH = 512
+
+
+def calibration_inputs(train, resolution: int | None, seed: int) -> torch.Tensor:
+    """`CALIBRATION_IMAGES` training images drawn by `seed`, as a network sees them. Drawn, not the first ones:
+    a split may be stored class by class (an ImageFolder's is), and statistics of one or two classes leave
+    every sub-network near chance (bench_oneshot on `shapes`: 0.26-0.37 validation accuracy)."""
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:CALIBRATION_IMAGES]
+    return network_inputs(train.subset(pick.sort().values), resolution)
 
 
 def _root(config: SearchConfig) -> str:
@@ -156,7 +164,7 @@ class Oneshot:
         self.net.load_state_dict(store.load_weights(root, self.name))
         self.net.to("cpu").eval()  # only sliced from: it never runs
         res = record["resolution"]
-        self.calibration = network_inputs(data.train, res, CALIBRATION_IMAGES).to(self.device).split(CALIBRATION_BATCH)
+        self.calibration = calibration_inputs(data.train, res, config.seed).to(self.device).split(CALIBRATION_BATCH)
         self.val = _Prepared(network_inputs(data.val, res), data.val.labels, self.device)
 
     def inherit(self, genotype, model=None) -> torch.nn.Module:
@@ -208,4 +216,4 @@ def check_backend(config: SearchConfig, backend) -> None:
         configure(config, backend.name)
 
 
-__all__ = ["CALIBRATION_IMAGES", "Oneshot", "PinnedSpace", "configure", "record_oneshot"]
+__all__ = ["CALIBRATION_IMAGES", "Oneshot", "calibration_inputs", "PinnedSpace", "configure", "record_oneshot"]

@@ -27,13 +27,11 @@ RECIPE = {"optimizer": "sgd", "lr": 0.05, "weight_decay": 0.0, "schedule": "cons
 """How a supernet trains unless told otherwise; also what a record written before these were settable used."""
 
 
-def network_inputs(split, resolution: int | None, rows: int | None = None, batch_size: int = 256) -> torch.Tensor:
-    """The first `rows` images of `split` (all: None) as the trainer feeds them to a network at `resolution`
-    (normalised, resized bilinearly without antialiasing: `autocnn.data.batches`), on the CPU."""
+def network_inputs(split, resolution: int | None, batch_size: int = 256) -> torch.Tensor:
+    """The images of `split` as the trainer feeds them to a network at `resolution` (normalised, resized
+    bilinearly without antialiasing: `autocnn.data.batches`), on the CPU."""
     from autocnn.data.batches import DeviceBatches
 
-    if rows is not None and rows < len(split):
-        split = split.subset(torch.arange(rows))
     return torch.cat([x for x, _ in DeviceBatches(split, batch_size, resolution=resolution)])
 
 

@@ -67,9 +67,8 @@ def test_every_trial_holds_the_supernets_recalibrated_weights(trained):
     from autocnn.builder import build_model
     from autocnn.data import load_dataset
     from autocnn.search import records
-    from autocnn.search.oneshot import CALIBRATION_BATCH, CALIBRATION_IMAGES
+    from autocnn.search.oneshot import CALIBRATION_BATCH, calibration_inputs
     from autocnn.supernet import ElasticSpace, Supernet, extract, recalibrate_bn
-    from autocnn.supernet.trainer import network_inputs
 
     trials = [t for t in _study(trained).trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(trials) == 20
@@ -89,7 +88,7 @@ def test_every_trial_holds_the_supernets_recalibrated_weights(trained):
     net = Supernet(es.largest())
     net.load_state_dict(load_file(str(trained["tmp"] / "supernets" / "tiny" / "weights.safetensors")))
     data = load_dataset("digits", limit=200)
-    calibration = network_inputs(data.train, 16, CALIBRATION_IMAGES).split(CALIBRATION_BATCH)
+    calibration = calibration_inputs(data.train, 16, seed=0).split(CALIBRATION_BATCH)
     for t in trials[:4]:
         g = records.genotype_of(t)
         model = build_model(g)
@@ -178,3 +177,21 @@ def test_supernet_train_resumes_after_kill_9(tmp_path):
     assert [run["started_at_epoch"] for run in record["runs"]] == [0, killed_at]
     assert record["runs"][1]["epochs_done"] == 4
     assert f"resuming after epoch {killed_at}/4" in again.stderr
+
+
+def test_batchnorm_calibration_draws_every_class_from_a_split_stored_class_by_class():
+    from autocnn.data import load_dataset
+    from autocnn.search.oneshot import CALIBRATION_IMAGES, calibration_inputs
+    from autocnn.supernet.trainer import network_inputs
+
+    train = load_dataset("digits").train
+    by_class = train.subset(train.labels.argsort(stable=True))  # as an ImageFolder's split is stored
+    everything = network_inputs(by_class, 16).flatten(1)
+    drawn = calibration_inputs(by_class, 16, seed=0).flatten(1)
+    assert len(drawn) == CALIBRATION_IMAGES
+    rows = torch.cdist(drawn, everything).argmin(1)
+    assert torch.equal(everything[rows], drawn)
+    assert len(set(by_class.labels[rows].tolist())) == 10  # the first 256 rows hold only classes 0-2
+    assert len(set(by_class.labels[:CALIBRATION_IMAGES].tolist())) <= 3
+    assert torch.equal(calibration_inputs(by_class, 16, seed=0).flatten(1), drawn)  # the seed decides the draw
+    assert not torch.equal(calibration_inputs(by_class, 16, seed=1).flatten(1), drawn)
