@@ -33,6 +33,7 @@ import benchlib  # noqa: E402
 DATASETS = ("digits", "shapes")
 PROXY_BATCH = 64
 ONESHOT_GOAL = 0.7
+SEED_STRIDE = 1000  # a repeated full training of sub-network n is seeded as trial n + 1000 * repeat
 
 
 def _truth_key(dataset: str, arch: str, epochs: int | None, seed: int) -> str:
@@ -44,7 +45,7 @@ def _read_truth(path: str | None) -> dict:
 
 
 def _one_dataset(dataset: str, space: str, archs: int, supernet_epochs: int, epochs: int | None, root: str,
-                 recipe: dict, truth_path: str | None) -> dict:
+                 recipe: dict, truth_path: str | None, seeds: int = 1) -> dict:
     """Everything measured on one dataset, in this (worker) process; trained results are read from and added
     to the `truth_path` JSON (the worker writes its own dataset's file beside it, merged by the parent)."""
     import torch
@@ -90,25 +91,33 @@ def _one_dataset(dataset: str, space: str, archs: int, supernet_epochs: int, epo
         torch.manual_seed(number)
         fresh = build_model(g)
         scores = {name: PROXIES.get(name)(fresh, x, y) for name in PROXIES}
-        key = _truth_key(dataset, g.arch_id, epochs, config.seed + number)
-        if key not in truth:
-            t0 = time.perf_counter()
-            result = train(build_model(g), data, train_config_for(config, number), resolution=g.resolution)
-            truth[key] = {"val": result.best_val, "test": result.test_metric, "train_s": time.perf_counter() - t0}
-            if mine is not None:
-                mine.write_text(json.dumps({k: v for k, v in truth.items() if k.startswith(f"{dataset}|")}))
-        trained = truth[key]
+        runs = []
+        for repeat in range(seeds):  # seeds of the full training: their mean is the truth, their spread its noise
+            key = _truth_key(dataset, g.arch_id, epochs, config.seed + number + SEED_STRIDE * repeat)
+            if key not in truth:
+                t0 = time.perf_counter()
+                result = train(build_model(g), data, train_config_for(config, number + SEED_STRIDE * repeat),
+                               resolution=g.resolution)
+                truth[key] = {"val": result.best_val, "test": result.test_metric, "train_s": time.perf_counter() - t0}
+                if mine is not None:
+                    mine.write_text(json.dumps({k: v for k, v in truth.items() if k.startswith(f"{dataset}|")}))
+            runs.append(truth[key])
+        trained = {"val": statistics.mean(r["val"] for r in runs), "test": statistics.mean(r["test"] for r in runs),
+                   "train_s": statistics.mean(r["train_s"] for r in runs), "vals": [r["val"] for r in runs]}
         rows.append({"arch": g.arch_id, "oneshot": estimate, **scores, **trained, "oneshot_s": oneshot_s})
         print(f"{dataset} {number + 1}/{archs}: oneshot {estimate:.4f} trained {trained['val']:.4f} "
               f"({trained['train_s']:.0f} s)", flush=True)
     trained = [r["val"] for r in rows]
+    # how well one full training ranks another of the same architectures (other seeds): the ceiling of any estimate
+    ceiling = (float(stats.spearmanr([r["vals"][0] for r in rows], [r["vals"][1] for r in rows]).statistic)
+               if seeds > 1 else None)
     correlations = {}
     for name in ("oneshot", *PROXIES):
         values = [r[name] for r in rows]
         rho = stats.spearmanr(values, trained).statistic
         tau = stats.kendalltau(values, trained).statistic
         correlations[name] = (float(rho), float(tau))
-    return {"dataset": dataset, "rows": rows, "correlations": correlations, "supernet_s": supernet_s,
+    return {"dataset": dataset, "rows": rows, "correlations": correlations, "ceiling": ceiling, "supernet_s": supernet_s,
             "supernet_epochs": supernet_epochs, "sub_networks": record["sub_networks"],
             "resolution": record["resolution"], "fixed": record["fixed"]}
 
@@ -128,6 +137,8 @@ def main() -> None:
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--jobs", type=int, default=2, help="datasets at a time, each one torch thread")
     p.add_argument("--truth", default=None, help="JSON file of full-training results, read and extended")
+    p.add_argument("--seeds", type=int, default=1, help="full trainings per sub-network (their mean is ranked; with "
+                   "2 or more the seed-to-seed Spearman, the ceiling of any estimate, is reported)")
     p.add_argument("--supernet-optimizer", default="sgd")
     p.add_argument("--supernet-lr", type=float, default=None)
     p.add_argument("--supernet-schedule", default="constant")
@@ -152,7 +163,7 @@ def main() -> None:
         with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=get_context("spawn")) as pool:
             n = len(datasets)
             results = list(pool.map(_one_dataset, datasets, [args.space] * n, [archs] * n, [supernet_epochs] * n,
-                                    [epochs] * n, [root] * n, [recipe] * n, [args.truth] * n))
+                                    [epochs] * n, [root] * n, [recipe] * n, [args.truth] * n, [args.seeds] * n))
     if args.truth:
         merged = _read_truth(args.truth)
         for d in datasets:
@@ -177,14 +188,16 @@ def main() -> None:
                             **({"goal": f">= {ONESHOT_GOAL}", "met": r["correlations"][name][0] >= ONESHOT_GOAL}
                                if name == "oneshot" else {})})
     spread = ["| dataset | sub-networks (of) | trained val: min / median / max | one-shot val: min / median / max "
-              "| supernet training | one-shot estimate, mean | full training, mean |", "|---|---|---|---|---|---|---|"]
+              "| supernet training | one-shot estimate, mean | full training, mean | seed-to-seed Spearman (ceiling) |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         val, shot = [x["val"] for x in r["rows"]], [x["oneshot"] for x in r["rows"]]
         spread.append(f"| {r['dataset']} | {len(r['rows'])} ({r['sub_networks']:,}) | {min(val):.4f} / "
                       f"{statistics.median(val):.4f} / {max(val):.4f} | {min(shot):.4f} / {statistics.median(shot):.4f}"
                       f" / {max(shot):.4f} | {r['supernet_epochs']} epochs, {r['supernet_s']:.0f} s | "
                       f"{statistics.mean(x['oneshot_s'] for x in r['rows']):.2f} s | "
-                      f"{statistics.mean(x['train_s'] for x in r['rows']):.1f} s |")
+                      f"{statistics.mean(x['train_s'] for x in r['rows']):.1f} s | "
+                      f"{'-' if r['ceiling'] is None else format(r['ceiling'], '+.3f')} |")
     met = any(r["correlations"]["oneshot"][0] >= ONESHOT_GOAL for r in results)
     recommended = [n for n in PROXIES if n != "params" and _recommended(n, results)]
     fixed = results[0]["fixed"] if results else {}
@@ -193,11 +206,11 @@ def main() -> None:
                             f"fixed: {', '.join(f'{k}={v}' for k, v in fixed.items() if not k.startswith('stages'))}; "
                             f"trained with {args.supernet_optimizer} at lr {args.supernet_lr or 'default'}, "
                             f"{args.supernet_schedule} schedule, {args.supernet_warmup:g} warm-up epochs, weight decay "
-                            f"{args.supernet_weight_decay:g}, augmentation {args.supernet_augment or 'the dataset's'}); "
+                            f"{args.supernet_weight_decay:g}, augmentation {args.supernet_augment or 'as the dataset'}); "
                             f"{archs} random sub-networks per dataset, each fully trained with the search's recipe "
                             f"({'epochs ' + str(epochs) if epochs else 'default epochs'}); proxies on one "
                             f"{PROXY_BATCH}-image batch at initialisation; one torch thread per dataset"),
-            "Rank correlation with the fully trained validation accuracy:", "", *lines, "", *spread, "",
+            f"Rank correlation with the fully trained validation accuracy ({'mean of ' + str(args.seeds) + ' seeds' if args.seeds > 1 else 'one seed'}):", "", *lines, "", *spread, "",
             f"Acceptance (one-shot Spearman >= {ONESHOT_GOAL} on some dataset): {benchlib.verdict(met)}. "
             f"Proxies that beat `params` (and 0) on every dataset: {', '.join(recommended) or 'none'}."]
     path = benchlib.write_section("oneshot", "\n".join(text), args.out)

@@ -32,7 +32,8 @@ def recalibrate_bn(model: nn.Module, batches: Iterable) -> nn.Module:
     Shared statistics are wrong for every sub-network but the one last trained (their channels and
     inputs differ), so each sub-network is evaluated after recalibration, as OFA and BigNAS do. Works on
     a supernet in its active configuration (only the active channels are meaningful afterwards) and on
-    a built network alike. A batch is a tensor of inputs or an (inputs, labels) pair.
+    a built network alike. A batch is a tensor of inputs or an (inputs, labels) pair. Everything but the
+    BatchNorm layers runs as at inference.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
@@ -40,7 +41,9 @@ def recalibrate_bn(model: nn.Module, batches: Iterable) -> nn.Module:
         m.reset_running_stats()
         m.momentum = None  # cumulative average: every batch counts equally
     was_training = model.training
-    model.train()
+    model.eval()  # only the norms in training mode: dropout or drop-path would perturb the statistics they
+    for m in norms:  # gather (inference runs without them) and make them depend on the global RNG's state
+        m.train()
     try:
         for batch in batches:
             model(batch[0] if isinstance(batch, (tuple, list)) else batch)

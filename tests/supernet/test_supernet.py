@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import autocnn
 from autocnn.builder import build_model
@@ -176,6 +177,27 @@ def test_recalibration_gives_the_sub_network_its_own_statistics(space):
         torch.testing.assert_close(own.eval()(x), model(x), atol=1e-12, rtol=0)
     assert net.training is False and own.training is False
 
+
+
+def test_recalibration_runs_dropout_as_at_inference():
+    """Statistics gathered with dropout active would depend on the RNG's state (what ran before) and differ
+    from what the layer sees at inference."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4))
+    batches = [torch.randn(8, 1, 12, 12, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    stats = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        recalibrate_bn(net, batches)
+        stats.append([b.clone() for b in net[4].buffers()][:2])
+    assert all(torch.equal(a, b) for a, b in zip(*stats))
+    bn = net[1]
+    with torch.no_grad():  # the mean of what the second norm sees with the first on batch statistics, no dropout
+        seen = [net[3](F.batch_norm(net[0](x), None, None, bn.weight, bn.bias, training=True, eps=bn.eps))
+                for x in batches]
+    torch.testing.assert_close(net[4].running_mean, torch.stack([h.mean((0, 2, 3)) for h in seen]).mean(0),
+                               atol=1e-6, rtol=1e-5)
+    assert all(m.training for m in net.modules())  # every module left in the mode it had
 
 # -- training -------------------------------------------------------------------------------------
 
