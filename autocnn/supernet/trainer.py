@@ -63,8 +63,9 @@ def train_named(*, space: str, name: str, dataset: str = "digits", data_root: st
     """Train (or continue) supernet `name` to `epochs` epochs; returns its record.
 
     Everything is checked (name, space, fixed values, dataset, an existing supernet's settings) before the
-    folder is created, so a mistake writes nothing. `augment` None: the dataset's own, as a trial trains with. `processes` > 1 trains data-parallel
-    (`autocnn.supernet.distributed`); by default one process per GPU on CUDA, one on the CPU.
+    folder is created, so a mistake writes nothing. `augment` None: the dataset's own, as its trials train.
+    `processes` > 1 trains data-parallel (`autocnn.supernet.distributed`); by default one process per GPU on
+    CUDA, one on the CPU.
     """
     from autocnn.artifacts import resolve_artifacts
     from autocnn.data import load_dataset
@@ -156,8 +157,7 @@ def train_named(*, space: str, name: str, dataset: str = "digits", data_root: st
     job = EpochsJob(space=space, dataset=dataset, data_root=data_root, limit=limit, resolution=res, fixed=fixed,
                     epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                     schedule=schedule, warmup_epochs=warmup_epochs, augment=augment, n_random=n_random, seed=seed,
-                    device=str(dev),
-                    folder=str(folder), record=record)
+                    device=str(dev), folder=str(folder), record=record)
     if processes == 1:
         job.run(say, data)
     else:
