@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import pickle
 from pathlib import Path
 
 import optuna
@@ -25,6 +26,7 @@ from autocnn.export.codegen import generate_source, missing_templates
 from autocnn.layers import ACTIVATIONS, ATTENTION, BLOCKS, CONVS, NORMS
 from autocnn.presets import PRESETS, get_preset
 from conftest import assert_user_error, run_cli
+from disk_formats import write_cifar10, write_mnist, write_svhn
 
 ATTENTIVE_BLOCKS = [name for name in BLOCKS if BLOCKS.get(name).supports_attention]
 CONV_KINDS = ["standard", "separable"]
@@ -654,8 +656,9 @@ def _exported_predictions(model, data, tmp_path, name) -> tuple[object, torch.nn
 
 
 def test_preprocess_reproduces_the_trainers_evaluation_of_the_raw_files(tmp_path):
-    """model.py + preprocess on the raw image files (any size, decoded with PIL) predicts what the trainer's
-    own evaluation of the same images does: the evaluation transform is exported exactly."""
+    """model.py + preprocess on the raw images of every dataset kind (files of any size decoded with PIL, CIFAR's
+    pickled rows, MNIST's IDX bytes, SVHN's .mat arrays, digits' 0-16 levels) predicts what the trainer's own
+    evaluation of the same images does: the evaluation transform is exported exactly."""
     import numpy as np
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -677,12 +680,37 @@ def test_preprocess_reproduces_the_trainers_evaluation_of_the_raw_files(tmp_path
     raw_digits = load_digits()
     test_rows = stratified_split(raw_digits.target, [0.6, 0.2, 0.2], SPLIT_SEED)[2]
 
+    def decoded(files):
+        return [torch.from_numpy(np.asarray(Image.open(f).convert("RGB")).copy()).permute(2, 0, 1) for f in files]
+
+    with open(tmp_path / "imgs" / "labels.csv", "w") as f:  # the same files, labelled by a CSV
+        f.write("path,label\n" + "".join(f"{c}/{i}.{'jpg' if i % 2 else 'png'},{c}\n"
+                                          for c in ("ant", "bee") for i in range(10)))
+    listed = load_dataset("csv", tmp_path / "imgs")
+    write_cifar10(tmp_path / "raw-cifar")
+    cifar = load_dataset("cifar10", tmp_path / "raw-cifar")
+    with open(tmp_path / "raw-cifar" / "cifar-10-batches-py" / "test_batch", "rb") as f:
+        cifar_rows = pickle.load(f, encoding="latin1")["data"]
+    write_mnist(tmp_path / "raw-mnist")
+    mnist = load_dataset("mnist", tmp_path / "raw-mnist")
+    idx = (tmp_path / "raw-mnist" / "MNIST" / "raw" / "t10k-images-idx3-ubyte").read_bytes()[16:]
+    write_svhn(tmp_path / "raw-svhn")
+    svhn = load_dataset("svhn", tmp_path / "raw-svhn")
+    from scipy import io as sio
+
+    svhn_x = sio.loadmat(tmp_path / "raw-svhn" / "test_32x32.mat")["X"]
+
     cases = [
         # (data, network input resolution, the raw test images as a user has them)
-        (folder, 32, [torch.from_numpy(np.asarray(Image.open(f).convert("RGB")).copy()).permute(2, 0, 1)
-                      for f in folder.test.files]),
+        (folder, 32, decoded(folder.test.files)),
+        (listed, 24, decoded(listed.test.files)),
         (digits, 16, [torch.from_numpy(raw_digits.images[i] / 16).float()[None] for i in test_rows]),
+        (cifar, 24, [torch.from_numpy(row.reshape(3, 32, 32).copy()) for row in cifar_rows]),
+        (mnist, 32, [torch.frombuffer(bytearray(idx[i * 784:(i + 1) * 784]), dtype=torch.uint8).view(1, 28, 28)
+                     for i in range(len(idx) // 784)]),
+        (svhn, 32, [torch.from_numpy(svhn_x[..., i].copy()).permute(2, 0, 1) for i in range(svhn_x.shape[-1])]),
     ]
+    assert {data.name for data, _, _ in cases} == {"imagefolder", "csv", "digits", "cifar10", "mnist", "svhn"}
     for data, resolution, raw in cases:
         g = get_preset("lenet5").replace(num_classes=data.num_classes, in_chans=data.in_chans, resolution=resolution)
         model = realistic_(build_model(g), gen)
