@@ -142,7 +142,7 @@ def open_storage(url: str | None = None, *, create: bool = True, heartbeat: bool
         hb = dict(heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
                   heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
     try:
-        storage = RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
+        storage = _new_rdb_storage(url, engine_kwargs, hb)
     except ImportError as err:
         raise StorageError(f"storage {url!r} needs a missing driver ({err.name}); install it, e.g. pip install psycopg2-binary") from None
     except Exception as err:  # SQLAlchemy wraps every connection failure differently
@@ -154,6 +154,24 @@ def open_storage(url: str | None = None, *, create: bool = True, heartbeat: bool
         with storage.engine.connect() as con:  # switch the file to WAL now, before any reader opens it
             con.exec_driver_sql("SELECT 1")
     return storage
+
+
+SCHEMA_RACE_TRIES = 5
+
+
+def _new_rdb_storage(url: str, engine_kwargs: dict, hb: dict) -> RDBStorage:
+    """`RDBStorage`, retried when another process created the schema at the same moment: a dashboard or
+    `autocnn studies` polling a new file while a search starts it. Both see no tables (or no version row) and
+    create them; the loser's `CREATE TABLE` or version insert fails, and a second look finds the schema there."""
+    for attempt in range(SCHEMA_RACE_TRIES):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as err:
+            raced = isinstance(err, sqlalchemy.exc.IntegrityError) or "already exists" in str(err)
+            if not raced or attempt == SCHEMA_RACE_TRIES - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _tune_sqlite_connection(dbapi_connection, _record) -> None:

@@ -96,3 +96,19 @@ def test_a_locked_database_is_waited_for_not_called_corrupt(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert [row["name"] for row in json.loads(result.stdout)] == ["plain"]
     assert waited > 6, "the command should have waited for the lock"
+
+
+def test_processes_that_create_a_new_storage_at_once_all_open_it(tmp_path):
+    """A dashboard or `autocnn studies` polling a file that a search is creating: every process sees no schema and
+    creates it; without a retry the losers failed with "table ... already exists" or a duplicate version row
+    (2 to 5 of 6 processes on every try before the fix)."""
+    db = tmp_path / "new.db"
+    start = time.time() + 3  # every process past its imports, then all at the same instant
+    code = ("import sys, time\nfrom autocnn.storage import open_storage\n"
+            f"while time.time() < {start}: pass\n"
+            "open_storage(sys.argv[1]); print('opened', flush=True)")
+    procs = [subprocess.Popen([sys.executable, "-W", "ignore", "-c", code, sqlite_url(db)], env=cli_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [out.strip() for out, _ in results] == ["opened"] * 6, [err[-500:] for _, err in results]
+    assert optuna.get_all_study_summaries(sqlite_url(db)) == []  # one valid, empty storage
