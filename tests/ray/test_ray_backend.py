@@ -4,6 +4,7 @@ tests/search/test_backend_conformance.py; this file holds what only Ray has."""
 import collections
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 
 from autocnn.cli import cli
 from autocnn.search import records
+from autocnn.search.ray.keys import CHECKPOINT_DIR, EPOCH, EXPERIMENT_ATTR, FINAL, SPEC, trial_dirname
 from conftest import assert_user_error, run_cli
 
 SPACE = """\
@@ -110,44 +112,69 @@ def test_worker_killed_mid_trial_is_retried_from_its_checkpoint(cluster, space, 
 # Scheduler-stopped trials are PRUNED and the local backend continues the study: the conformance suite.
 
 
+def _snapshotted_checkpoint(experiment: str, optuna_number: int) -> tuple[str, int] | None:
+    """(Tune trial id, epoch) of the latest checkpoint of that Optuna trial in Tune's latest experiment
+    snapshot in `experiment`, or None."""
+    snapshots = sorted(Path(experiment).glob("experiment_state-*.json"))
+    try:
+        trials = json.loads(snapshots[-1].read_text())["trial_data"] if snapshots else []
+    except (OSError, ValueError):
+        return None  # being copied in
+    for state, metadata in trials:
+        state, last = json.loads(state), json.loads(metadata)["last_result"]
+        if state["config"][SPEC]["number"] == optuna_number and last.get(CHECKPOINT_DIR) and FINAL not in last:
+            return state["trial_id"], last[EPOCH]
+    return None
+
+
 def test_resume_restores_the_interrupted_ray_experiment(cluster, space, tmp_path):
-    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    storage, epochs = f"sqlite:///{tmp_path / 'studies.db'}", 20
     driver = subprocess.Popen(
         [str(Path(sys.executable).with_name("autocnn")), "search", "--space", space, "--limit", "1000", "--storage",
-         storage, "--trials", "2", "--epochs", "12", "--study", "cut", "--backend", "ray", "--address", cluster,
-         "--max-concurrent", "1"],
+         storage, "--trials", "2", "--epochs", str(epochs), "--study", "cut", "--backend", "ray", "--address",
+         cluster, "--max-concurrent", "1"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline, running = time.monotonic() + 180, None
+    deadline, running, snapshotted = time.monotonic() + 180, None, None
     try:
-        # Wait for a finished trial and one with two checkpointed epochs: Tune snapshots its experiment
-        # when a trial has checkpointed num_to_keep (2) times, so the restored experiment knows that trial.
-        while running is None:
+        # Cut when one trial has finished and Tune's experiment snapshot on disk holds a checkpoint of the
+        # running one from its first half: Tune writes a snapshot after a trial's num_to_keep (2) checkpoints
+        # and copies it into the experiment folder in the background, so the study alone cannot say when.
+        while snapshotted is None or snapshotted[1] >= epochs // 2:
             assert driver.poll() is None and time.monotonic() < deadline, "the search ended before it was cut"
-            time.sleep(0.3)
+            time.sleep(0.1)
             try:
-                trials = _study(tmp_path, "cut").trials
+                study = _study(tmp_path, "cut")
             except KeyError:
                 continue
-            if any(t.state == TrialState.COMPLETE for t in trials):
-                running = next((t for t in trials if t.state == TrialState.RUNNING
-                                and t.user_attrs.get(records.EPOCHS_RUN, 0) >= 2), None)
-        time.sleep(1.0)  # let the snapshot land
+            trials, experiment = study.trials, study.user_attrs.get(EXPERIMENT_ATTR)
+            if running is None and experiment and any(t.state == TrialState.COMPLETE for t in trials):
+                running = next((t for t in trials if t.state == TrialState.RUNNING), None)
+            snapshotted = running and _snapshotted_checkpoint(experiment, running.number)
+        time.sleep(0.3)  # the searcher's state is copied beside the snapshot
     finally:
         if driver.poll() is None:  # (one that ended on its own has no group left: the assertion above says so)
             os.killpg(driver.pid, signal.SIGKILL)  # the driver dies; Ray reaps its trial actors
         driver.wait()
+    # Tune deletes a trial's oldest checkpoint before the snapshot that stops naming it lands: a driver
+    # killed in between leaves the snapshot's checkpoint gone and newer ones beside it. Make that so here.
+    folder = Path(experiment) / trial_dirname(snapshotted[0])
+    checkpoints = sorted(folder.glob("checkpoint_*"))
+    checkpoints[-1].rename(folder / "checkpoint_999999")  # a name no snapshot holds
+    for gone in checkpoints[:-1]:
+        shutil.rmtree(gone)
     done = {t.number: t.datetime_complete for t in _study(tmp_path, "cut").trials if t.state == TrialState.COMPLETE}
 
     # Tuner.restore finishes the cut experiment; a new Tuner on the same study adds the third trial
-    _ok(_search(tmp_path, space, "--resume", "--study", "cut", "--backend", "ray", "--trials", "3"))
+    resumed = _ok(_search(tmp_path, space, "--resume", "--study", "cut", "--backend", "ray", "--trials", "3"))
+    assert "does not exist on storage" not in resumed.stderr  # restored from the newest checkpoint at once
     study = _study(tmp_path, "cut")
     states = collections.Counter(t.state for t in study.trials)
     assert states[TrialState.COMPLETE] == 3 and states[TrialState.RUNNING] == 0, states
     finished = {t.number: t for t in study.trials if t.state == TrialState.COMPLETE}
     assert {n: finished[n].datetime_complete for n in done} == done  # no completed trial ran again
     cut = finished[running.number]  # the interrupted trial finished as the same Optuna trial
-    assert cut.datetime_start == running.datetime_start and len(cut.user_attrs[records.VAL_CURVE]) == 12
+    assert cut.datetime_start == running.datetime_start and len(cut.user_attrs[records.VAL_CURVE]) == epochs
     assert study.user_attrs["autocnn.ray_experiment"] is None
 
 

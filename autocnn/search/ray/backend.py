@@ -13,7 +13,7 @@ from ray import tune
 from autocnn.search.budget import Budget
 from autocnn.search.config import BUDGET_PRUNER, SearchConfig
 from autocnn.search.engine import TrialContext, prescreened, study_sampler
-from autocnn.search.ray.callbacks import STALE_CHECKPOINTS, Heartbeat, SkipFinished
+from autocnn.search.ray.callbacks import STALE_CHECKPOINTS, Heartbeat, MissingCheckpoints, SkipFinished
 from autocnn.search.ray.cluster import connect
 from autocnn.search.ray.keys import (DEFAULT_WEIGHT_DECAY, EXPERIMENT_ATTR, MAX_FAILURES, RUNS_ATTR, VAL,
                                      trial_dirname_of)
@@ -118,7 +118,8 @@ class RayBackend:
     def _run_config(self, study: optuna.Study, name: str) -> tune.RunConfig:
         storage = self._ctx.config.storage
         return tune.RunConfig(name=name, storage_path=f"{self.opts['storage_path'].rstrip('/')}/{study.study_name}",
-                              verbose=0, stop=SkipFinished(storage), callbacks=[Heartbeat(storage, study.study_name)],
+                              verbose=0, stop=SkipFinished(storage),
+                              callbacks=[Heartbeat(storage, study.study_name), MissingCheckpoints()],
                               failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
                               checkpoint_config=tune.CheckpointConfig(num_to_keep=self._checkpoints_kept()))
 

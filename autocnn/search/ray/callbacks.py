@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
+from pathlib import Path
 
 import optuna
 from ray.tune import Callback, Stopper
@@ -64,6 +66,27 @@ class Heartbeat(_StorageUser, Callback):
         if not self._swept:  # before this step's searcher asks for new trials (Tune calls callbacks first)
             self._swept = True
             fail_stale_trials(optuna.load_study(study_name=self.study_name, storage=self.storage()))
+
+
+class MissingCheckpoints(Callback):
+    """Lets a restored trial continue when the checkpoint its experiment snapshot names was deleted.
+
+    Tune deletes a trial's oldest checkpoint (``num_to_keep``) a step before the snapshot that stops naming
+    it reaches the experiment folder; a driver killed in between leaves a snapshot whose latest checkpoint is
+    gone, and Tune then fails the trial ``MAX_FAILURES`` times ("does not exist on storage anymore"). Its
+    newer checkpoints are still in the trial's folder: the newest is moved to the named path before Tune
+    restores from it (a worker's checkpoint carries its own epoch and curve, so the trial simply continues
+    from a later epoch). Local storage only; a remote one keeps Tune's behaviour.
+    """
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        for trial in trials:
+            checkpoint = trial.checkpoint if trial.status == Trial.PENDING else None
+            if checkpoint is None or checkpoint.filesystem.type_name != "local" or os.path.exists(checkpoint.path):
+                continue
+            newest = max(Path(checkpoint.path).parent.glob("checkpoint_*"), default=None)
+            if newest is not None:
+                os.rename(newest, checkpoint.path)
 
 
 class SkipFinished(_StorageUser, Stopper):
