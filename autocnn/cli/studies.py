@@ -30,8 +30,10 @@ def print_best(study, as_json: bool, *, state: str | None = None) -> None:
     rows = [records.summary(t) for t in shown]
     error, timed = timing.median_error(trials)
     if as_json:
+        detailed = [{**row, "evaluation": t.user_attrs.get(records.EVALUATION, "trained"),
+                     "genotype": t.user_attrs.get(records.GENOTYPE)} for row, t in zip(rows, shown)]
         out = {"study": name, **({"state": state} if state else {}),
-               "best_trial": shown[0].number if shown else None, "best": rows,
+               "best_trial": shown[0].number if shown else None, "best": detailed,
                "time_model": {"median_error": error, "trials": timed}}
         click.echo(json.dumps(out, indent=2))
         return

@@ -630,6 +630,7 @@ def test_best_trial_figures_agree_everywhere_and_are_those_of_the_saved_weights(
     shown = run_cli("best", "--study", "peak", "--storage", storage, "--json", cwd=tmp_path)
     (row,) = json.loads(shown.stdout)["best"]
     assert (row["values"][0], row["test_metric"]) == (val, test)
+    assert (row["genotype"], row["evaluation"]) == (trial.user_attrs[records.GENOTYPE], "trained")  # rebuildable
     (dash,) = state.detail(control.inspect(open_storage(storage, create=False, heartbeat=False), "peak"))["best"]
     assert (dash["values"][0], dash["test_metric"]) == (val, test)
     out = autocnn.export(tmp_path / "out", study="peak", storage=storage, formats=())  # what `autocnn export` runs
