@@ -1,4 +1,7 @@
-"""Connecting to a Ray cluster (or starting a local Ray for the run), failing fast with one line."""
+"""Connecting to a Ray cluster (or starting a local Ray for the run), failing fast with one line.
+
+Shared by the searches' Ray Tune backend (`autocnn.search.ray`) and data-parallel supernet training on
+Ray Train (`autocnn.supernet.distributed`)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +10,11 @@ from typing import Any
 
 import ray
 
-from autocnn.search.config import ConfigError
+from autocnn.errors import AutocnnError
+
+
+class ClusterError(AutocnnError):
+    """The Ray cluster named by --address cannot be reached or started."""
 
 
 def check_reachable(address: str | None) -> None:
@@ -20,16 +27,18 @@ def check_reachable(address: str | None) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
     except OSError as err:
-        raise ConfigError(f"cannot reach the Ray cluster at {address} ({err.strerror or err}); start it with "
+        raise ClusterError(f"cannot reach the Ray cluster at {address} ({err.strerror or err}); start it with "
                           "'ray start --head' or fix --address") from None
 
 
-def connect(address: str | None) -> bool:
-    """Connect to `address` or start a local Ray; True when this call started/connected Ray."""
+def connect(address: str | None, *, log_to_driver: bool = False) -> bool:
+    """Connect to `address` or start a local Ray; True when this call started/connected Ray.
+
+    `log_to_driver`: show the workers' output here (a search's trials report through the study instead)."""
     if ray.is_initialized():
         return False
     env = {k: v for k, v in os.environ.items() if k.startswith("AUTOCNN_")}
-    kwargs: dict[str, Any] = dict(log_to_driver=False, logging_level="WARNING",
+    kwargs: dict[str, Any] = dict(log_to_driver=log_to_driver, logging_level="WARNING",
                                   runtime_env={"env_vars": env} if env else None)
     try:
         if address and address != "local":
@@ -39,5 +48,5 @@ def connect(address: str | None) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"cannot start or reach {where} ({reason}); check --address and 'ray status'") from None
+        raise ClusterError(f"cannot start or reach {where} ({reason}); check --address and 'ray status'") from None
     return True

@@ -58,8 +58,13 @@ def supernet_group() -> None:
 @click.option("--processes", type=int, default=None, help="Data-parallel training processes "
               "(DistributedDataParallel; --batch-size is split between them): default one per GPU on CUDA "
               "(NCCL), 1 on the CPU, where more run with gloo.")
+@click.option("--backend", default="local", show_default=True, help="Where the processes run: local (this "
+              "machine) or ray (Ray Train workers on the cluster at --address, or a local Ray; --device auto then "
+              "means the cluster's GPUs). The dataset and the storage's folder must be visible to every node.")
+@click.option("--address", default=None, help="Ray cluster address (HOST:PORT) for --backend ray.")
 def train_supernet_command(space, name, dataset, data_root, limit, resolution, fixed, epochs, batch_size, optimizer,
-                           lr, weight_decay, schedule, warmup_epochs, augment, n_random, storage, artifacts, seed, device, processes) -> None:
+                           lr, weight_decay, schedule, warmup_epochs, augment, n_random, storage, artifacts, seed, device,
+                           processes, backend, address) -> None:
     """Train a supernet over a space's elastic dimensions, resumably (rerun the command to continue).
 
     \b
@@ -73,7 +78,8 @@ def train_supernet_command(space, name, dataset, data_root, limit, resolution, f
     record = train_named(space=space, name=name, dataset=dataset, data_root=data_root, limit=limit,
                          resolution=resolution, fixed=_fixed(fixed), epochs=epochs, batch_size=batch_size,
                          optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule,
-                         warmup_epochs=warmup_epochs, augment=augment, n_random=n_random, storage=storage, artifacts=artifacts, seed=seed, device=device,
-                         processes=processes, progress=progress)
+                         warmup_epochs=warmup_epochs, augment=augment, n_random=n_random, storage=storage,
+                         artifacts=artifacts, seed=seed, device=device, processes=processes, backend=backend,
+                         address=address, progress=progress)
     click.echo(f"supernet {name}: {record['epochs_done']} epochs, loss {record['losses'][-1]:.4f}, "
                f"{record['sub_networks']:,} sub-networks; {record['folder']}")

@@ -1,4 +1,5 @@
-"""Data-parallel supernet training: one process per GPU (NCCL), or several CPU processes (gloo).
+"""Data-parallel supernet training: one process per GPU (NCCL), or several CPU processes (gloo), on this
+machine (`launch`) or as Ray Train workers on a Ray cluster (`launch_on_ray`).
 
 Every replica draws the same sandwich of sub-networks and the same global batch order from (seed, epoch),
 trains on its share of each global batch, and `DistributedDataParallel` averages the gradients after each
@@ -11,7 +12,10 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Callable
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -114,3 +118,59 @@ def _replica(rank: int, processes: int, port: int, cuda: bool, fn: Callable[...,
         fn(*args)
     finally:
         dist.destroy_process_group()
+
+
+@contextmanager
+def on_ray(address: str | None) -> Iterator[int]:
+    """Connected to the Ray cluster at `address` (or a local Ray started for the run) for the block; yields
+    the cluster's GPU count."""
+    import ray
+
+    from autocnn.cluster import connect
+
+    started = connect(address)
+    try:
+        yield int(ray.cluster_resources().get("GPU", 0))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def launch_on_ray(fn: Callable[[], None], processes: int, *, cuda: bool, folder: str,
+                  poll: Callable[[], None] = lambda: None) -> None:
+    """Run `fn()` in `processes` Ray Train workers joined in one process group (NCCL, a GPU each; else gloo),
+    on the cluster `on_ray` connected to, calling `poll()` here every second meanwhile and once at the end.
+
+    Ray Train's `TorchTrainer` places the workers and sets up the process group; `fn` then trains exactly as
+    under `launch`. The workers read the dataset and write the supernet's folder themselves (the first one
+    writes), so on a cluster of several machines both must be on storage every node sees; their output stays
+    in the cluster's logs, and `poll` (reading what the first worker wrote) is how the driver shows progress.
+    Ray Train keeps its own run record under `folder`/ray_train.
+    """
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    trainer = TorchTrainer(
+        lambda: fn(), scaling_config=ScalingConfig(num_workers=processes, use_gpu=cuda),
+        torch_config=TorchConfig(backend="nccl" if cuda else "gloo"),
+        run_config=RunConfig(name="supernet", storage_path=str(Path(folder).resolve() / "ray_train"),
+                             failure_config=FailureConfig(max_failures=0)))
+    failed: list[BaseException] = []
+    finished = threading.Event()
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except Exception as err:  # Ray Train wraps a worker's error in its own (TrainingFailedError and others)
+            failed.append(err.__cause__ or err)
+        finally:
+            finished.set()
+
+    threading.Thread(target=fit, name="ray-train-fit", daemon=True).start()
+    while not finished.wait(1.0):
+        poll()
+    poll()
+    if failed:
+        last = (str(failed[0]).strip().splitlines() or [type(failed[0]).__name__])[-1][:300]
+        raise SupernetError(f"a supernet training worker on Ray failed: {last}; rerun the command to continue "
+                            "from the last finished epoch")

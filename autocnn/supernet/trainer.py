@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +23,7 @@ SETTINGS = ("space_name", "dataset", "limit", "resolution", "largest", "choices"
             "lr", "weight_decay", "schedule", "warmup_epochs", "augment", "n_random")
 """Record fields a rerun must match to continue a supernet (only `epochs` may grow)."""
 
+BACKENDS = ("local", "ray")  # where data-parallel processes run: this machine, or Ray Train workers
 RECIPE = {"optimizer": "sgd", "lr": 0.05, "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0,
           "augment": "none"}
 """How a supernet trains unless told otherwise; also what a record written before these were settable used."""
@@ -59,13 +61,15 @@ def train_named(*, space: str, name: str, dataset: str = "digits", data_root: st
                 weight_decay: float = RECIPE["weight_decay"], schedule: str = RECIPE["schedule"],
                 warmup_epochs: float = RECIPE["warmup_epochs"], augment: str | None = None, n_random: int = 2,
                 storage: str | None = None, artifacts: str | None = None, seed: int = 0, device: str = "auto",
-                processes: int | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                processes: int | None = None, backend: str = "local", address: str | None = None,
+                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train (or continue) supernet `name` to `epochs` epochs; returns its record.
 
     Everything is checked (name, space, fixed values, dataset, an existing supernet's settings) before the
     folder is created, so a mistake writes nothing. `augment` None: the dataset's own, as its trials train.
     `processes` > 1 trains data-parallel (`autocnn.supernet.distributed`); by default one process per GPU on
-    CUDA, one on the CPU.
+    CUDA, one on the CPU. `backend` "ray" runs the processes as Ray Train workers on the cluster at `address`
+    (or a local Ray), where device "auto" means the cluster's GPUs if it has any.
     """
     from autocnn.artifacts import resolve_artifacts
     from autocnn.data import load_dataset
@@ -91,6 +95,14 @@ def train_named(*, space: str, name: str, dataset: str = "digits", data_root: st
         raise SupernetError(f"--warmup-epochs must be in [0, --epochs], got {warmup_epochs}")
     if processes is not None and processes < 1:
         raise SupernetError(f"--processes must be >= 1, got {processes}")
+    if backend not in BACKENDS:
+        raise SupernetError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if address is not None and backend != "ray":
+        raise SupernetError("--address needs --backend ray")
+    if backend == "ray":
+        from autocnn.cluster import check_reachable
+
+        check_reachable(address)
     loaded = load_space(space)
     data = load_dataset(dataset, data_root, seed=seed, limit=limit)
     if data.multilabel:
@@ -118,54 +130,73 @@ def train_named(*, space: str, name: str, dataset: str = "digits", data_root: st
             raise SupernetError(f"supernet {name!r} exists with another {differ[0]} ({record.get(differ[0])!r}, "
                                 f"not {settings[differ[0]]!r}); rerun with its settings to continue it, or choose "
                                 "another --name")
-    dev = resolve_device(device)
-    if processes is None:
-        processes = max(torch.cuda.device_count(), 1) if dev.type == "cuda" else 1
-    if dev.type == "cuda" and processes > max(torch.cuda.device_count(), 1):
-        raise SupernetError(f"--processes {processes} needs {processes} GPUs; this machine has "
-                            f"{torch.cuda.device_count()}: pass --processes {max(torch.cuda.device_count(), 1)}")
-    if batch_size < 2 * processes:
-        raise SupernetError(f"--batch-size {batch_size} is split between {processes} processes and each needs 2 "
-                            f"images per step (BatchNorm): pass --batch-size {2 * processes} or more")
+    from autocnn.supernet import distributed
 
-    folder.mkdir(parents=True, exist_ok=True)
-    checkpoint = folder / store.CHECKPOINT_FILE
-    done, losses = 0, []
-    if checkpoint.exists():  # the last finished epoch, whatever the record managed to say before a kill
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        done, losses = int(state["epoch"]), list(state["history"])
-    if record is None:
-        record = {"name": name, "space": space_label(space), **settings, "fixed": fixed_values(es),
-                  "num_classes": data.num_classes, "in_chans": data.in_chans, "sub_networks": len(es),
-                  "train_images": len(data.train), "device": dev.type, "epochs": epochs, "epochs_done": 0,
-                  "losses": [], "seconds": 0.0, "runs": []}
-    record.update(epochs=max(epochs, done), epochs_done=done, losses=losses, folder=str(folder))
-    record["runs"].append({"started_at_epoch": done, "epochs_done": done, "seconds": 0.0, "processes": processes})
-    say = progress or (lambda line: None)
-    if done:
-        say(f"supernet {name}: resuming after epoch {done}/{epochs}")
-    if done >= epochs:
-        if not (folder / store.WEIGHTS_FILE).exists():
-            torch.manual_seed(seed)
-            net = Supernet(es.largest())
-            net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"])
-            store.save_weights(folder / store.WEIGHTS_FILE, net.state_dict())
-        record["runs"].pop()  # nothing was run
+    with (distributed.on_ray(address) if backend == "ray" else nullcontext()) as cluster_gpus:
+        gpus = torch.cuda.device_count() if cluster_gpus is None else cluster_gpus
+        dev = resolve_device(device) if cluster_gpus is None or device != "auto" else \
+            torch.device("cuda" if cluster_gpus else "cpu")
+        if processes is None:
+            processes = max(gpus, 1) if dev.type == "cuda" else 1
+        if dev.type == "cuda" and processes > max(gpus, 1):
+            where = "this machine has" if cluster_gpus is None else "the Ray cluster has"
+            raise SupernetError(f"--processes {processes} needs {processes} GPUs; {where} {gpus}: pass "
+                                f"--processes {max(gpus, 1)}")
+        if batch_size < 2 * processes:
+            raise SupernetError(f"--batch-size {batch_size} is split between {processes} processes and each needs 2 "
+                                f"images per step (BatchNorm): pass --batch-size {2 * processes} or more")
+
+        folder.mkdir(parents=True, exist_ok=True)
+        checkpoint = folder / store.CHECKPOINT_FILE
+        done, losses = 0, []
+        if checkpoint.exists():  # the last finished epoch, whatever the record managed to say before a kill
+            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            done, losses = int(state["epoch"]), list(state["history"])
+        if record is None:
+            record = {"name": name, "space": space_label(space), **settings, "fixed": fixed_values(es),
+                      "num_classes": data.num_classes, "in_chans": data.in_chans, "sub_networks": len(es),
+                      "train_images": len(data.train), "device": dev.type, "epochs": epochs, "epochs_done": 0,
+                      "losses": [], "seconds": 0.0, "runs": []}
+        record.update(epochs=max(epochs, done), epochs_done=done, losses=losses, folder=str(folder))
+        record["runs"].append({"started_at_epoch": done, "epochs_done": done, "seconds": 0.0, "processes": processes,
+                               "backend": backend})
+        say = progress or (lambda line: None)
+        if done:
+            say(f"supernet {name}: resuming after epoch {done}/{epochs}")
+        if done >= epochs:
+            if not (folder / store.WEIGHTS_FILE).exists():
+                torch.manual_seed(seed)
+                net = Supernet(es.largest())
+                net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"])
+                store.save_weights(folder / store.WEIGHTS_FILE, net.state_dict())
+            record["runs"].pop()  # nothing was run
+            store.write_json(folder / store.RECORD_FILE, record)
+            return record
         store.write_json(folder / store.RECORD_FILE, record)
-        return record
-    store.write_json(folder / store.RECORD_FILE, record)
-    job = EpochsJob(space=space, dataset=dataset, data_root=data_root, limit=limit, resolution=res, fixed=fixed,
-                    epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
-                    schedule=schedule, warmup_epochs=warmup_epochs, augment=augment, n_random=n_random, seed=seed,
-                    device=str(dev), folder=str(folder), record=record)
-    if processes == 1:
-        job.run(say, data)
-    else:
-        from autocnn.supernet import distributed
+        job = EpochsJob(space=space, dataset=dataset, data_root=data_root, limit=limit, resolution=res, fixed=fixed,
+                        epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+                        schedule=schedule, warmup_epochs=warmup_epochs, augment=augment, n_random=n_random, seed=seed,
+                        device=str(dev), folder=str(folder), record=record)
+        group = "NCCL" if dev.type == "cuda" else "gloo"
+        if backend == "ray":
+            say(f"supernet {name}: training in {processes} Ray Train workers ({group})")
+            shown = [done]
 
-        say(f"supernet {name}: training in {processes} processes ({'NCCL' if dev.type == 'cuda' else 'gloo'})")
-        distributed.launch(job.run, processes, cuda=dev.type == "cuda")
-    return store.read_record(root, name)
+            def report_epochs() -> None:
+                """Say the epochs the first worker has added to the record since the last look."""
+                now = store.read_record(root, name) or {}
+                for epoch in range(shown[0] + 1, int(now.get("epochs_done", 0)) + 1):
+                    say(f"supernet {name}: epoch {epoch}/{epochs} loss {now['losses'][epoch - 1]:.4f}")
+                    shown[0] = epoch
+
+            distributed.launch_on_ray(job.run, processes, cuda=dev.type == "cuda", folder=str(folder),
+                                      poll=report_epochs)
+        elif processes == 1:
+            job.run(say, data)
+        else:
+            say(f"supernet {name}: training in {processes} processes ({group})")
+            distributed.launch(job.run, processes, cuda=dev.type == "cuda")
+        return store.read_record(root, name)
 
 
 @dataclass

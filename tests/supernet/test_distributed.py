@@ -1,13 +1,17 @@
 """Data-parallel supernet training on the CPU: two real processes joined over gloo
 (`autocnn.supernet.distributed`), each training on its half of every batch, end an epoch with identical
-weights and BatchNorm statistics; the CLI's `--processes 2` trains, records and resumes a supernet."""
+weights and BatchNorm statistics; the CLI's `--processes 2` trains, records and resumes a supernet, here and
+as Ray Train workers on the session's Ray cluster."""
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
 
+import pytest
+
 import torch
+from safetensors.torch import load_file
 
 from autocnn.data import load_dataset
 from autocnn.spaces import load_space
@@ -60,3 +64,30 @@ def test_cli_trains_in_two_processes_and_resumes_in_one(tmp_path):
     record = json.loads((tmp_path / "supernets" / "ddp" / "supernet.json").read_text())
     assert record["epochs_done"] == 2 and len(record["losses"]) == 2
     assert [(r["started_at_epoch"], r["epochs_done"], r["processes"]) for r in record["runs"]] == [(0, 1, 2), (1, 2, 1)]
+
+
+def test_ray_train_workers_train_as_local_processes_do(tmp_path, ray_cluster):
+    """`--backend ray`: the same two gloo replicas as Ray Train workers end with the weights `--processes 2`
+    reaches on this machine, and a local run continues the supernet."""
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[2]),
+                                                     os.environ.get("PYTHONPATH")) if p)}
+    # --device cpu: the test cluster advertises 2 logical GPUs, which --device auto would train on
+    common = ("supernet", "train", "--space", str(TINY), "--limit", "200", "--batch-size", "32", "--storage", storage,
+              "--device", "cpu", "--processes", "2")
+    on_ray = run_cli(*common, "--name", "ray", "--epochs", "1", "--backend", "ray", "--address", ray_cluster,
+                     cwd=tmp_path, env=env)
+    assert on_ray.returncode == 0, on_ray.stderr[-3000:]
+    assert "training in 2 Ray Train workers (gloo)" in on_ray.stderr and "epoch 1/1 loss" in on_ray.stderr
+    here = run_cli(*common, "--name", "here", "--epochs", "1", cwd=tmp_path, env=env)
+    assert here.returncode == 0, here.stderr[-3000:]
+    ray_weights, local_weights = (load_file(tmp_path / "supernets" / n / "weights.safetensors") for n in ("ray", "here"))
+    assert ray_weights.keys() == local_weights.keys()
+    assert all(torch.allclose(ray_weights[k], local_weights[k], atol=1e-6) for k in ray_weights)
+    records = {n: json.loads((tmp_path / "supernets" / n / "supernet.json").read_text()) for n in ("ray", "here")}
+    assert records["ray"]["losses"] == pytest.approx(records["here"]["losses"], abs=1e-6)
+    assert [(r["processes"], r["backend"]) for r in records["ray"]["runs"]] == [(2, "ray")]
+    again = run_cli(*common[:-2], "--name", "ray", "--epochs", "2", cwd=tmp_path, env=env)  # one local process
+    assert again.returncode == 0, again.stderr[-3000:]
+    record = json.loads((tmp_path / "supernets" / "ray" / "supernet.json").read_text())
+    assert record["epochs_done"] == 2 and [r["backend"] for r in record["runs"]] == ["ray", "local"]

@@ -14,7 +14,7 @@ from autocnn.search.budget import Budget
 from autocnn.search.config import BUDGET_PRUNER, SearchConfig
 from autocnn.search.engine import TrialContext, prescreened, study_sampler
 from autocnn.search.ray.callbacks import STALE_CHECKPOINTS, Heartbeat, MissingCheckpoints, SkipFinished
-from autocnn.search.ray.cluster import connect
+from autocnn.cluster import connect
 from autocnn.search.ray.keys import (DEFAULT_WEIGHT_DECAY, EXPERIMENT_ATTR, MAX_FAILURES, RUNS_ATTR, VAL,
                                      trial_dirname_of)
 from autocnn.search.ray.options import resolve_options, scheduler_for_pruner

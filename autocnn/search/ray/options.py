@@ -5,7 +5,7 @@ from pathlib import Path
 
 from autocnn.artifacts import artifact_root
 from autocnn.search.config import ConfigError, SearchConfig
-from autocnn.search.ray.cluster import check_reachable
+from autocnn.cluster import check_reachable
 from autocnn.search.ray.schedulers import PRUNER_SCHEDULERS, SCHEDULERS
 
 DEFAULTS = {"address": None, "scheduler": "fifo", "gpus_per_trial": 0.0, "cpus_per_trial": 1.0,
