@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -112,6 +113,27 @@ def test_resume_keeps_the_oneshot_strategy(trained):
     assert study.user_attrs["autocnn.config"]["supernet"] == "tiny"
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 23 and all(t.user_attrs["evaluation"] == "oneshot" for t in complete)
+
+
+def test_two_workers_share_a_oneshot_search_and_end_at_its_budget(trained):
+    """Trials of a one-shot search run in parallel as several workers on one study (`--resume` in each):
+    both evaluate sub-networks, and together they stop at exactly the budget."""
+    common = ("--space", TINY, "--strategy", "oneshot", "--supernet", "tiny", *LIMIT, "--study", "par", "--storage",
+              trained["storage"], "--sampler", "random")
+    first = run_cli("search", *common, "--trials", "1", cwd=trained["tmp"], env=_env())
+    assert first.returncode == 0, first.stderr
+    exe = str(Path(sys.executable).with_name("autocnn"))
+    env = {**os.environ, **_env(), "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen([exe, "search", "--resume", "--study", "par", "--trials", "41", "--storage",
+                                 trained["storage"]], cwd=trained["tmp"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [w.communicate(timeout=300)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], [o[-2000:] for o in outputs]
+    ran = [{int(n) for n in re.findall(r"trial +(\d+) COMPLETE", o)} for o in outputs]
+    assert all(ran) and not ran[0] & ran[1], ran  # both evaluated trials, none twice
+    complete = [t for t in optuna.load_study(study_name="par", storage=trained["storage"]).trials
+                if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 41 and all(t.user_attrs["evaluation"] == "oneshot" for t in complete)
 
 
 def _load_exported(folder: Path):
