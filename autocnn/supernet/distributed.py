@@ -150,7 +150,7 @@ def launch_on_ray(fn: Callable[[], None], processes: int, *, cuda: bool, folder:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    trainer = TorchTrainer(
+    trainer = TorchTrainer(  # `fn` wrapped: Ray Train would pass its config to a function that takes arguments
         lambda: fn(), scaling_config=ScalingConfig(num_workers=processes, use_gpu=cuda),
         torch_config=TorchConfig(backend="nccl" if cuda else "gloo"),
         run_config=RunConfig(name="supernet", storage_path=str(Path(folder).resolve() / "ray_train"),
