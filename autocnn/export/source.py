@@ -272,6 +272,30 @@ class _Reads(ast.NodeVisitor):
             self.visit(node.value)
 
 
+# Per top-level statement of a parsed module (`_module` keeps every tree alive, so ids stay unique): an
+# export walks the same statements in each of `gather`'s passes and each export walks them again.
+_WALKS: dict[int, tuple[list[ast.AST], dict[int, ast.AST]]] = {}
+_READS: dict[tuple[int, frozenset, frozenset], list[tuple[ast.Name, bool]]] = {}
+
+
+def _walked(node: ast.AST) -> tuple[list[ast.AST], dict[int, ast.AST]]:
+    """Every node under `node` (`ast.walk` order) and each one's parent, by id."""
+    if id(node) not in _WALKS:
+        nodes = list(ast.walk(node))
+        _WALKS[id(node)] = nodes, {id(child): parent for parent in nodes for child in ast.iter_child_nodes(parent)}
+    return _WALKS[id(node)]
+
+
+def _reads(node: ast.AST, skip: frozenset, imported: frozenset) -> list[tuple[ast.Name, bool]]:
+    """`_Reads(skip, imported).reads` of `node`, computed once."""
+    key = (id(node), skip, imported)
+    if key not in _READS:
+        reads = _Reads(set(skip), set(imported))
+        reads.visit(node)
+        _READS[key] = reads.reads
+    return _READS[key]
+
+
 def _stored(body: list[ast.AST]) -> set[str]:
     """Names a scope binds itself (not inside nested functions, classes or comprehensions)."""
     names: set[str] = set()
@@ -341,7 +365,7 @@ def _find(data: bytes, token: bytes, start: int) -> int:
 
 def _strip_annotations(tree: ast.AST, edits: _Edits, removed: set[int]) -> None:
     data = edits.module.data
-    for node in ast.walk(tree):
+    for node in _walked(tree)[0]:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             args = node.args
             positional = args.posonlyargs + args.args
@@ -380,7 +404,7 @@ def _skip_space(data: bytes, pos: int) -> int:
 
 def _fill_emptied(tree: ast.AST, edits: _Edits, removed: set[int]) -> None:
     """A body whose statements were all removed gets a `pass`."""
-    for node in ast.walk(tree):
+    for node in _walked(tree)[0]:
         for attr in ("body", "orelse", "finalbody"):
             body = getattr(node, attr, None)
             if isinstance(body, list) and body and all(id(s) in removed for s in body):
@@ -674,9 +698,9 @@ class Collector:
         skip: set[int] = set()
         removed: set[int] = set()
         imported: dict[str, _Ref] = {}
-        parents = {id(child): parent for parent in ast.walk(node) for child in ast.iter_child_nodes(parent)}
+        nodes, parents = _walked(node)
 
-        for inner in ast.walk(node):
+        for inner in nodes:
             for decorator in getattr(inner, "decorator_list", []):
                 if self._is_registration(module.name, decorator):
                     edits.delete_lines(decorator)
@@ -692,9 +716,7 @@ class Collector:
         _strip_annotations(node, edits, removed)
         _fill_emptied(node, edits, removed)
 
-        reads = _Reads(skip, set(imported))
-        reads.visit(node)
-        for name_node, hard in reads.reads:
+        for name_node, hard in _reads(node, frozenset(skip), frozenset(imported)):
             name = name_node.id
             ref = imported.get(name) or resolve(module.name, name)
             if ref is None:
@@ -717,7 +739,7 @@ class Collector:
                 edits.replace(start_at, edits.at(outer, end=True), written)
             if ref.kind == "registry":
                 self._registry_use(module, outer, parent, parents, edits)
-        for inner in ast.walk(node):
+        for inner in nodes:
             if id(inner) in skip:
                 continue
             if isinstance(inner, ast.Constant) and isinstance(inner.value, str):

@@ -16,6 +16,7 @@ from autocnn.search import records
 from autocnn.search.config import SearchConfig
 from autocnn.search.driver import run_search
 from autocnn.search.local import LocalBackend
+from test_backend_conformance import RAY_LOCAL
 
 SPACE = str(Path(__file__).with_name("tiny_space.yaml"))
 SMALL = ("--dataset", "digits", "--limit", "200", "--epochs", "1", "--batch-size", "32", "--resolution", "32")
@@ -86,7 +87,7 @@ def test_search_fine_tunes_an_enqueued_preset_only(backend, cli, tmp_path, reque
     """On Ray the worker loads the file and freezes the blocks, as the local backend does in-process."""
     weights = tmp_path / "r18.pth"
     reference = _seeded_resnet18(weights)
-    on = ("--backend", "ray", "--address", request.getfixturevalue("ray_cluster")) if backend == "ray" else ()
+    on = ("--backend", "ray", "--address", request.getfixturevalue("ray_cluster"), *RAY_LOCAL) if backend == "ray" else ()
     result = cli("search", "--space", SPACE, *SMALL, "--trials", "2", "--enqueue", "resnet18",
                  "--weights", f"resnet18={weights}", "--freeze", str(FROZEN), "--study", "fs", *on)
     assert result.returncode == 0, result.stderr

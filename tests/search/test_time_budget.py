@@ -21,7 +21,7 @@ from test_backend_conformance import FAST, SPACE, search  # noqa: F401 - the two
 
 # The budget includes loading the data and warming up torch (seconds on a busy machine); Ray also starts its
 # workers inside it.
-TIMEOUT = {"local": 30, "ray": 45}
+TIMEOUT = {"local": 15, "ray": 25}
 
 
 def _space(tmp_path: Path, widths: str) -> str:
@@ -58,7 +58,7 @@ def test_timeout_ends_the_search_on_time_and_keeps_the_stopped_trials(search):
     assert ended - launched <= startup + timeout + 2 * longest + overhead + startup, (ended - launched, startup)
 
     stopped = [t for t in trials if records.OUT_OF_TIME in t.user_attrs]
-    assert stopped, "60-epoch trials of a 30-45 s budget: the deadline must stop one"
+    assert stopped, "60-epoch trials of a 15-25 s budget: the deadline must stop one"
     for t in stopped:
         curve = t.user_attrs[records.VAL_CURVE]
         assert t.state == TrialState.PRUNED and records.REJECTED not in t.user_attrs  # it used the budget
@@ -127,10 +127,10 @@ def test_a_budget_no_candidate_fits_ends_the_search_without_an_error(cli, tmp_pa
 
 
 def test_a_full_training_that_does_not_fit_is_fitted_to_the_time_left(cli, tmp_path):
-    """500 epochs never fit a 25 s budget, a few dozen do: candidates train a complete shorter schedule
+    """500 epochs never fit a 15 s budget, a few dozen do: candidates train a complete shorter schedule
     (`planned_epochs`) instead of being rejected, and the search still ends on time."""
     space = _space(tmp_path, "[4]")
-    result = cli("search", "--space", space, *FAST[2:], "--epochs", "500", "--timeout", "25s", "--pruner", "none",
+    result = cli("search", "--space", space, *FAST[2:], "--epochs", "500", "--timeout", "15s", "--pruner", "none",
                  "--study", "fit")
     assert result.returncode == 0, result.stderr[-3000:]
     trials = _study(cli, "fit").get_trials()

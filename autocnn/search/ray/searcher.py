@@ -1,19 +1,26 @@
 """The driver side of a Ray trial: Ray's `OptunaSearch` on the study, sampling and recording as the local backend.
 
 `OptunaSearch.suggest` asks the study for a trial and `DefineByRun` samples the genotype on it with
-`engine.sample_architecture`, returning it (with the Optuna trial id and the training-time model fitted
-on the study so far, for the worker's time pricing) as constants of the Tune trial's config. `AutocnnSearch.on_trial_result` / `on_trial_complete` write what the worker reported and tell
-the trial's final state: Optuna's `OptunaSearch` tells a trial a scheduler stopped as COMPLETE with its
-last value; here the worker's last report carries `FINAL` ("complete", "failed", "pruned" for a
-rejected candidate or "stopped" for one the run's deadline stopped, with its weights), and a trial that
-ends without it was stopped by the scheduler; stopped trials are told PRUNED, so Optuna gives them their
-last intermediate value, as for a trial the local pruner stopped.
+`engine.sample_architecture` and prices it as the local backend does (parameters, FLOPs and predicted time
+against the constraints and the time left), returning it (with the Optuna trial id and the training-time
+model fitted on the study so far) as constants of the Tune trial's config. A candidate rejected there is
+told PRUNED at once, one whose build raises FAIL, and `AutocnnSearch.suggest` samples the next: neither
+becomes a Tune trial, so neither costs a worker or a round. Latency, a property of the worker's device, is
+measured and checked in the worker.
+
+`AutocnnSearch.on_trial_result` / `on_trial_complete` write what the worker reported and tell the trial's
+final state: Optuna's `OptunaSearch` tells a trial a scheduler stopped as COMPLETE with its last value;
+here the worker's last report carries `FINAL` ("complete", "failed", "pruned" for a candidate rejected in
+the worker or "stopped" for one the run's deadline stopped, with its weights), and a trial that ends
+without it was stopped by the scheduler; stopped trials are told PRUNED, so Optuna gives them their last
+intermediate value, as for a trial the local pruner stopped.
 """
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import optuna
@@ -25,7 +32,9 @@ from ray.tune.search.optuna import OptunaSearch
 from autocnn.artifacts import save_trial_weights
 from autocnn.search import records
 from autocnn.search.budget import Budget, rejection_verdict
-from autocnn.search.engine import TrialContext, sample_architecture
+from autocnn.search.control import GIVE_UP_FAILURES
+from autocnn.search.engine import (TRIAL_ERRORS, TrialContext, price_candidate, price_time, record_failure,
+                                   sample_architecture)
 from autocnn.search.ray.internals import asked_trials, searched_study, searched_study_name, told_trials
 from autocnn.search.ray.keys import (ATTRS, CHECKPOINT_DIR, EPOCH, FINAL, MAX_FAILURES, OBJECTIVES, SPEC,
                                      TIME_MODEL, VAL, trial_dirname)
@@ -63,12 +72,19 @@ class DefineByRun:
 
     def __call__(self, trial) -> dict:
         ctx = LIVE[self.study_name].ctx
-        spec: dict[str, Any] = {"trial_id": trial_id_of(trial), "number": trial.number,
-                                TIME_MODEL: ctx.time_model(trial.study, self.device).to_dict()}
+        model = ctx.time_model(trial.study, self.device)
+        spec: dict[str, Any] = {"trial_id": trial_id_of(trial), "number": trial.number, TIME_MODEL: model.to_dict()}
         try:
-            spec["genotype"] = sample_architecture(trial, ctx).to_dict()
-        except optuna.TrialPruned as err:  # a `require` of the space failed: the trial is pruned untrained
+            genotype = sample_architecture(trial, ctx)
+            spec["genotype"] = genotype.to_dict()
+            admit = partial(price_time, trial, config=ctx.config, shape=ctx.epoch_shape, model=model,
+                            deadline=ctx.deadline)
+            price_candidate(trial, genotype, ctx.constraints, latency=False, cache=ctx.costs, admit=admit)
+        except optuna.TrialPruned as err:  # rejected, or a `require` of the space failed: pruned untrained
             spec["pruned"] = str(err)
+        except TRIAL_ERRORS as err:  # its forward raises (a shape error): failed here, as the local backend fails it
+            record_failure(trial, err)
+            spec["failed"] = True
         start = trial.user_attrs.get(records.START_WEIGHTS)  # fine-tuning: the worker loads the file
         if start:
             spec[records.START_WEIGHTS] = start
@@ -80,16 +96,30 @@ class AutocnnSearch(OptunaSearch):
 
     def __init__(self, *args, **kwargs) -> None:
         self._finals: dict[str, dict] = {}  # Tune trial id -> its last report, once it has made it
+        self._failed_in_a_row = 0  # candidates whose build raised in `suggest`, since the last one launched
         super().__init__(*args, **kwargs)
 
     def suggest(self, trial_id: str):
+        """The next admitted candidate; rejected ones are told PRUNED here, never launched."""
         live = LIVE.get(searched_study_name(self))
-        if live is not None and (live.budget.expired or live.budget.stopped()
-                                 or rejection_verdict(searched_study(self)) == "time"):
-            return Searcher.FINISHED  # out of time or a stop request: start no new trial, let running ones finish
-        config = super().suggest(trial_id)
-        study_storage(searched_study(self)).record_heartbeat(trial_id_of(asked_trials(self)[trial_id]))
-        return config
+        study = searched_study(self)
+        while True:
+            if (live is not None and (live.budget.expired or live.budget.stopped())) or rejection_verdict(study) \
+                    or self._failed_in_a_row >= GIVE_UP_FAILURES:
+                # out of time, a stop request, no candidate fits, or the last candidates all failed (the round
+                # ends: the driver says which and whether to go on): start no new trial, let running ones finish
+                return Searcher.FINISHED
+            config = super().suggest(trial_id)
+            ot_trial = asked_trials(self)[trial_id]
+            failed = config[SPEC].get("failed", False)
+            self._failed_in_a_row = self._failed_in_a_row + 1 if failed else 0
+            if not failed and records.REJECTED not in ot_trial.user_attrs:  # (a failed `require` uses budget)
+                study_storage(study).record_heartbeat(trial_id_of(ot_trial))
+                return config
+            del asked_trials(self)[trial_id]  # the Tune trial asks again for its candidate
+            study.tell(ot_trial, state=TrialState.FAIL if failed else TrialState.PRUNED)
+            if live is not None and live.progress is not None:
+                live.progress.on_trial_end(study, study_storage(study).get_trial(trial_id_of(ot_trial)))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._record(trial_id, result)
