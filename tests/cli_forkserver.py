@@ -16,6 +16,7 @@ the command's exit status (negative: killed by that signal) and whether it ran p
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import os
 import select
@@ -88,6 +89,11 @@ def serve(path: str) -> dict:
 
     for module in set(autocnn.cli.COMMANDS.values()):  # every command's imports, done once (the CLI loads them lazily)
         importlib.import_module(module)
+    # What the imports built lives as long as any process would keep it: frozen, the commands' collections
+    # (and the interpreter's final one at their exit) skip it instead of writing to every inherited page,
+    # which made each command's exit cost 0.9 s of copy-on-write faults (0.35 s frozen).
+    gc.collect()
+    gc.freeze()
 
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
