@@ -128,7 +128,8 @@ def ray_search(ray_cluster, tmp_path_factory):
         storage = f"sqlite:///{path / 'studies.db'}"
         result = run_cli("search", "--space", SPACE, "--dataset", "digits", "--limit", "120", "--resolution", "12",
                          "--epochs", "2", "--trials", "2", "--sampler", "random", "--study", name, "--storage",
-                         storage, "--backend", "ray", "--address", ray_cluster, *args, cwd=path, timeout=400)
+                         storage, "--backend", "ray", "--address", ray_cluster, "--max-concurrent", "1", *args,
+                         cwd=path, timeout=400)  # one trial at a time: one worker process imports torch, not two
         assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
         return optuna.load_study(study_name=name, storage=storage)
     return search
