@@ -32,10 +32,14 @@ from autocnn.search import records
 
 # Seconds per unit of each feature before any epoch of the study finished, by device type. Measured on
 # one shared CPU core (digits, small conv nets and EfficientNet samples) and rounded down, so that a
-# first guess errs towards "fits": the study's own epochs correct it after the first one.
+# first guess errs towards "fits": the study's own epochs correct it after the first one. The per-parameter
+# and per-layer costs were re-measured on 36 trials of three random searches (a free fit gave 3.7e-8 and
+# 1.3e-4): at 3e-9 and 5e-5 the prior held them far too low, so the 10-20 M-parameter candidates a study
+# meets after its small first ones came out 30-60 % slow (median errors 20 % and 10 % -> 9 % and 11 %,
+# held-out search 10 % -> 9 %).
 # (The CUDA activation cost is a guess from memory bandwidth, ~100x a CPU core's: no GPU epoch has been timed.)
 PRIORS: dict[str, tuple[float, float, float, float, float]] = {
-    "cpu": (0.005, 1e-11, 3e-9, 5e-5, 1.5e-9),
+    "cpu": (0.005, 1e-11, 1e-8, 1e-4, 1.5e-9),
     "cuda": (0.01, 2e-13, 3e-10, 2e-5, 1.5e-11),
 }
 PRIOR_WEIGHT = 4.0  # epochs' worth of evidence the prior on each coefficient's log counts as (see `fit`)
