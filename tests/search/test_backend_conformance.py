@@ -4,7 +4,8 @@
 Whatever launches the trials, a study must read the same: rejected candidates cost no budget and are
 never trained, pruned trials are PRUNED with their last value, every trial records the same attributes
 (Ray adds only `gpu_ids` to a trial a worker ran), a killed search resumes to exactly its budget, a stop
-request ends it, and a candidate that fails fails alone. Trials are tiny (tiny_space.yaml, 200 digits at 12 px, 1-4 epochs).
+request ends it, and a candidate that fails fails alone. Trials are tiny (tiny_space.yaml, 200 digits at
+12 px, 1-4 epochs).
 """
 from __future__ import annotations
 

@@ -87,7 +87,9 @@ def test_search_fine_tunes_an_enqueued_preset_only(backend, cli, tmp_path, reque
     """On Ray the worker loads the file and freezes the blocks, as the local backend does in-process."""
     weights = tmp_path / "r18.pth"
     reference = _seeded_resnet18(weights)
-    on = ("--backend", "ray", "--address", request.getfixturevalue("ray_cluster"), *RAY_LOCAL) if backend == "ray" else ()
+    on = ()
+    if backend == "ray":
+        on = ("--backend", "ray", "--address", request.getfixturevalue("ray_cluster"), *RAY_LOCAL)
     result = cli("search", "--space", SPACE, *SMALL, "--trials", "2", "--enqueue", "resnet18",
                  "--weights", f"resnet18={weights}", "--freeze", str(FROZEN), "--study", "fs", *on)
     assert result.returncode == 0, result.stderr

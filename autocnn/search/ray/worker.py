@@ -117,7 +117,7 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
     rec = Recorder(spec["number"], spec["trial_id"])
     rec.set_user_attr(GPU_IDS, [int(i) if str(i).isdigit() else str(i) for i in ray.get_gpu_ids()])
     torch.set_num_threads(max(1, int(run["threads"])))
-    if "pruned" in spec:  # rejected by the driver (its searcher never launches those; an older experiment's may)
+    if "pruned" in spec:  # a `require` of the space failed in the driver: it uses budget, so it runs as a trial
         rec.report({VAL: 0.0, EPOCH: 0, FINAL: "pruned"})
         return
     genotype = Genotype.from_dict(spec["genotype"])
