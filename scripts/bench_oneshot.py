@@ -122,6 +122,13 @@ def _one_dataset(dataset: str, space: str, archs: int, supernet_epochs: int, epo
             "resolution": record["resolution"], "fixed": record["fixed"]}
 
 
+def _pairs(given: list[str]) -> dict | None:
+    """`--supernet-fixed NAME=VALUE` options as the supernet CLI reads them (values as YAML scalars)."""
+    from autocnn.cli.supernet import parse_fixed
+
+    return parse_fixed(tuple(given)) or None
+
+
 def _recommended(name: str, results: list[dict]) -> bool:
     """Worth its cost: ranks better than the parameter count on every dataset, and the right way round
     (where `params` itself ranks backwards, beating it alone says nothing)."""
@@ -145,10 +152,13 @@ def main() -> None:
     p.add_argument("--supernet-warmup", type=float, default=0.0, help="warm-up epochs of the supernet's schedule")
     p.add_argument("--supernet-weight-decay", type=float, default=0.0)
     p.add_argument("--supernet-augment", default=None, help="default: the dataset's, as its trials train")
+    p.add_argument("--supernet-fixed", action="append", default=[], metavar="NAME=VALUE",
+                   help="a dimension the supernet pins (`autocnn supernet train --fixed`), e.g. width_mult=0.25 for "
+                        "the narrow slice measured before width became elastic; repeat per dimension")
     args = p.parse_args()
     recipe = {"optimizer": args.supernet_optimizer, "lr": args.supernet_lr, "schedule": args.supernet_schedule,
               "warmup_epochs": args.supernet_warmup, "weight_decay": args.supernet_weight_decay,
-              "augment": args.supernet_augment}
+              "augment": args.supernet_augment, "fixed": _pairs(args.supernet_fixed)}
     info = benchlib.machine()
     started = time.perf_counter()
     archs = args.archs or benchlib.by_mode(args.mode, 4, 50, 100)

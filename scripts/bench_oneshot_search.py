@@ -56,7 +56,8 @@ def search(method: str, seed: int, budget: float, space: str, supernet: dict, pr
     started = time.perf_counter()
     supernet_s = None
     if method == "oneshot":
-        recipe = [f"--{k.replace('_', '-')}={v}" for k, v in supernet.items() if v is not None]
+        recipe = [f"--{k.replace('_', '-')}={v}" for k, v in supernet.items() if v is not None and k != "fixed"]
+        recipe += [f"--fixed={pair}" for pair in supernet.get("fixed", ())]
         _cli("supernet", "train", "--space", space, "--name", "bench", "--dataset", "digits", "--storage", storage,
              "--seed", str(seed), *recipe, cwd=folder)
         supernet_s = time.perf_counter() - started
@@ -131,11 +132,14 @@ def main() -> None:
     p.add_argument("--prescreen", default="naswot:8", help="PROXY:K of the prescreened TPE search")
     p.add_argument("--jobs", type=int, default=2, help="processes at a time, each one torch thread")
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--supernet-fixed", action="append", default=[], metavar="NAME=VALUE",
+                   help="a dimension the supernet pins (`autocnn supernet train --fixed`), e.g. width_mult=0.25 for "
+                        "the narrow slice measured before width became elastic; repeat per dimension")
     args = p.parse_args()
     budget = args.budget or benchlib.by_mode(args.mode, 60, 300, 900)
     seeds = range(args.seeds or benchlib.by_mode(args.mode, 1, 1, 3))
     supernet = {"epochs": args.supernet_epochs or benchlib.by_mode(args.mode, 1, 10, 20), "optimizer": "adamw",
-                "lr": 0.005, "schedule": "cosine", "warmup_epochs": 1}
+                "lr": 0.005, "schedule": "cosine", "warmup_epochs": 1, "fixed": args.supernet_fixed}
     methods = [m for m in args.methods.split(",") if m]
     info, started = benchlib.machine(), time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, \

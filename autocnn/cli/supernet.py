@@ -7,7 +7,7 @@ import click
 from autocnn.cli import cli
 
 
-def _fixed(pairs: tuple[str, ...]) -> dict:
+def parse_fixed(pairs: tuple[str, ...]) -> dict:
     """`--fixed NAME=VALUE` options as {dimension: value}, values read as YAML scalars (3, 4.0, silu)."""
     import yaml
 
@@ -29,14 +29,15 @@ def supernet_group() -> None:
 
 @supernet_group.command(name="train")
 @click.option("--space", required=True, help="Built-in space name or YAML path; its per-stage kernel, expansion "
-              "and repeats choices are elastic.")
+              "and repeats choices and its width_mult are elastic.")
 @click.option("--name", "name", required=True, help="Name of the supernet, for --supernet NAME in a search.")
 @click.option("--dataset", default="digits", show_default=True)
 @click.option("--data-root", type=click.Path(), default=None, help="Folder holding the dataset (never downloaded).")
 @click.option("--limit", type=int, default=None, help="Use at most this many training images.")
 @click.option("--resolution", type=int, default=None, help="Input resolution (default: the space's).")
 @click.option("--fixed", "fixed", multiple=True, metavar="NAME=VALUE",
-              help="Value of a non-elastic dimension (default: its first choice); repeat per dimension.")
+              help="Value of a dimension, pinned for the whole supernet (default for a non-elastic one: its first "
+              "choice), e.g. width_mult=0.25; repeat per dimension.")
 @click.option("--epochs", type=int, default=10, show_default=True, help="Epochs of sandwich training (in total).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--optimizer", default="sgd", show_default=True, help="Optimizer, as the trainer's recipe names it "
@@ -76,7 +77,7 @@ def train_supernet_command(space, name, dataset, data_root, limit, resolution, f
         click.echo(line, err=True)
 
     record = train_named(space=space, name=name, dataset=dataset, data_root=data_root, limit=limit,
-                         resolution=resolution, fixed=_fixed(fixed), epochs=epochs, batch_size=batch_size,
+                         resolution=resolution, fixed=parse_fixed(fixed), epochs=epochs, batch_size=batch_size,
                          optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule,
                          warmup_epochs=warmup_epochs, augment=augment, n_random=n_random, storage=storage,
                          artifacts=artifacts, seed=seed, device=device, processes=processes, backend=backend,

@@ -1,13 +1,12 @@
 """An elastic MBConv supernet: one set of weights for every genotype that differs from the largest
-only in per-stage depth, kernel size and expansion ratio.
+only in per-stage depth, kernel size, expansion ratio and width.
 
 The supernet *is* the largest genotype's network (`autocnn.builder.build_model(largest)`): same
 modules, same parameter names, so its `state_dict()` loads into the largest genotype unchanged and a
 sub-network's weights are slices of it (`extract`). What is elastic, per MBConv stage (OFA, Cai et al.
 2020; BigNAS, Yu et al. 2020):
 
-- depth: a sub-network runs the first `repeats` blocks of each stage (OFA's elastic depth). Stage
-  widths are fixed, so every kept block sees the input width it was built for.
+- depth: a sub-network runs the first `repeats` blocks of each stage (OFA's elastic depth).
 - kernel: the largest kernel's weights hold each smaller kernel as their centre crop. OFA also learns
   a kernel transformation matrix per size; we skip it (BigNAS shows plain centre cropping trains well),
   so a 3x3 sub-kernel is exactly the centre of the 5x5.
@@ -16,18 +15,23 @@ sub-network's weights are slices of it (`extract`). What is elastic, per MBConv 
   importance: weights are shared by position, which sandwich training makes the important ones).
   An expansion whose mid width equals the input width has no expand conv (as `MBConv` builds it);
   its depthwise conv then takes the first input-width channels.
+- width: a stage's output width (a width multiplier scales every stage, the stem and the 1x1 head conv
+  alike) keeps the first `out_chs` filters of its projection, and every later layer reads the first
+  channels of its input (BigNAS's elastic channel width). A block whose input and output widths become
+  equal in a sub-network (and stride 1) gains the identity shortcut `MBConv` would build for it. Plain
+  `conv` layers (a stem, EfficientNet's head conv) are width-elastic too; the classifier reads the first
+  features.
 - BatchNorm: a sub-network uses the first channels of each norm's affine parameters and running
   statistics; the statistics are only meaningful per sub-network after `recalibrate_bn`.
 - input resolution: any; the network is fully convolutional up to its average-pooled head.
 
-Fixed (a sub-network must match the largest exactly, and `check` says which field differs): the stem,
-the head, every non-MBConv stage, and per MBConv stage its block, conv kind (`depthwise` or
-`standard`), attention kind and ratio, stride, output width, activation, norm and dilation. Block
-family and conv kind change the weights' shapes and meaning, so they cannot share weights; a space
-that searches them needs one supernet per choice. Attention is `none` or `se` (SE reduces from the
-block's input width, so its weights slice along mid like the depthwise conv's); ECA's kernel size and
-GroupNorm's groups depend on the width and cannot be sliced. Elastic width multiplier is not
-supported yet (it changes stage output widths and the residual paths).
+Fixed (a sub-network must match the largest exactly, and `check` says which field differs): the head,
+every stage that is neither MBConv nor a plain conv (and its input width), and per MBConv stage its
+block, conv kind (`depthwise` or `standard`), attention kind and ratio, stride, activation, norm and
+dilation. Block family and conv kind change the weights' shapes and meaning, so they cannot share
+weights; a space that searches them needs one supernet per choice. Attention is `none` or `se` (SE
+reduces from the block's input width, so its weights slice along mid and the reduced width); ECA's
+kernel size and GroupNorm's groups depend on the width and cannot be sliced.
 
 `drop_path` (stochastic depth) is not applied in the supernet: its per-block rate depends on the
 sub-network's depth.
@@ -45,6 +49,7 @@ from autocnn.catalog import expanded_width
 from autocnn.errors import AutocnnError
 from autocnn.genotype import Genotype, StageSpec
 from autocnn.layers.attention import SqueezeExcite
+from autocnn.layers.blocks.mbconv import squeeze_width
 from autocnn.layers.common import same_padding
 
 
@@ -56,12 +61,19 @@ ELASTIC_BLOCKS = ("mbconv",)
 ELASTIC_CONVS = ("depthwise", "standard")
 ELASTIC_ATTENTION = ("none", "se")
 ELASTIC_NORMS = ("batch", "none")
-ELASTIC_FIELDS = ("repeats", "kernel", "expansion")
+ELASTIC_FIELDS = ("repeats", "kernel", "expansion", "out_chs")
 """The StageSpec fields a sub-network may change in an MBConv stage; every other field is fixed."""
+WIDTH_FIELDS = ("out_chs",)
+"""The StageSpec fields a sub-network may change in a plain conv stage (`width_stage`)."""
 
 
 def is_elastic_stage(spec: StageSpec) -> bool:
     return spec.block in ELASTIC_BLOCKS
+
+
+def is_width_stage(spec: StageSpec) -> bool:
+    """A plain conv layer whose output width slices: one full conv (no groups) without attention."""
+    return spec.block == "conv" and spec.groups == 1 and spec.attention == "none" and spec.conv == "standard"
 
 
 def check_shareable(g: Genotype, fix: str = "fix these fields in the supernet's space") -> None:
@@ -78,25 +90,21 @@ def check_shareable(g: Genotype, fix: str = "fix these fields in the supernet's 
 
 
 def _blocks_in(g: Genotype) -> list[list[int]]:
-    """Input width of each block of each body stage, walked as the builder does."""
+    """Input width of each block of each stem stage, then of each body stage, walked as the builder does."""
     from autocnn.layers import BLOCKS
 
-    chs = g.in_chans
-    for spec in g.stem:
-        for _ in range(spec.repeats):
-            chs = BLOCKS.get(spec.block).out_channels(chs, spec)
-    out = []
-    for spec in g.stages:
+    chs, out = g.in_chans, []
+    for spec in (*g.stem, *g.stages):
         widths = []
         for _ in range(spec.repeats):
             widths.append(chs)
             chs = BLOCKS.get(spec.block).out_channels(chs, spec)
         out.append(widths)
-    return out
+    return out + [[chs]]  # and what the head gets
 
 
-def _without_elastic(spec: StageSpec) -> dict:
-    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name not in ELASTIC_FIELDS}
+def _without(spec: StageSpec, fields: tuple[str, ...]) -> dict:
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name not in fields}
 
 
 class Supernet(nn.Module):
@@ -114,7 +122,7 @@ class Supernet(nn.Module):
         super().__init__()
         if not any(is_elastic_stage(s) for s in largest.stages):
             raise SupernetError("the genotype has no MBConv stage, so nothing in it is elastic; "
-                                "a supernet shares weights over MBConv stages' depth, kernel and expansion")
+                                "a supernet shares weights over MBConv stages' depth, kernel, expansion and width")
         check_shareable(largest)
         net: Network = build_model(largest)
         self.largest = largest
@@ -127,37 +135,53 @@ class Supernet(nn.Module):
         """Raise SupernetError unless `g` is a sub-network of this supernet (its resolution may differ)."""
         big = self.largest
         fix = "sample sub-networks from the supernet's own space (ElasticSpace)"
-        for name in ("in_chans", "num_classes", "act", "norm", "norm_eps", "stem", "head"):
+        for name in ("in_chans", "num_classes", "act", "norm", "norm_eps", "head"):
             if getattr(g, name) != getattr(big, name):
                 raise SupernetError(f"genotype {name} is {getattr(g, name)!r}, the supernet's is "
                                     f"{getattr(big, name)!r}; {fix}")
         if big.head.pool == "flatten" and g.resolution != big.resolution:
             raise SupernetError(f"genotype resolution is {g.resolution}, the supernet's flatten head needs "
                                 f"{big.resolution}; {fix}")
-        if len(g.stages) != len(big.stages):
-            raise SupernetError(f"genotype has {len(g.stages)} stages, the supernet {len(big.stages)}; {fix}")
-        for i, (s, b) in enumerate(zip(g.stages, big.stages)):
-            if not is_elastic_stage(b):
-                if s != b:
-                    raise SupernetError(f"stages[{i}] is {s.block!r} stage {s}, which the supernet holds fixed as "
-                                        f"{b}; {fix}")
-                continue
-            fixed, want = _without_elastic(s), _without_elastic(b)
+        for part in ("stem", "stages"):
+            if len(getattr(g, part)) != len(getattr(big, part)):
+                raise SupernetError(f"genotype has {len(getattr(g, part))} {part}, the supernet "
+                                    f"{len(getattr(big, part))}; {fix}")
+        widths = _blocks_in(g)
+        for part, i, s, b, ins, big_ins in _walk(g, big, widths, self._in_widths):
+            where = f"{part}[{i}]"
+            elastic = ELASTIC_FIELDS if is_elastic_stage(b) else WIDTH_FIELDS if is_width_stage(b) else ()
+            fixed, want = _without(s, elastic), _without(b, elastic)
             for name in want:
                 if fixed[name] != want[name]:
-                    raise SupernetError(f"stages[{i}].{name} is {fixed[name]!r}, fixed at {want[name]!r} in the "
+                    raise SupernetError(f"{where}.{name} is {fixed[name]!r}, fixed at {want[name]!r} in the "
                                         f"supernet; {fix}")
+            if not elastic:
+                if ins[:1] != big_ins[:1] and _has_weights(self._stage(part, i)):
+                    raise SupernetError(f"{where} ({s.block}) gets {ins[0]} input channels, the supernet's "
+                                        f"{big_ins[0]}; only MBConv and plain conv stages change width; {fix}")
+                continue
             if s.repeats > b.repeats:
-                raise SupernetError(f"stages[{i}].repeats is {s.repeats}, the supernet has at most {b.repeats}; {fix}")
+                raise SupernetError(f"{where}.repeats is {s.repeats}, the supernet has at most {b.repeats}; {fix}")
+            if s.out_chs > b.out_chs:
+                raise SupernetError(f"{where}.out_chs is {s.out_chs}, the supernet's is at most {b.out_chs}; {fix}")
+            if not is_elastic_stage(b):
+                continue
             if s.kernel > b.kernel or (b.kernel - s.kernel) % 2:
-                raise SupernetError(f"stages[{i}].kernel is {s.kernel}, not the centre of the supernet's "
+                raise SupernetError(f"{where}.kernel is {s.kernel}, not the centre of the supernet's "
                                     f"{b.kernel}x{b.kernel} kernel; {fix}")
-            for j, in_chs in enumerate(self._in_widths[i][:s.repeats]):
-                mid, top = expanded_width(in_chs, s.expansion), expanded_width(in_chs, b.expansion)
-                has_expand = not isinstance(self.stages[i][j].expand, nn.Identity)
+            for j, (in_chs, big_in) in enumerate(zip(ins[:s.repeats], big_ins)):
+                mid, top = expanded_width(in_chs, s.expansion), expanded_width(big_in, b.expansion)
+                has_expand = not isinstance(self._stage(part, i)[j].expand, nn.Identity)
                 if mid > top or (mid != in_chs and not has_expand):
-                    raise SupernetError(f"stages[{i}].expansion {s.expansion} gives {mid} channels, which the "
+                    raise SupernetError(f"{where}.expansion {s.expansion} gives {mid} channels, which the "
                                         f"supernet's expansion {b.expansion} ({top} channels) does not hold; {fix}")
+        features, big_features = widths[-1][0], self._in_widths[-1][0]
+        if features != big_features and (big.head.attention != "none" or big.head.hidden):
+            raise SupernetError(f"the head gets {features} channels, the supernet's {big_features}; a head with "
+                                f"attention or hidden layers takes the full width only; {fix}")
+
+    def _stage(self, part: str, i: int) -> nn.Sequential:
+        return getattr(self, part)[i]
 
     def set_active(self, g: Genotype) -> "Supernet":
         """Run as the sub-network `g` from now on (checked); returns self, so `net.set_active(g)(x)`."""
@@ -168,14 +192,35 @@ class Supernet(nn.Module):
     # -- forward ----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self.active
-        x = self.stem(x)
-        for i, (stage, spec) in enumerate(zip(self.stages, g.stages)):
-            if not is_elastic_stage(spec):
-                x = stage(x)
-                continue
-            for j in range(spec.repeats):
-                x = _mbconv(stage[j], x, spec.kernel, expanded_width(self._in_widths[i][j], spec.expansion))
-        return self.head(x)
+        for part in ("stem", "stages"):
+            for stage, spec in zip(getattr(self, part), getattr(g, part)):
+                if is_elastic_stage(spec):
+                    for j in range(spec.repeats):
+                        x = _mbconv(stage[j], x, spec)
+                elif is_width_stage(spec):
+                    for block in stage:
+                        x = _cna(block, x, _out_width(x, spec))
+                else:
+                    x = stage(x)
+        return _head(self.head, x)
+
+
+def _walk(g: Genotype, big: Genotype, widths: list[list[int]], big_widths: list[list[int]]):
+    """(part, index, stage of g, stage of the largest, g's and the largest's block input widths) per stage."""
+    specs = [("stem", i, s, b) for i, (s, b) in enumerate(zip(g.stem, big.stem))]
+    specs += [("stages", i, s, b) for i, (s, b) in enumerate(zip(g.stages, big.stages))]
+    for (part, i, s, b), ins, big_ins in zip(specs, widths, big_widths):
+        yield part, i, s, b, ins, big_ins
+
+
+def _has_weights(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters())
+
+
+def _out_width(x: torch.Tensor, spec: StageSpec) -> int:
+    from autocnn.layers import BLOCKS
+
+    return BLOCKS.get(spec.block).out_channels(x.shape[1], spec)
 
 
 # -- elastic layers: the same ops as the built modules, on slices of their weights --------------------
@@ -214,24 +259,33 @@ def _cna(unit: nn.Module, x: torch.Tensor, out: int, kernel: int | None = None) 
     return unit.act(_norm(unit.bn, _conv(unit.conv, x, out, kernel), out))
 
 
-def _attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _attention(attn: nn.Module, x: torch.Tensor, reduced: int) -> torch.Tensor:
     if isinstance(attn, nn.Identity):
         return x
     assert isinstance(attn, SqueezeExcite), type(attn)  # check_shareable refused every other kind
     n = x.shape[1]
     scale = x.mean((2, 3), keepdim=True)
-    scale = F.conv2d(scale, attn.fc1.weight[:, :n].contiguous(), attn.fc1.bias)
-    scale = F.conv2d(attn.act(scale), attn.fc2.weight[:n].contiguous(), attn.fc2.bias[:n])
+    scale = F.conv2d(scale, attn.fc1.weight[:reduced, :n].contiguous(), attn.fc1.bias[:reduced])
+    scale = F.conv2d(attn.act(scale), attn.fc2.weight[:n, :reduced].contiguous(), attn.fc2.bias[:n])
     return x * scale.sigmoid()
 
 
-def _mbconv(block: nn.Module, x: torch.Tensor, kernel: int, mid: int) -> torch.Tensor:
-    """`MBConv.forward` at kernel `kernel` and expanded width `mid` (no expand conv when mid is the input width)."""
-    out = x if mid == x.shape[1] else _cna(block.expand, x, mid)
-    out = _cna(block.conv, out, mid, kernel)
-    out = _attention(block.attn, out)
-    out = _cna(block.project, out, block.project.conv.out_channels)
-    return out + x if block.use_residual else out
+def _mbconv(block: nn.Module, x: torch.Tensor, spec: StageSpec) -> torch.Tensor:
+    """`MBConv.forward` as the sub-network's block: its kernel, expanded width (no expand conv when that is the
+    input width), squeeze width and output width; an identity shortcut where its widths match at stride 1."""
+    in_chs = x.shape[1]
+    mid, out_chs = expanded_width(in_chs, spec.expansion), _out_width(x, spec)
+    out = x if mid == in_chs else _cna(block.expand, x, mid)
+    out = _cna(block.conv, out, mid, spec.kernel)
+    out = _attention(block.attn, out, squeeze_width(in_chs, spec.ratio))
+    out = _cna(block.project, out, out_chs)
+    return out + x if block.conv.conv.stride == (1, 1) and in_chs == out_chs else out
+
+
+def _head(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`Head.forward` on the first features: the classifier reads as many inputs as the sub-network has."""
+    x = head.flatten(head.pool(x))
+    return F.linear(head.dropout(x), head.fc.weight[:, :x.shape[1]], head.fc.bias)
 
 
 def extract(supernet: Supernet, g: Genotype) -> dict[str, torch.Tensor]:

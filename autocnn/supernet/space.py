@@ -1,8 +1,9 @@
 """The sub-networks of a search space that one supernet covers, as ordinary genotypes.
 
-A space's per-stage `kernel`, `expansion` and `repeats` dimensions are elastic: a sub-network is one
-value for each. Every other dimension (block family, conv kind, attention and its ratio, activation,
-width and depth multipliers, ...) is fixed for the whole supernet, from `fixed` params, else a
+A space's per-stage `kernel`, `expansion` and `repeats` dimensions and its `width_mult` (the width
+multiplier MobileNet and EfficientNet scale every stage by) are elastic: a sub-network is one value for
+each. Every other dimension (block family, conv kind, attention and its ratio, activation, depth
+multiplier, compound coefficient, ...) is fixed for the whole supernet, from `fixed` params, else a
 `preset`'s params, else its first choice (a number range: its low end). A sub-network's genotype is
 what `SearchSpace.sample` returns for those answers, so it is a genotype of the space itself:
 `create_model` builds it, search records it, export writes it.
@@ -18,8 +19,8 @@ from autocnn.spaces import Categorical, Int, SearchSpace, load_space
 from autocnn.spaces.space import AnsweringTrial
 from autocnn.supernet.model import SupernetError, check_shareable
 
-ELASTIC_KEYS = ("kernel", "expansion", "repeats")
-"""Last key of a dimension's name that makes it elastic (`stages.3.kernel`)."""
+ELASTIC_KEYS = ("kernel", "expansion", "repeats", "width_mult")
+"""Last key of a dimension's name that makes it elastic (`stages.3.kernel`, `width_mult`)."""
 
 
 class _Answers(AnsweringTrial):
@@ -74,8 +75,8 @@ class ElasticSpace:
                 if values is not None and len(values) > 1:
                     self.choices[name] = values
         if not self.choices:
-            raise SupernetError(f"space {self.space.name} has no elastic dimension (a per-stage choice of "
-                                f"{', '.join(ELASTIC_KEYS)}), so a supernet would share nothing; add one, e.g. "
+            raise SupernetError(f"space {self.space.name} has no elastic dimension (a per-stage choice or a width "
+                                f"multiplier: {', '.join(ELASTIC_KEYS)}), so a supernet would share nothing; add one, e.g. "
                                 "`kernel: {choices: [3, 5]}` in a stage, or search the space without a supernet")
         self._sample_args = {"resolution": resolution, "num_classes": num_classes, "in_chans": in_chans}
         check_shareable(self.largest(), fix="fix them with ElasticSpace(fixed={DIMENSION: VALUE})")

@@ -75,7 +75,8 @@ SUPERNET_SPACE = Path(__file__).parents[1] / "supernet" / "tiny_supernet.yaml"
 SUPERNET_TEXT = SUPERNET_SPACE.read_text()
 ONESHOT = ("search", "--space", str(SUPERNET_SPACE), "--limit", "100", "--strategy", "oneshot")
 FLAT_SUPERNET = SUPERNET_TEXT.replace("kernel: {choices: [3, 5]}", "kernel: 3").replace(
-    "expansion: {choices: [1.0, 4.0, 6.0]}", "expansion: 4.0").replace("repeats: {choices: [1, 2]}", "repeats: 1")
+    "expansion: {choices: [1.0, 4.0, 6.0]}", "expansion: 4.0").replace("repeats: {choices: [1, 2]}", "repeats: 1").replace(
+    "width_mult: {choices: [0.5, 1.0]}", "width_mult: 1.0")
 OTHER_SUPERNET = json.dumps({  # the record of a supernet trained on another space (only kernel 3 or 7)
     "name": "other", "space": "other.yaml", "space_name": "other", "dataset": "digits", "resolution": 16,
     "num_classes": 10, "in_chans": 1, "fixed": {"act": "silu"}, "epochs_done": 1,

@@ -53,8 +53,9 @@ def test_supernet_train_writes_weights_and_record(trained):
     assert record["space_name"] == "tiny_supernet" and record["dataset"] == "digits" and record["limit"] == 200
     assert record["epochs_done"] == 1 and len(record["losses"]) == 1 and math.isfinite(record["losses"][0])
     assert record["fixed"]["act"] == "silu"  # searched by the space, fixed by the supernet
-    assert set(record["choices"]) == {f"stages.{i}.{k}" for i in range(3) for k in ("kernel", "expansion", "repeats")}
-    assert record["sub_networks"] == 1728 and record["seconds"] > 0
+    assert set(record["choices"]) == {f"stages.{i}.{k}" for i in range(3)
+                                      for k in ("kernel", "expansion", "repeats")} | {"width_mult"}
+    assert record["sub_networks"] == 3456 and record["seconds"] > 0
     assert "epoch 1/1 loss" in trained["train"].stderr
 
 
@@ -82,8 +83,9 @@ def test_every_trial_holds_the_supernets_recalibrated_weights(trained):
     assert max(values) > 0.15  # chance is 0.1: one epoch of sandwich training on 200 images already shows (0.21)
     assert all(t.user_attrs[records.EPOCHS_RUN] == 0 and t.user_attrs[records.VAL_CURVE] == [t.values[0]]
                for t in trials)
-    assert all(t.params and all(k.rsplit(".", 1)[-1] in ("kernel", "expansion", "repeats") for k in t.params)
-               for t in trials)  # the fixed `act` is pinned, never sampled
+    assert all(t.params and all(k.rsplit(".", 1)[-1] in ("kernel", "expansion", "repeats", "width_mult")
+                                for k in t.params) for t in trials)  # the fixed `act` is pinned, never sampled
+    assert {t.params["width_mult"] for t in trials} == {0.5, 1.0}  # narrower sub-networks are searched too
 
     es = ElasticSpace(TINY)
     net = Supernet(es.largest())

@@ -88,11 +88,35 @@ def test_every_sub_network_is_a_valid_genotype_the_builder_builds(space, superne
         supernet.check(g)
         assert Genotype.from_string(g.to_string()) == g
         seen.add(g.arch_id)
-    assert len(seen) == len(space) == 2 ** 3 * 3 ** 3 * 2 ** 3
-    with torch.device("meta"):  # shapes only: building 1728 networks for real takes too long
+    assert len(seen) == len(space) == 2 ** 3 * 3 ** 3 * 2 ** 3 * 2  # kernel, expansion, repeats per stage; width
+    with torch.device("meta"):  # shapes only: building 3456 networks for real takes too long
         for g in list(space)[::97]:
             build_model(g)
     assert isinstance(autocnn.create_model(space.smallest()), torch.nn.Module)
+
+
+def test_narrower_sub_networks_slice_every_width_and_gain_the_shortcuts_they_would_have():
+    """At width 0.5 the first stage (16 channels from an 8-channel stem at width 1) maps 8 channels to 8 at stride
+    1, so the built sub-network adds its input back: the supernet's block, which has no shortcut, must too."""
+    text = TINY.read_text().replace("{block: mbconv, conv: depthwise, out_chs: 8}",
+                                    "{block: mbconv, conv: depthwise, out_chs: 16}")
+    es = ElasticSpace(load_space_text(text, "wide.yaml"))
+    torch.manual_seed(0)
+    net = Supernet(es.largest()).double().eval()
+    _randomize(net, 3)
+    assert not net.stages[0][0].use_residual
+    narrow = es.genotype({**{n: v[-1] for n, v in es.choices.items()}, "width_mult": 0.5})
+    model = build_model(narrow).double().eval()
+    assert model.stages[0][0].use_residual
+    model.load_state_dict(extract(net, narrow))
+    sd = extract(net, narrow)
+    assert sd["stem.0.0.conv.weight"].shape[0] == 8 and sd["head.fc.weight"].shape == (10, 16)
+    assert torch.equal(sd["stages.2.0.project.conv.weight"], net.stages[2][0].project.conv.weight[:16, :sd[
+        "stages.2.0.project.conv.weight"].shape[1]])
+    x = torch.randn(3, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = net.set_active(narrow)(x)
+        assert (model(x) - expected).abs().max().item() <= 1e-12 and expected.std() > 1e-3
 
 
 def test_create_model_loads_inherited_weights_from_a_file(space, supernet, tmp_path):
@@ -108,7 +132,8 @@ def test_create_model_loads_inherited_weights_from_a_file(space, supernet, tmp_p
 
 def test_a_space_without_elastic_dimensions_is_refused():
     text = TINY.read_text().replace("kernel: {choices: [3, 5]}", "kernel: 3") \
-        .replace("expansion: {choices: [1.0, 4.0, 6.0]}", "expansion: 4.0").replace("repeats: {choices: [1, 2]}", "repeats: 1")
+        .replace("expansion: {choices: [1.0, 4.0, 6.0]}", "expansion: 4.0").replace("repeats: {choices: [1, 2]}", "repeats: 1") \
+        .replace("width_mult: {choices: [0.5, 1.0]}", "width_mult: 1.0")
     with pytest.raises(SupernetError, match="has no elastic dimension") as err:
         ElasticSpace(load_space_text(text, "flat.yaml"))
     assert "\n" not in str(err.value) and "add one" in str(err.value)
@@ -136,7 +161,7 @@ def test_genotypes_outside_the_supernet_are_refused(space, supernet):
 
 def test_parts_a_supernet_cannot_share_are_refused_or_fixed():
     es = ElasticSpace("efficientnet_compound", num_classes=10)
-    assert set(es.choices) == {f"stages.{i}.{k}" for i in range(7) for k in ("kernel", "expansion")}
+    assert set(es.choices) == {f"stages.{i}.{k}" for i in range(7) for k in ("kernel", "expansion")} | {"width_mult"}
     assert {s.block for s in es.largest().stages[:7]} == {"mbconv"}  # block and conv kind fixed at their first choice
     with pytest.raises(SupernetError, match=r"stages\[2\]\.attention is 'eca'.*fixed="):
         ElasticSpace("efficientnet_compound", fixed={"stages.2.attention": "eca"})
@@ -221,6 +246,9 @@ def _evaluate(net: Supernet, g: Genotype, calib: torch.Tensor, x: torch.Tensor, 
     return F.cross_entropy(out, y).item(), (out.argmax(1) == y).float().mean().item()
 
 
+STEPS = 30  # the smallest sub-network (width 0.5, one block per stage, no expansion) is still near chance at 20
+
+
 def test_sandwich_training_learns_digits(space, digits):
     (x, y), (xv, yv) = digits
     torch.manual_seed(0)
@@ -228,7 +256,7 @@ def test_sandwich_training_learns_digits(space, digits):
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     before, _ = _evaluate(net, space.largest(), x[:512], xv, yv)
     rng, gen = random.Random(0), torch.Generator().manual_seed(0)
-    for _ in range(20):
+    for _ in range(STEPS):
         rows = torch.randint(0, len(y), (64,), generator=gen)
         sandwich_step(net, space, x[rows], y[rows], optimizer, rng)
     after, acc_big = _evaluate(net, space.largest(), x[:512], xv, yv)
