@@ -41,6 +41,46 @@ def test_a_time_budget_without_a_pruner_runs_successive_halving():
     assert pruner_name(SearchConfig(timeout=60, objectives=("accuracy", "params"))) == "none"  # Pareto: never pruned
 
 
+def _trained(study, curve: list[float], planned: int | None = None):
+    """A finished trial of `study` that reported `curve` epoch by epoch (`planned`: its cut schedule)."""
+    trial = study.ask()
+    if planned is not None:
+        trial.set_user_attr(records.PLANNED_EPOCHS, planned)
+    for epoch, value in enumerate(curve, 1):
+        trial.report(value, epoch)
+    study.tell(trial, curve[-1])
+    return trial
+
+
+def test_a_cut_schedule_faces_the_rungs_of_schedules_at_least_as_long():
+    from autocnn.search.engine import outranked_at_rung
+
+    study = optuna.create_study(direction="maximize")
+    _trained(study, [0.90, 0.96, 0.97, 0.98])             # full schedule
+    _trained(study, [0.50, 0.70, 0.80])                   # full schedule, pruned at the first rung
+    _trained(study, [0.99, 0.99, 0.99], planned=3)        # cut shorter than the judged trial's: not a rival
+    judged = study.ask()
+    judged.set_user_attr(records.PLANNED_EPOCHS, 5)
+    for epoch, value in enumerate([0.2, 0.8, 0.93], 1):
+        judged.report(value, epoch)
+    # 3 trials at the rung (the judged one and two rivals): only the best goes on, and 0.97 beats 0.93
+    assert outranked_at_rung(judged, 3, 0.93, planned=5, grace=3)
+    assert not outranked_at_rung(judged, 3, 0.975, planned=5, grace=3)
+    assert not outranked_at_rung(judged, 2, 0.10, planned=5, grace=3)  # no rung before the grace epochs
+    assert not outranked_at_rung(judged, 4, 0.10, planned=5, grace=3)  # between rungs (3, 9, 27, ...)
+    # a longer cut schedule is annealed less at epoch 3 than the 3-epoch one: that one no longer counts
+    lone = optuna.create_study(direction="maximize")
+    _trained(lone, [0.99, 0.99, 0.99], planned=3)
+    first = lone.ask()
+    assert not outranked_at_rung(first, 3, 0.5, planned=5, grace=3)
+    # minimising (a loss metric): lower is better
+    losses = optuna.create_study(direction="minimize")
+    _trained(losses, [0.9, 0.5, 0.3])
+    looked = losses.ask()
+    assert outranked_at_rung(looked, 3, 0.4, planned=5, grace=3)
+    assert not outranked_at_rung(looked, 3, 0.2, planned=5, grace=3)
+
+
 def test_a_ray_search_under_a_time_budget_runs_asha(tmp_path):
     pytest.importorskip("ray")
     from autocnn.search.ray import RayBackend
