@@ -24,6 +24,10 @@ FIRST_LOOK_SHARE = 0.1
 """Under a timeout, the share of the whole budget a candidate may train for before the study has measured an
 epoch on this device: the time model's prior can be off by half, and an anytime search owes a first model
 early (`engine.price_time`; the design then trains the first point again in full, `design.initial_design`)."""
+LOOK_SHARE = 0.2
+"""Under a timeout, once the device is timed, the most of the whole budget a candidate's first look (its grace
+epochs, or its whole schedule if shorter) may take: a search looks at five candidates at least, and a short
+budget is not spent on one or two large networks before they can be compared (`engine.price_time`)."""
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 UNTIL_TIMEOUT_TRIALS = 1_000_000  # the trial budget of a search given a time budget and no --trials
 STRATEGIES = ("train", "oneshot")  # SearchConfig.strategy

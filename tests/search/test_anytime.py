@@ -81,6 +81,39 @@ def test_a_cut_schedule_faces_the_rungs_of_schedules_at_least_as_long():
     assert not outranked_at_rung(looked, 3, 0.2, planned=5, grace=3)
 
 
+def test_once_the_device_is_timed_no_first_look_takes_more_than_a_fifth_of_the_budget():
+    import dataclasses
+    import time
+
+    from autocnn.search.config import LOOK_SHARE
+    from autocnn.search.engine import price_time
+
+    shape = EpochShape(train=1000, val=200, batch_size=50)
+    costs = {"flops": 5e7, "params": 1e6, "layers": 30, "activations": 1e6}
+    timed = dataclasses.replace(TimeModel.prior(), epochs=5)
+    per_epoch = timed.epoch_seconds(costs["flops"], costs["params"], costs["layers"], shape, costs["activations"])
+    study = optuna.create_study(direction="maximize")
+
+    def price(model, timeout, share=0.5):
+        config = SearchConfig(timeout=timeout, epochs=12, grace_epochs=3, max_trial_share=share)
+        trial = study.ask()
+        try:
+            price_time(trial, costs, config=config, shape=shape, model=model, deadline=time.time() + timeout)
+        except optuna.TrialPruned as rejected:
+            return trial, str(rejected)
+        return trial, None
+
+    # 12 budget-epochs: half the time fits 6 epochs (it would be cut to them), but its 3-epoch look is a quarter
+    trial, reason = price(timed, 12 * per_epoch)
+    assert 3 * per_epoch > LOOK_SHARE * 12 * per_epoch and reason is not None
+    assert reason.startswith(records.WOULD_NOT_FINISH) and "first look" in reason
+    assert trial.user_attrs[records.PREDICTED_S] == round(3 * per_epoch, 1)  # both figures recorded
+    assert trial.user_attrs[records.REMAINING_S] > 0
+    assert price(timed, 20 * per_epoch)[1] is None  # a fifth of 20 epochs' time holds the look
+    assert price(dataclasses.replace(timed, epochs=0), 12 * per_epoch)[1] is None  # untimed: the first-look rule
+    assert price(timed, 12 * per_epoch, share=None)[1] is None  # --max-trial-share none: never rejected for time
+
+
 def test_a_ray_search_under_a_time_budget_runs_asha(tmp_path):
     pytest.importorskip("ray")
     from autocnn.search.ray import RayBackend
