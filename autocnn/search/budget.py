@@ -61,25 +61,31 @@ def budget_use(study: optuna.Study, below: int | None = None) -> tuple[int, int]
     return sum(counts_toward_budget(t) for t in trials), running
 
 
-def rejections_in_a_row(study: optuna.Study) -> tuple[int, int]:
-    """(Rejected trials at the end of the study, how many of them would not have finished in time).
+def rejections_in_a_row(study: optuna.Study) -> tuple[int, int, int]:
+    """(Rejected trials at the end of the study, how many of them would not have finished in the time left,
+    how many were too large for a first look at this budget).
 
     Rejections cost no budget, so a round can be all of them.
     """
-    count = for_time = 0
+    count = for_time = for_a_look = 0
     for trial in reversed(study.get_trials(deepcopy=False, states=FINISHED)):
         if records.REJECTED not in trial.user_attrs:
             break
         count += 1
-        for_time += records.rejected_for_time(trial)
-    return count, for_time
+        look = records.rejected_for_a_look(trial)
+        for_a_look += look
+        for_time += records.rejected_for_time(trial) and not look
+    return count, for_time, for_a_look
 
 
 def rejection_verdict(study: optuna.Study) -> str | None:
     """Why sampling more candidates is pointless: "time" (the last ones would not finish in the time left:
-    the budget is spent), "constraints" (`MAX_REJECTIONS` in a row: they look impossible), else None."""
-    count, for_time = rejections_in_a_row(study)
-    if for_time >= TIME_REJECTIONS_TO_END or (count >= MAX_REJECTIONS and for_time):
+    the budget is spent), "constraints" (`MAX_REJECTIONS` in a row: they look impossible), else None.
+
+    Candidates too large for a first look do not spend the budget (smaller ones may still come), but a long
+    run of rejections that includes them ends the search as spent time, not as impossible constraints."""
+    count, for_time, for_a_look = rejections_in_a_row(study)
+    if for_time >= TIME_REJECTIONS_TO_END or (count >= MAX_REJECTIONS and for_time + for_a_look):
         return "time"
     return "constraints" if count >= MAX_REJECTIONS else None
 

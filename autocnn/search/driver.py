@@ -147,7 +147,7 @@ def drive(study: optuna.Study, ctx: TrialContext, backend: Backend | None = None
         while not budget.expired and budget.wait_for_slot():
             before = finished_trials(study)
             backend.run(study, config.trials - before)
-            rejected, for_time = rejections_in_a_row(study)
+            rejected, for_time, _ = rejections_in_a_row(study)
             verdict = rejection_verdict(study)
             if verdict == "time":
                 logging.getLogger("autocnn").warning(

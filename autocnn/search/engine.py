@@ -537,8 +537,8 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
         look_s = min(planned, config.grace_epochs) * per_epoch  # it fits: is its first look a fair share?
         if share is not None and model.epochs and config.timeout and look_s > LOOK_SHARE * config.timeout:
             look_s, left = round(look_s, 1), round(max(left, 0.0), 1)
-            return _reject_for_time(trial, look_s, left, f"{records.WOULD_NOT_FINISH}: predicted {look_s}s for a "
-                                    f"first look > {LOOK_SHARE:g} x the {config.timeout:g}s budget")
+            return _reject_for_time(trial, look_s, left, f"{records.WOULD_NOT_FINISH}: predicted {look_s}s "
+                                    f"{records.FIRST_LOOK} > {LOOK_SHARE:g} x the {config.timeout:g}s budget")
         if not (left > 0 and needed <= (share or 1.0) * left):
             trial.set_user_attr(records.PLANNED_EPOCHS, min(fit, planned))
         return per_epoch

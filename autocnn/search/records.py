@@ -38,6 +38,7 @@ PREDICTED_S = "predicted_s"  # a candidate rejected for time: its predicted trai
 REMAINING_S = "remaining_s"  # ... and the seconds left of the run's time budget when it was priced
 OUT_OF_TIME = "out_of_time"  # a trial the --timeout stopped at an epoch boundary (pruned, weights saved)
 WOULD_NOT_FINISH = "would not finish"  # how a REJECTED message for time begins
+FIRST_LOOK = "for a first look"  # in a REJECTED message for time: the look is too large a share of the budget
 DESIGN = "initial_design"  # the point of the initial design a trial took (autocnn.search.design), 0: cheapest
 # --prescreen (autocnn.search.prescreen): the proxy, the trained candidate's score at initialisation (None:
 # could not be scored), how many candidates were screened for the trial (1: a preset, a design point or a
@@ -114,6 +115,12 @@ def record_epoch_seconds(trial, seconds: list[float]) -> None:
 def rejected_for_time(trial) -> bool:
     """A candidate rejected untrained because its predicted training would not finish in the time left."""
     return str(trial.user_attrs.get(REJECTED, "")).startswith(WOULD_NOT_FINISH)
+
+
+def rejected_for_a_look(trial) -> bool:
+    """A candidate rejected for time because even its first look would take too much of the whole budget
+    (`engine.price_time`, `LOOK_SHARE`): the budget's size, not the time left, rules it out."""
+    return rejected_for_time(trial) and FIRST_LOOK in str(trial.user_attrs.get(REJECTED, ""))
 
 
 def genotype_of(trial: FrozenTrial) -> Genotype:

@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -124,6 +125,33 @@ def test_a_budget_no_candidate_fits_ends_the_search_without_an_error(cli, tmp_pa
     assert "time budget spent" in result.stderr and "Traceback" not in result.stderr
     trials = _study(cli, "n").get_trials()
     assert len(trials) == TIME_REJECTIONS_TO_END and all(records.rejected_for_time(t) for t in trials)
+
+
+def test_candidates_too_large_for_a_look_do_not_spend_the_budget():
+    """Rejections because a first look is too large a share of the budget say nothing about the time left:
+    a sampler may still propose smaller candidates, so a run of them does not end the search as spent."""
+    from autocnn.search.budget import MAX_REJECTIONS, rejection_verdict
+
+    def reject(study, reason, n):
+        for _ in range(n):
+            trial = study.ask()
+            trial.set_user_attr(records.REJECTED, reason)
+            study.tell(trial, state=TrialState.PRUNED)
+
+    look = f"{records.WOULD_NOT_FINISH}: predicted 14.2s {records.FIRST_LOOK} > 0.2 x the 60s budget"
+    left = f"{records.WOULD_NOT_FINISH}: predicted 30.0s > remaining 20.0s x 0.5"
+    study = optuna.create_study(direction="maximize")
+    reject(study, look, TIME_REJECTIONS_TO_END + 5)
+    assert rejection_verdict(study) is None
+    reject(study, left, TIME_REJECTIONS_TO_END - 1)
+    assert rejection_verdict(study) is None
+    reject(study, left, 1)
+    assert rejection_verdict(study) == "time"
+    many = optuna.create_study(direction="maximize")
+    reject(many, "params 3e+07 exceeds max_params 2e+07", MAX_REJECTIONS - 1)
+    reject(many, look, 1)  # a long run that includes them: spent time, not impossible constraints
+    assert rejection_verdict(many) == "time"
+    assert records.rejected_for_a_look(many.trials[-1]) and not records.rejected_for_a_look(study.trials[-1])
 
 
 def test_a_full_training_that_does_not_fit_is_fitted_to_the_time_left(cli, tmp_path):
