@@ -513,9 +513,9 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
     models to a time limit: a tight budget still yields fully trained models instead of rejections only.
     Until the time model has seen an epoch, a candidate trains at most `FIRST_LOOK_SHARE` of the whole
     budget when one epoch fits in it: a quick first model, and a calibrated time model for the rest. After
-    that (and with a share), one whose first look (its first `grace_epochs`) would take more than
-    `LOOK_SHARE` of the whole budget is rejected the same way: on digits in 60 s, two EfficientNets of the initial design took 30 of
-    the 60 s for three epochs each and lost to a 4-s plain CNN (bench_anytime).
+    that (and with a share), one that fits but whose first look (its first `grace_epochs`) would take more
+    than `LOOK_SHARE` of the whole budget is rejected the same way: on digits in 60 s, two EfficientNets of
+    the initial design took 30 of the 60 s for three epochs each and lost to a 4-s plain CNN (bench_anytime).
     """
     per_epoch = model.epoch_seconds(costs["flops"], costs["params"], costs["layers"], shape,
                                     costs.get("activations", 0))

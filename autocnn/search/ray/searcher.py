@@ -36,7 +36,7 @@ from autocnn.search.control import GIVE_UP_FAILURES
 from autocnn.search.engine import (TRIAL_ERRORS, TrialContext, price_candidate, price_time, record_failure,
                                    sample_architecture)
 from autocnn.search.ray.internals import asked_trials, searched_study, searched_study_name, told_trials
-from autocnn.search.ray.keys import (ATTRS, CHECKPOINT_DIR, EPOCH, FINAL, MAX_FAILURES, OBJECTIVES, SPEC,
+from autocnn.search.ray.keys import (ATTRS, CHECKPOINT_DIR, COSTS, EPOCH, FINAL, MAX_FAILURES, OBJECTIVES, SPEC,
                                      TIME_MODEL, VAL, trial_dirname)
 from autocnn.search.ray.worker import load_state
 from autocnn.storage import study_storage, trial_id as trial_id_of
@@ -79,7 +79,8 @@ class DefineByRun:
             spec["genotype"] = genotype.to_dict()
             admit = partial(price_time, trial, config=ctx.config, shape=ctx.epoch_shape, model=model,
                             deadline=ctx.deadline)
-            price_candidate(trial, genotype, ctx.constraints, latency=False, cache=ctx.costs, admit=admit)
+            _, costs = price_candidate(trial, genotype, ctx.constraints, latency=False, cache=ctx.costs, admit=admit)
+            spec[COSTS] = costs  # the worker prices from these instead of counting again (it adds latency)
         except optuna.TrialPruned as err:  # rejected, or a `require` of the space failed: pruned untrained
             spec["pruned"] = str(err)
         except TRIAL_ERRORS as err:  # its forward raises (a shape error): failed here, as the local backend fails it

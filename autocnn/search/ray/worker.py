@@ -29,8 +29,8 @@ from autocnn.search.config import SearchConfig
 from autocnn.search.engine import (TRIAL_ERRORS, TrialContext, epoch_recorder, fit_candidate, fitted,
                                    needs_latency, price_candidate, price_time, record_failure, train_config_for,
                                    weights_for)
-from autocnn.search.ray.keys import (ATTRS, EPOCH, FAULT_ENV, FINAL, GPU_IDS, HPARAMS, OBJECTIVES, OPTUNA_ID, SPEC,
-                                     TIME_MODEL, TUNABLE, VAL)
+from autocnn.search.ray.keys import (ATTRS, COSTS, EPOCH, FAULT_ENV, FINAL, GPU_IDS, HPARAMS, OBJECTIVES, OPTUNA_ID,
+                                     SPEC, TIME_MODEL, TUNABLE, VAL)
 from autocnn.search.timing import EpochShape, TimeModel
 from autocnn.training import EpochReport, TrainState, train
 from autocnn.weights import freeze_blocks
@@ -133,7 +133,8 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
         if state is None:
             admit = partial(price_time, rec, config=config, shape=EpochShape(**run["shape"]),
                             model=time_model_of(spec), deadline=run["deadline"])
-            model, costs = price_candidate(rec, genotype, run["constraints"], admit=admit,
+            priced = {genotype.arch_id: spec[COSTS]} if COSTS in spec else None  # by the driver (not latency)
+            model, costs = price_candidate(rec, genotype, run["constraints"], admit=admit, cache=priced,
                                            latency=needs_latency(config.objectives, run["constraints"]))
             model, resume = weights_for(model, spec.get(records.START_WEIGHTS), config.freeze), None
             config = fitted(config, rec.user_attrs)
