@@ -23,6 +23,9 @@ from test_backend_conformance import FAST, SPACE, search  # noqa: F401 - the two
 # The budget includes loading the data and warming up torch (seconds on a busy machine); Ray also starts its
 # workers inside it.
 TIMEOUT = {"local": 15, "ray": 25}
+# Epochs no trial of the tiny space finishes inside those budgets: at 60, on a fast machine (0.05 s an epoch),
+# three trials completed in 15 s and the fourth found no time left, so the deadline stopped none
+LONG_EPOCHS = 1000
 
 
 def _space(tmp_path: Path, widths: str) -> str:
@@ -39,8 +42,8 @@ def _seconds(trial) -> float:
 def test_timeout_ends_the_search_on_time_and_keeps_the_stopped_trials(search):
     timeout = TIMEOUT[search.name]
     launched = time.time()
-    search(*FAST, "--epochs", "60", "--trials", "50", "--timeout", f"{timeout}s", "--max-trial-share", "none",
-           "--pruner", "none", "--study", "t")
+    search(*FAST, "--epochs", str(LONG_EPOCHS), "--trials", "50", "--timeout", f"{timeout}s", "--max-trial-share",
+           "none", "--pruner", "none", "--study", "t")
     ended = time.time()
     study = search.study("t")
     trials = study.get_trials()
@@ -59,11 +62,11 @@ def test_timeout_ends_the_search_on_time_and_keeps_the_stopped_trials(search):
     assert ended - launched <= startup + timeout + 2 * longest + overhead + startup, (ended - launched, startup)
 
     stopped = [t for t in trials if records.OUT_OF_TIME in t.user_attrs]
-    assert stopped, "60-epoch trials of a 15-25 s budget: the deadline must stop one"
+    assert stopped, f"{LONG_EPOCHS}-epoch trials of a 15-25 s budget: the deadline must stop one"
     for t in stopped:
         curve = t.user_attrs[records.VAL_CURVE]
         assert t.state == TrialState.PRUNED and records.REJECTED not in t.user_attrs  # it used the budget
-        assert 1 <= len(curve) < 60 and list(t.intermediate_values.values()) == curve
+        assert 1 <= len(curve) < LONG_EPOCHS and list(t.intermediate_values.values()) == curve
         assert t.values == [curve[-1]]  # valued by its last score, like a trial the pruner stops
         assert len(t.user_attrs[records.EPOCH_SECONDS]) == len(curve)
         assert (search.path / t.user_attrs[records.WEIGHTS_PATH]).is_file()
