@@ -89,6 +89,13 @@ def serve(path: str) -> dict:
 
     for module in set(autocnn.cli.COMMANDS.values()):  # every command's imports, done once (the CLI loads them lazily)
         importlib.import_module(module)
+    # Lazily imported by commands that train: every torch optimizer's first construction imports torch._dynamo
+    # (torch._compile._disable_dynamo; 2-3 s on a CI core), and a --backend ray driver imports Ray Tune.
+    for module in ("torch._dynamo", "ray.tune"):
+        try:
+            importlib.import_module(module)
+        except ImportError:  # Ray is an extra
+            pass
     # What the imports built lives as long as any process would keep it: frozen, the commands' collections
     # (and the interpreter's final one at their exit) skip it instead of writing to every inherited page,
     # which made each command's exit cost 0.9 s of copy-on-write faults (0.35 s frozen).

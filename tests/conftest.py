@@ -151,7 +151,7 @@ def _stop_when_parent_dies() -> None:
 def _stop_ray_head(head: subprocess.Popen) -> None:
     head.terminate()  # `ray start --block` stops the processes it started
     try:
-        head.wait(30)
+        head.wait(5)  # after a busy session it has taken over 30 s; what is left is killed below
     except subprocess.TimeoutExpired:
         pass
     try:
