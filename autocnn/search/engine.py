@@ -516,6 +516,9 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
     that (and with a share), one that fits but whose first look (its first `grace_epochs`) would take more
     than `LOOK_SHARE` of the whole budget is rejected the same way: on digits in 60 s, two EfficientNets of
     the initial design took 30 of the 60 s for three epochs each and lost to a 4-s plain CNN (bench_anytime).
+    Near the end (once timed), a candidate whose first look would not fit in what its share keeps back may
+    take all of the time left (the last call): the share keeps time for later candidates, and that time could
+    not hold even this one's look; without it `shapes` runs ended with a quarter of their 60 s unused.
     """
     per_epoch = model.epoch_seconds(costs["flops"], costs["params"], costs["layers"], shape,
                                     costs.get("activations", 0))
@@ -531,10 +534,13 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
         if 1 <= look < planned:  # (not even one epoch fits a first look: the usual rules below decide)
             planned = look
             trial.set_user_attr(records.PLANNED_EPOCHS, planned)
+    look_s = min(planned, config.grace_epochs) * per_epoch
+    if share is not None and model.epochs and left > 0 and (1 - share) * left < look_s:
+        share = 1.0  # the last call: what the share would keep back could not hold even this candidate's look
     needed = per_epoch if share is None else planned * per_epoch
     fit = int(share * left // per_epoch) if share is not None and left > 0 and per_epoch > 0 else 0
     if (left > 0 and needed <= (share or 1.0) * left) or fit >= min(planned, config.grace_epochs):
-        look_s = min(planned, config.grace_epochs) * per_epoch  # it fits: is its first look a fair share?
+        # it fits: is its first look a fair share?
         if share is not None and model.epochs and config.timeout and look_s > LOOK_SHARE * config.timeout:
             look_s, left = round(look_s, 1), round(max(left, 0.0), 1)
             return _reject_for_time(trial, look_s, left, f"{records.WOULD_NOT_FINISH}: predicted {look_s}s "

@@ -114,6 +114,36 @@ def test_once_the_device_is_timed_no_first_look_takes_more_than_a_fifth_of_the_b
     assert price(timed, 12 * per_epoch, share=None)[1] is None  # --max-trial-share none: never rejected for time
 
 
+def test_the_last_candidate_that_fits_gets_all_of_the_time_left():
+    """Near the end, half the time left cannot hold a candidate's 3-epoch look, and the other half could not
+    hold it either: rather than leave the rest of the budget unused, the candidate is fitted to all of it."""
+    import dataclasses
+    import time
+
+    from autocnn.search.engine import price_time
+
+    shape = EpochShape(train=1000, val=200, batch_size=50)
+    costs = {"flops": 5e7, "params": 1e6, "layers": 30, "activations": 1e6}
+    timed = dataclasses.replace(TimeModel.prior(), epochs=5)
+    per_epoch = timed.epoch_seconds(costs["flops"], costs["params"], costs["layers"], shape, costs["activations"])
+    study = optuna.create_study(direction="maximize")
+
+    def planned(model, left):
+        config = SearchConfig(timeout=20 * per_epoch, epochs=12, grace_epochs=3)  # a look is 3/20 of the budget
+        trial = study.ask()
+        try:
+            price_time(trial, costs, config=config, shape=shape, model=model, deadline=time.time() + left)
+        except optuna.TrialPruned as rejected:
+            return str(rejected)
+        return trial.user_attrs.get(records.PLANNED_EPOCHS, 12)
+
+    assert planned(timed, 5.5 * per_epoch) in (4, 5)  # all of 5.5 epochs' time, not half of it (2: rejected)
+    assert planned(timed, 7 * per_epoch) == 3  # half of 7 holds the look: it keeps to its share
+    assert planned(timed, 2.5 * per_epoch).startswith(records.WOULD_NOT_FINISH)  # not even its look fits
+    # untimed, a first candidate is never handed the whole budget: the first-look rule fits it to a tenth
+    assert planned(dataclasses.replace(timed, epochs=0), 5.5 * per_epoch) == 2
+
+
 def test_a_ray_search_under_a_time_budget_runs_asha(tmp_path):
     pytest.importorskip("ray")
     from autocnn.search.ray import RayBackend
