@@ -85,9 +85,13 @@ def test_candidates_that_would_not_finish_are_rejected_untrained(search, tmp_pat
         attrs = t.user_attrs
         assert t.state == TrialState.PRUNED and records.rejected_for_time(t), attrs.get(records.REJECTED)
         predicted, left = attrs[records.PREDICTED_S], attrs[records.REMAINING_S]
-        assert predicted > left  # its first look alone needs more than the half the default share keeps back,
-        # so it had the last call on all of the time left (`engine.price_time`), and not even that holds it
-        assert attrs[records.REJECTED] == f"would not finish: predicted {predicted}s > remaining {left}s"
+        # Priced once the device was timed, its first look alone needs more than the half the default share
+        # keeps back, so it has the last call on all of the time left (`engine.price_time`), and not even that
+        # holds it; priced before (Ray prices trials side by side), the default share, 0.5, applies.
+        last_call = attrs[records.TIME_MODEL_EPOCHS] > 0 and left > 0
+        assert predicted > (left if last_call else 0.5 * left)
+        assert attrs[records.REJECTED] == (f"would not finish: predicted {predicted}s > remaining {left}s"
+                                           + ("" if last_call or left <= 0 else " x 0.5"))
         assert not t.intermediate_values and records.EPOCH_SECONDS not in attrs and records.WEIGHTS_PATH not in attrs
     trained = [t for t in small if t.state == TrialState.COMPLETE]
     assert trained, [(t.number, t.state.name) for t in small]
