@@ -1,7 +1,7 @@
 """Load reference (torchvision / timm) state_dicts into autocnn-built networks.
 
 Presets register their submodules in the reference implementation's order, so tensors are matched
-by position and checked by shape: no per-family key tables to keep in sync. Auxiliary heads
+by position (by name when the keys are the network's own) and checked by shape: no per-family key tables to keep in sync. Auxiliary heads
 (GoogLeNet aux1/aux2, Inception-v3 AuxLogits) are dropped; a classifier of another class count is
 skipped and the stem of RGB weights is adapted to another input channel count (timm's rule), so
 reference weights can seed fine-tuning on a new dataset; `freeze_blocks` fixes the first blocks.
@@ -49,6 +49,8 @@ def read_state_dict(path: str | os.PathLike) -> "OrderedDict[str, torch.Tensor]"
 def map_state_dict(model: nn.Module, source: "OrderedDict[str, torch.Tensor]", *, origin: str = "weights"):
     """Return (state_dict keyed for `model`, names of classifier tensors skipped)."""
     target = model.state_dict()
+    if source.keys() == target.keys():  # autocnn's own (a trial's safetensors file keeps its keys sorted): by name
+        source = OrderedDict((name, source[name]) for name in target)
     t_items, s_items = list(target.items()), list(source.items())
     skipped: list[str] = []
     if len(t_items) == len(s_items) and len(t_items) >= 2:

@@ -107,3 +107,23 @@ def test_frozen_blocks_keep_batchnorm_in_eval_mode_through_training(seeded):
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         clone.eval().train()
         assert [m.training for m in _norms(clone)] == [False] * len(frozen) + [True] * len(free)
+
+
+def test_a_trained_networks_own_safetensors_load_back_by_name(tmp_path, seeded):
+    """safetensors stores keys sorted (`blocks.10` before `blocks.2`), not in the network's order: weights
+    saved from the network itself (a trial's, which a design point's full training starts from) load by name."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from autocnn.weights import load_reference_weights
+
+    trained = autocnn.create_model("resnet18", num_classes=10)
+    _randomize_bn(trained, 32, seeded)
+    path = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
+    with safe_open(str(path), "pt") as stored:  # the file's order is not the network's
+        assert list(stored.keys()) != list(trained.state_dict())
+    fresh = autocnn.create_model("resnet18", num_classes=10)
+    assert load_reference_weights(fresh, path) == []
+    for name, tensor in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], tensor), name
