@@ -22,7 +22,7 @@ from typing import Callable
 import optuna
 import torch
 
-from autocnn.artifacts import save_trial_weights
+from autocnn.artifacts import resolve_weights, save_trial_weights
 from autocnn.costs import (count_flops, count_layers, count_meta_work, count_params, materialize,
                            measure_latency_ms, meta_model)
 from autocnn.data import DataSplits, choose_mode, load_dataset
@@ -443,8 +443,30 @@ def sample_architecture(trial, ctx: TrialContext):
     if ctx.config.screening is not None and records.PROXY_SCORE not in trial.user_attrs:
         held.attrs.update(screening_for(ctx, trial.number, genotype, screened).attrs())
     start = start_weights_for(ctx.config, trial.user_attrs.get(records.ENQUEUED))
+    look = None if start or design is None else first_look_of(trial, ctx, design, genotype.arch_id)
+    if look is not None:
+        held.attrs[records.CONTINUES] = look.number
+        start = str(resolve_weights(ctx.config.storage, look.user_attrs[records.WEIGHTS_PATH], ctx.config.artifacts))
     records.record_architecture(trial, genotype, start, held.attrs)
     return genotype
+
+
+def first_look_of(trial, ctx: TrialContext, design: int, arch_id: str):
+    """The finished first look of the design point that trial `trial` trains in full (None: there is none).
+
+    A design point priced above `FIRST_LOOK_SHARE` of the budget comes twice (`design.initial_design`): a
+    first look cut to a few epochs, then its full training. Started from scratch, the full training threw
+    the look's epochs away (on `shapes` in 60 s, 8 of them); it starts from the look's weights instead, with
+    a schedule of its own (a warm restart). On Ray the two are sampled side by side: the look has not
+    finished, and the full training starts from scratch as before."""
+    if design < 1 or ctx.design[design - 1].arch_id != ctx.design[design].arch_id:
+        return None
+    for earlier in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        attrs = earlier.user_attrs
+        if earlier.number == trial.number - 1 and attrs.get(records.ARCH_ID) == arch_id \
+                and records.PLANNED_EPOCHS in attrs and attrs.get(records.WEIGHTS_PATH):
+            return earlier
+    return None
 
 
 def start_weights_for(config: SearchConfig, preset: str | None) -> str | None:
@@ -516,6 +538,8 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
     that (and with a share), one that fits but whose first look (its first `grace_epochs`) would take more
     than `LOOK_SHARE` of the whole budget is rejected the same way: on digits in 60 s, two EfficientNets of
     the initial design took 30 of the 60 s for three epochs each and lost to a 4-s plain CNN (bench_anytime).
+    The full training of a design point that had its first look (`records.CONTINUES`) is exempt: on `shapes`
+    its look measured 4.05 s an epoch, 12.2 s for three, and the design's best candidate was turned away.
     Near the end (once timed), a candidate whose first look would not fit in what its share keeps back may
     take all of the time left (the last call): the share keeps time for later candidates, and that time could
     not hold even this one's look; without it `shapes` runs ended with a quarter of their 60 s unused.
@@ -541,7 +565,9 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
     fit = int(share * left // per_epoch) if share is not None and left > 0 and per_epoch > 0 else 0
     if (left > 0 and needed <= (share or 1.0) * left) or fit >= min(planned, config.grace_epochs):
         # it fits: is its first look a fair share?
-        if share is not None and model.epochs and config.timeout and look_s > LOOK_SHARE * config.timeout:
+        continues = records.CONTINUES in trial.user_attrs  # its look is behind it (`first_look_of`)
+        if share is not None and model.epochs and config.timeout and look_s > LOOK_SHARE * config.timeout \
+                and not continues:
             look_s, left = round(look_s, 1), round(max(left, 0.0), 1)
             return _reject_for_time(trial, look_s, left, f"{records.WOULD_NOT_FINISH}: predicted {look_s}s "
                                     f"{records.FIRST_LOOK} > {LOOK_SHARE:g} x the {config.timeout:g}s budget")

@@ -94,9 +94,11 @@ def test_once_the_device_is_timed_no_first_look_takes_more_than_a_fifth_of_the_b
     per_epoch = timed.epoch_seconds(costs["flops"], costs["params"], costs["layers"], shape, costs["activations"])
     study = optuna.create_study(direction="maximize")
 
-    def price(model, timeout, share=0.5):
+    def price(model, timeout, share=0.5, continues=None):
         config = SearchConfig(timeout=timeout, epochs=12, grace_epochs=3, max_trial_share=share)
         trial = study.ask()
+        if continues is not None:
+            trial.set_user_attr(records.CONTINUES, continues)
         try:
             price_time(trial, costs, config=config, shape=shape, model=model, deadline=time.time() + timeout)
         except optuna.TrialPruned as rejected:
@@ -112,6 +114,9 @@ def test_once_the_device_is_timed_no_first_look_takes_more_than_a_fifth_of_the_b
     assert price(timed, 20 * per_epoch)[1] is None  # a fifth of 20 epochs' time holds the look
     assert price(dataclasses.replace(timed, epochs=0), 12 * per_epoch)[1] is None  # untimed: the first-look rule
     assert price(timed, 12 * per_epoch, share=None)[1] is None  # --max-trial-share none: never rejected for time
+    # the full training of a design point that had its first look: the look is behind it, it trains what fits
+    trial, reason = price(timed, 12 * per_epoch, continues=0)
+    assert reason is None and 3 <= trial.user_attrs[records.PLANNED_EPOCHS] <= 6  # half the time left
 
 
 def test_the_last_candidate_that_fits_gets_all_of_the_time_left():
@@ -205,7 +210,7 @@ def test_a_default_search_on_small_images_trains_quick_networks_at_their_own_res
 
     The start point's 12 epochs are priced above a tenth of the 20 s budget: its first trial is a first look cut
     to what fits in 2 s, and the next trial trains the same network with the time model calibrated by it (how
-    many epochs that fits in the time left depends on the machine's load)."""
+    many epochs that fits in the time left depends on the machine's load), starting from the look's weights."""
     result = cli("search", "--timeout", "20s", "--seed", "0", "--study", "d")
     assert result.returncode == 0, result.stderr
     view = inspect(open_storage(cli.storage, create=False, heartbeat=False), "d")
@@ -221,6 +226,9 @@ def test_a_default_search_on_small_images_trains_quick_networks_at_their_own_res
     assert 1 <= planned < 12 and len(look.user_attrs[records.VAL_CURVE]) == planned
     assert planned * look.user_attrs[records.PREDICTED_EPOCH_S] <= FIRST_LOOK_SHARE * 20
     assert look.user_attrs[records.TIME_MODEL_EPOCHS] == 0 < full.user_attrs[records.TIME_MODEL_EPOCHS]
+    assert full.user_attrs[records.CONTINUES] == look.number and records.CONTINUES not in look.user_attrs
+    start = Path(full.user_attrs[records.START_WEIGHTS])
+    assert start.is_file() and start.as_posix().endswith(look.user_attrs[records.WEIGHTS_PATH])
 
 
 def test_the_predicted_finish_is_the_pace_so_far_capped_by_the_time_left():

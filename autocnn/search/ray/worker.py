@@ -131,6 +131,8 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
         return
     try:
         if state is None:
+            if records.CONTINUES in spec:  # recorded by the driver already: known here, not written again
+                rec.user_attrs[records.CONTINUES] = spec[records.CONTINUES]
             admit = partial(price_time, rec, config=config, shape=EpochShape(**run["shape"]),
                             model=time_model_of(spec), deadline=run["deadline"])
             priced = {genotype.arch_id: spec[COSTS]} if COSTS in spec else None  # by the driver (not latency)
