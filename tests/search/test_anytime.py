@@ -53,7 +53,10 @@ def _trained(study, curve: list[float], planned: int | None = None):
 
 
 def test_a_cut_schedule_faces_the_rungs_of_schedules_at_least_as_long():
-    from autocnn.search.engine import outranked_at_rung
+    from autocnn.search.engine import noise_margin, outranked_at_rung
+
+    assert noise_margin(0.99, 360) == pytest.approx(0.00524, abs=1e-5)  # about two of digits' 360 val images
+    assert noise_margin(0.5, 100) == pytest.approx(0.05) and noise_margin(2.5, 100) == 0.0 == noise_margin(0.5, 0)
 
     study = optuna.create_study(direction="maximize")
     _trained(study, [0.90, 0.96, 0.97, 0.98])             # full schedule
@@ -68,6 +71,9 @@ def test_a_cut_schedule_faces_the_rungs_of_schedules_at_least_as_long():
     assert not outranked_at_rung(judged, 3, 0.975, planned=5, grace=3)
     assert not outranked_at_rung(judged, 2, 0.10, planned=5, grace=3)  # no rung before the grace epochs
     assert not outranked_at_rung(judged, 4, 0.10, planned=5, grace=3)  # between rungs (3, 9, 27, ...)
+    # within the validation noise of the rivals (0.97 - 0.93 < 0.05) it goes on
+    assert not outranked_at_rung(judged, 3, 0.93, planned=5, grace=3, margin=0.05)
+    assert outranked_at_rung(judged, 3, 0.93, planned=5, grace=3, margin=0.03)
     # a longer cut schedule is annealed less at epoch 3 than the 3-epoch one: that one no longer counts
     lone = optuna.create_study(direction="maximize")
     _trained(lone, [0.99, 0.99, 0.99], planned=3)
