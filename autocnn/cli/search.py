@@ -423,6 +423,7 @@ def _named_weights(pairs: tuple[str, ...]) -> dict[str, str]:
 def search(resume: bool, as_json: bool, trials, timeout, stop_starting_after, max_params, max_flops, max_latency_ms,
            **options) -> None:
     """Search a space of architectures, training every candidate on real data."""
+    from autocnn.search.budget import process_started
     from autocnn.search.driver import backend_for, resume_search, run_search
 
     console = Console(stderr=True)
@@ -442,7 +443,8 @@ def search(resume: bool, as_json: bool, trials, timeout, stop_starting_after, ma
         backend = backend_for(options["backend"], **ray_options)
         if resume:
             study = resume_search(options["study"], options["storage"], trials=trials, timeout=timeout,
-                                  stop_starting_after=stop_starting_after, progress=progress, backend=backend)
+                                  stop_starting_after=stop_starting_after, progress=progress, backend=backend,
+                                  started=process_started())
         else:
             options["objectives"] = _split(options["objectives"])
             options["enqueue"] = _split(options["enqueue"])
@@ -453,7 +455,7 @@ def search(resume: bool, as_json: bool, trials, timeout, stop_starting_after, ma
             config = SearchConfig(trials=trials, timeout=timeout, stop_starting_after=stop_starting_after,
                                   pruner=pruner,
                                   constraints={k: v for k, v in limits.items() if v is not None}, **options)
-            study = run_search(config, progress=progress, backend=backend)
+            study = run_search(config, progress=progress, backend=backend, started=process_started())
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: the running trial was marked failed; "
                       "continue with 'autocnn search --resume --study NAME'")

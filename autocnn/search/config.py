@@ -20,10 +20,12 @@ RECIPE_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "warmup_epochs")
 the recipe (`autocnn.training.RECIPE_FIELDS`) is `SearchConfig.recipe`."""
 ALL_TRIALS = "*"  # a `weights` key: every trial starts from the file (`autocnn train`, one fixed architecture)
 DEFAULT_TRIAL_SHARE = 0.5  # --max-trial-share: a candidate may take at most half the time left (see `timing`)
-FIRST_LOOK_SHARE = 0.1
+FIRST_LOOK_SHARE = 0.05
 """Under a timeout, the share of the whole budget a candidate may train for before the study has measured an
 epoch on this device: the time model's prior can be off by half, and an anytime search owes a first model
-early (`engine.price_time`; the design then trains the first point again in full, `design.initial_design`)."""
+early (`engine.price_time`; the design then trains the first point again in full from the look's weights,
+`design.initial_design`). A twentieth: on a loaded 2-core machine a tenth (6 s of a 60-s budget, after 5-10 s of
+imports) put the first model past a quarter of the budget in most runs; the look's epochs are not lost."""
 LOOK_SHARE = 0.2
 """Under a timeout, once the device is timed, the most of the whole budget a candidate's first look (its grace
 epochs, or its whole schedule if shorter) may take: a search looks at five candidates at least, and a short

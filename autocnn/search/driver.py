@@ -68,9 +68,13 @@ def backend_for(name: str, **options) -> Backend:
     return LocalBackend()
 
 
-def run_search(config: SearchConfig, *, progress=None, backend: Backend | None = None) -> optuna.Study:
-    """Create a study for `config` and run it to its budget (on `backend`, default `config.backend`'s)."""
-    started = time.time()  # the time budget includes loading the data
+def run_search(config: SearchConfig, *, progress=None, backend: Backend | None = None,
+               started: float | None = None) -> optuna.Study:
+    """Create a study for `config` and run it to its budget (on `backend`, default `config.backend`'s).
+
+    The time budget runs from `started` (a `time.time()`; default now, so it includes loading the data; the
+    CLI passes its process's start, `budget.process_started`)."""
+    started = time.time() if started is None else started
     backend = backend or backend_for(config.backend)
     check_choices(config)  # one rule for every backend, before a backend maps the pruner to its own options
     config = oneshot.configure(config, backend.name)  # a oneshot search's supernet, before anything is written
@@ -98,13 +102,14 @@ def delete_if_unstarted(study: optuna.Study) -> None:
 
 def resume_search(name: str | None, storage_url: str | None, *, trials: int | None = None,
                   timeout: float | None = None, stop_starting_after: float | None = None, progress=None,
-                  backend: Backend | None = None) -> optuna.Study:
+                  backend: Backend | None = None, started: float | None = None) -> optuna.Study:
     """Continue a stopped or crashed study (default: the latest) to its (possibly raised) budget.
 
     No finished trial reruns; either backend continues a study started by either. Options a backend
-    is not given are taken from the study. A time budget is this run's, afresh (`timeout`, else the stored one).
+    is not given are taken from the study. A time budget is this run's, afresh (`timeout`, else the stored one),
+    from `started` as in `run_search`.
     """
-    started = time.time()
+    started = time.time() if started is None else started
     study, config = reopen_study(name, storage_url, trials=trials, timeout=timeout,
                                  stop_starting_after=stop_starting_after)
     backend = backend or LocalBackend()

@@ -7,6 +7,8 @@ The design is priced on the meta device (no training); the end-to-end search tra
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -151,8 +153,8 @@ def test_the_last_candidate_that_fits_gets_all_of_the_time_left():
     assert planned(timed, 5.5 * per_epoch) in (4, 5)  # all of 5.5 epochs' time, not half of it (2: rejected)
     assert planned(timed, 7 * per_epoch) == 3  # half of 7 holds the look: it keeps to its share
     assert planned(timed, 2.5 * per_epoch).startswith(records.WOULD_NOT_FINISH)  # not even its look fits
-    # untimed, a first candidate is never handed the whole budget: the first-look rule fits it to a tenth
-    assert planned(dataclasses.replace(timed, epochs=0), 5.5 * per_epoch) == 2
+    # untimed, a first candidate is never handed the whole budget: the first-look rule fits it to a twentieth
+    assert planned(dataclasses.replace(timed, epochs=0), 5.5 * per_epoch) == 1
 
 
 def test_a_ray_search_under_a_time_budget_runs_asha(tmp_path):
@@ -214,8 +216,8 @@ def test_a_default_search_on_small_images_trains_quick_networks_at_their_own_res
     """Only --timeout given: the `auto` space's design starts with plain CNNs at the digits' own 8 px, which train in
     seconds and reach what a hand-written loop does (EfficientNets at 32 px reached 94 % in a minute).
 
-    The start point's 12 epochs are priced above a tenth of the 20 s budget: its first trial is a first look cut
-    to what fits in 2 s, and the next trial trains the same network with the time model calibrated by it (how
+    The start point's 12 epochs are priced above a twentieth of the 20 s budget: its first trial is a first look
+    cut to what fits in 1 s, and the next trial trains the same network with the time model calibrated by it (how
     many epochs that fits in the time left depends on the machine's load), starting from the look's weights."""
     result = cli("search", "--timeout", "20s", "--seed", "0", "--study", "d")
     assert result.returncode == 0, result.stderr
@@ -331,7 +333,7 @@ def test_a_spaces_start_points_come_first_in_the_design():
 
 
 def test_a_start_point_too_slow_for_a_first_look_comes_twice_under_a_timeout():
-    """Priced above FIRST_LOOK_SHARE of the budget (12 epochs of ~0.4 s against 2 s of a 20 s budget), the first
+    """Priced above FIRST_LOOK_SHARE of the budget (12 epochs of ~0.4 s against 1 s of a 20 s budget), the first
     point comes again second, to be trained in full once its first look has calibrated the time model; under a
     budget it fits in, or with no budget, it comes once."""
     def design(timeout):
@@ -360,3 +362,16 @@ def test_the_design_sampler_hands_its_points_to_the_trials_after_the_presets():
                                                       offset=1))
     values = [study.ask().suggest_float("x", 0.0, 1.0) for _ in range(4)]
     assert values[1:3] == [0.25, 0.75] and values[0] not in (0.25, 0.75) and values[3] not in (0.25, 0.75)
+
+
+def test_the_clis_time_budget_counts_from_the_start_of_its_process():
+    """`process_started` is when the process began, not when it was asked: a process that sleeps half a second
+    before asking is half a second older, whatever it imported since (the CLI passes it to `run_search`)."""
+    code = ("import time; before = time.time(); time.sleep(0.5)\n"
+            "from autocnn.search.budget import process_started\n"
+            "print(before - process_started(), time.time() - process_started())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    startup, age = map(float, result.stdout.split())
+    assert 0.0 <= startup < 0.45  # the interpreter's own start-up, before the script's first line
+    assert age >= 0.5 + startup - 0.02  # the sleep and the import count
