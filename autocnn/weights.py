@@ -1,10 +1,11 @@
 """Load reference (torchvision / timm) state_dicts into autocnn-built networks.
 
 Presets register their submodules in the reference implementation's order, so tensors are matched
-by position (by name when the keys are the network's own) and checked by shape: no per-family key tables to keep in sync. Auxiliary heads
-(GoogLeNet aux1/aux2, Inception-v3 AuxLogits) are dropped; a classifier of another class count is
-skipped and the stem of RGB weights is adapted to another input channel count (timm's rule), so
-reference weights can seed fine-tuning on a new dataset; `freeze_blocks` fixes the first blocks.
+by position (by name when the keys are the network's own) and checked by shape: no per-family key
+tables to keep in sync. Auxiliary heads (GoogLeNet aux1/aux2, Inception-v3 AuxLogits) are dropped;
+a classifier of another class count is skipped and the stem of RGB weights is adapted to another input
+channel count (timm's rule), so reference weights can seed fine-tuning on a new dataset; `freeze_blocks`
+fixes the first blocks.
 """
 from __future__ import annotations
 
