@@ -67,9 +67,14 @@ def snapshot(storage: str, study: str) -> list:
 
 
 def study_exists(storage: str, study: str) -> bool:
+    """Whether a run got as far as storing the study's configuration (a run killed between Optuna creating
+    the study and that write left an empty shell, which a first run replaces)."""
     import optuna
 
-    return study in optuna.study.get_all_study_names(storage=storage)
+    from autocnn.search.config import CONFIG_ATTR
+
+    return any(s.study_name == study and CONFIG_ATTR in s.user_attrs
+               for s in optuna.get_all_study_summaries(storage=storage, include_best_trial=False))
 
 
 def record(trial) -> str:

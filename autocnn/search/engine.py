@@ -118,8 +118,17 @@ def load_study(name: str, storage_url: str | None, *, heartbeat: bool = True) ->
         raise StudyError(f"no study named {name!r} in the storage; existing studies: {names or 'none'}") from None
 
 
+def interrupted_creation(summary) -> bool:
+    """A study with neither a configuration nor a trial: a run was killed between Optuna creating it and
+    `create_study` storing the configuration (two writes). Nothing was lost, so a new run may take its name."""
+    return CONFIG_ATTR not in summary.user_attrs and summary.n_trials == 0
+
+
 def stored_config(study: optuna.Study) -> SearchConfig:
     data = study.user_attrs.get(CONFIG_ATTR)
+    if data is None and not study.trials:
+        raise StudyError(f"study {study.study_name!r} was interrupted before its configuration was stored and ran "
+                         "nothing; start it again without --resume")
     if data is None:
         raise StudyError(f"study {study.study_name!r} was not created by autocnn (no stored configuration)")
     return SearchConfig.from_dict(data)
@@ -165,7 +174,10 @@ def create_study(config: SearchConfig, design: list[DesignPoint] = ()) -> tuple[
     locations = absolute_locations(config)  # before the storage: a bad --artifacts writes nothing
     storage = open_storage(config.storage, create=True)
     name = config.study or default_study_name(config)
-    if name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}:
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    if name in existing and interrupted_creation(existing[name]):
+        optuna.delete_study(study_name=name, storage=storage)
+    elif name in existing:
         raise StudyError(f"study {name!r} already exists; pass --resume to continue it or choose another --study")
     sampler = study_sampler(config, config.seed, design)
     pruner = pruner_for(config)

@@ -18,6 +18,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -151,6 +152,19 @@ def test_kill_in_the_middle_of_an_epoch(tmp_path):
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == number)
     assert retry.params == killed.params  # the same architecture, trained again from the start
     assert len(retry.user_attrs["val_curve"]) == 3
+
+
+def test_kill_between_creating_the_study_and_storing_its_configuration(tmp_path):
+    """Optuna creates the study and autocnn stores its configuration in a second write; a kill between the two
+    left a shell that neither --resume (no configuration) nor a new run (name taken) could use."""
+    crash = Crash(tmp_path, trials=1, epochs=1)
+    optuna.create_study(study_name="k", storage=crash.storage)  # what such a kill leaves
+    resumed = run_cli("search", "--resume", "--study", "k", "--storage", crash.storage, cwd=tmp_path, env=ENV)
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr
+    assert "start it again without --resume" in resumed.stderr
+    result = run_cli(*crash.args, cwd=tmp_path, env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [t.state for t in load_trials(crash.storage, "k")] == [TrialState.COMPLETE]
 
 
 @pytest.mark.slow
