@@ -43,9 +43,12 @@ def test_a_time_budget_without_a_pruner_runs_successive_halving():
     assert pruner_name(SearchConfig(timeout=60, objectives=("accuracy", "params"))) == "none"  # Pareto: never pruned
 
 
-def _trained(study, curve: list[float], planned: int | None = None):
-    """A finished trial of `study` that reported `curve` epoch by epoch (`planned`: its cut schedule)."""
+def _trained(study, curve: list[float], planned: int | None = None, epoch_s: float | None = None):
+    """A finished trial of `study` that reported `curve` epoch by epoch (`planned`: its cut schedule; `epoch_s`:
+    its seconds per epoch)."""
     trial = study.ask()
+    if epoch_s is not None:
+        records.record_epoch_seconds(trial, [epoch_s] * len(curve))
     if planned is not None:
         trial.set_user_attr(records.PLANNED_EPOCHS, planned)
     for epoch, value in enumerate(curve, 1):
@@ -76,6 +79,15 @@ def test_a_cut_schedule_faces_the_rungs_of_schedules_at_least_as_long():
     # within the validation noise of the rivals (0.97 - 0.93 < 0.05) it goes on
     assert not outranked_at_rung(judged, 3, 0.93, planned=5, grace=3, margin=0.05)
     assert outranked_at_rung(judged, 3, 0.93, planned=5, grace=3, margin=0.03)
+    # the doubt shrinks with the cost of going on: a rival 5x faster per epoch grants a fifth of the margin
+    quick = optuna.create_study(direction="maximize")
+    _trained(quick, [0.90, 0.96, 0.97, 0.98], epoch_s=0.4)
+    slow = quick.ask()
+    slow.set_user_attr(records.PLANNED_EPOCHS, 9)
+    assert not outranked_at_rung(slow, 3, 0.965, planned=9, grace=3, margin=0.01, epoch_s=0.4)
+    assert outranked_at_rung(slow, 3, 0.965, planned=9, grace=3, margin=0.01, epoch_s=2.0)
+    assert not outranked_at_rung(slow, 3, 0.965, planned=9, grace=3, margin=0.01, epoch_s=0.1)  # never raised
+    assert not outranked_at_rung(slow, 3, 0.969, planned=9, grace=3, margin=0.01, epoch_s=2.0)  # 0.97 - 0.969 < 0.002
     # a longer cut schedule is annealed less at epoch 3 than the 3-epoch one: that one no longer counts
     lone = optuna.create_study(direction="maximize")
     _trained(lone, [0.99, 0.99, 0.99], planned=3)
