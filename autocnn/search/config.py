@@ -26,12 +26,10 @@ epoch on this device: the time model's prior can be off by half, and an anytime 
 early (`engine.price_time`; the design then trains the first point again in full from the look's weights,
 `design.initial_design`). A twentieth: on a loaded 2-core machine a tenth (6 s of a 60-s budget, after 5-10 s of
 imports) put the first model past a quarter of the budget in most runs; the look's epochs are not lost."""
-LOOK_SHARE = 0.1
+LOOK_SHARE = 0.2
 """Under a timeout, once the device is timed, the most of the whole budget a candidate's first look (its grace
-epochs, or its whole schedule if shorter) may take: a search looks at ten candidates at least, and a short
-budget is not spent on a few large networks before they can be compared (`engine.price_time`). A fifth let two
-EfficientNets of the initial design take 24 of digits' 60 s for 3-epoch looks at 0.84 and 0.91, behind a 4-s
-plain CNN at 0.99."""
+epochs, or its whole schedule if shorter) may take: a search looks at five candidates at least, and a short
+budget is not spent on one or two large networks before they can be compared (`engine.price_time`)."""
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 UNTIL_TIMEOUT_TRIALS = 1_000_000  # the trial budget of a search given a time budget and no --trials
 STRATEGIES = ("train", "oneshot")  # SearchConfig.strategy

@@ -145,7 +145,7 @@ def test_candidates_too_large_for_a_look_do_not_spend_the_budget():
             trial.set_user_attr(records.REJECTED, reason)
             study.tell(trial, state=TrialState.PRUNED)
 
-    look = f"{records.WOULD_NOT_FINISH}: predicted 14.2s {records.FIRST_LOOK} > 0.1 x the 60s budget"
+    look = f"{records.WOULD_NOT_FINISH}: predicted 14.2s {records.FIRST_LOOK} > 0.2 x the 60s budget"
     left = f"{records.WOULD_NOT_FINISH}: predicted 30.0s > remaining 20.0s x 0.5"
     study = optuna.create_study(direction="maximize")
     reject(study, look, TIME_REJECTIONS_TO_END + 5)
