@@ -39,11 +39,13 @@ def _figures(config: dict) -> str:
 @click.option("--device", default=None, help="Device for --retrain-epochs (default: the study's).")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Folder to write; must not exist without --force.")
 @click.option("--force", is_flag=True, help="Replace an existing export folder at --out.")
+@click.option("--formats", "formats_text", default="pt2,onnx", show_default=True,
+              help="Files beside model.py and the weights: pt2, onnx (the slowest to write), comma-separated, or none.")
 @click.option("--json", "as_json", is_flag=True, help="Print the written config.json data as JSON.")
 def export_command(study, trial, retrain_epochs, finetune_epochs, dataset, data_root, storage, model_name, weights, num_classes,
-                   in_chans, resolution, device, out_dir, force, as_json) -> None:
+                   in_chans, resolution, device, out_dir, force, formats_text, as_json) -> None:
     """Export a trained network as a standalone folder: model.py (torch only), weights.safetensors,
-    model.pt2, model.onnx, config.json and a README.md model card.
+    model.pt2 and model.onnx (see --formats), config.json and a README.md model card.
 
     \b
       autocnn export --study NAME [--trial best|N|pareto] [--retrain-epochs E | --finetune-epochs E] --out DIR
@@ -51,7 +53,9 @@ def export_command(study, trial, retrain_epochs, finetune_epochs, dataset, data_
     """
     from autocnn.export.errors import ExportError
     from autocnn.export.trials import export_trial, export_weights
+    from autocnn.export.writer import parse_formats
 
+    formats = parse_formats(formats_text)  # before any retraining
     err = Console(stderr=True)
     written: list[tuple[int | None, dict]] = []
     if (study is None) == (model_name is None):
@@ -71,7 +75,7 @@ def export_command(study, trial, retrain_epochs, finetune_epochs, dataset, data_
 
             folder = export_trial(study, storage, trial, out_dir, retrain_epochs=retrain_epochs,
                                   finetune_epochs=finetune_epochs, dataset=dataset,
-                                  force=force, data_root=data_root, device=device, on_epoch=on_epoch,
+                                  force=force, data_root=data_root, device=device, on_epoch=on_epoch, formats=formats,
                                   on_trial=lambda number, config: written.append((number, config)))
         else:
             if retrain_epochs is not None or finetune_epochs is not None or trial != "best":
@@ -80,7 +84,8 @@ def export_command(study, trial, retrain_epochs, finetune_epochs, dataset, data_
             if weights is None:
                 raise ExportError("--model needs --weights FILE, the trained state_dict (.safetensors or torch file)")
             folder = export_weights(model_name, weights, out_dir, dataset=dataset, data_root=data_root,
-                                    num_classes=num_classes, in_chans=in_chans, resolution=resolution, force=force)
+                                    num_classes=num_classes, in_chans=in_chans, resolution=resolution, force=force,
+                                    formats=formats)
             written.append((None, json.loads((folder / "config.json").read_text(encoding="utf-8"))))
 
     if as_json:

@@ -254,6 +254,18 @@ def _about(meta: dict, genotype: Genotype) -> list[str]:
     return lines
 
 
+def parse_formats(text: str) -> tuple[str, ...]:
+    """`--formats pt2,onnx` or `none`: the optional files beside model.py and the weights (the ONNX
+    export takes longest, and a user who deploys with torch alone should not wait for it)."""
+    names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
+    if names == ("none",):
+        return ()
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        raise ExportError(f"unknown export format {(unknown or [text])[0]!r} in --formats; give a comma-separated "
+                          f"list of {', '.join(FORMATS)}, or none")
+    return names
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

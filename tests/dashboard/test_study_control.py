@@ -107,7 +107,8 @@ def outputs(store, server):
     for name in (MOO, CRASHED):
         commands[f"best {name}"] = ("best", "--study", name, "--json")
         commands[f"report {name}"] = ("report", "--study", name, "--out", str(store.folder / f"report-{name}"))
-        commands[f"export {name}"] = ("export", "--study", name, "--out", str(store.folder / f"export-{name}"))
+        commands[f"export {name}"] = ("export", "--study", name, "--out", str(store.folder / f"export-{name}"),
+                                     "--formats", "none")
     with ThreadPoolExecutor(max_workers=3) as pool:
         running = {key: pool.submit(store.cli, *args, check=False) for key, args in commands.items()}
         return {key: job.result() for key, job in running.items()}

@@ -428,7 +428,7 @@ def test_study_with_relative_artifacts_exports_its_trial_weights_from_another_fo
     assert config["artifacts"] == str((where / "weights").resolve())
     saved = where / "weights" / "far" / "trial-0" / "weights.safetensors"
     assert saved.is_file() and not (db / "far").exists()
-    result = run_cli("export", "--study", "far", "--storage", storage, "--out", "out",
+    result = run_cli("export", "--study", "far", "--storage", storage, "--out", "out", "--formats", "none",
                      cwd=elsewhere)
     assert result.returncode == 0, result.stderr
     trained, exported = load_file(saved), load_file(elsewhere / "out" / "weights.safetensors")
@@ -473,11 +473,12 @@ def test_cli_retrains_on_train_and_val_before_exporting(trained, tmp_path):
     root, storage = trained
     out = tmp_path / "retrained"
     result = run_cli("export", "--study", "s", "--storage", storage, "--trial", "0", "--retrain-epochs", "1",
-                     "--out", str(out), cwd=tmp_path)
+                     "--out", str(out), "--formats", "pt2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert re.search(r"retrained 1 epoch on train\+val: test accuracy 0\.\d+", result.stdout), result.stdout
     config = json.loads((out / "config.json").read_text())
     assert config["training"]["data"] == "train+val" and config["training"]["epochs"] == 1
+    assert not (out / "model.onnx").exists() and (out / "model.pt2").is_file()  # --formats pt2
     assert config["metrics"]["test_accuracy"] > 0.3  # chance is 0.1
     trial_state = load_file(root / "s" / "trial-0" / "weights.safetensors")
     exported = load_file(out / "weights.safetensors")
@@ -584,15 +585,14 @@ def test_cli_pareto_exports_one_folder_per_front_member(tmp_path):
         study.add_trial(trial)
     out = tmp_path / "front"
     result = run_cli("export", "--study", "moo", "--trial", "pareto", "--storage", storage, "--out", str(out),
-                     cwd=tmp_path)
+                     "--formats", "none", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "index.json", "trial-0", "trial-1"]
     index = json.loads((out / "index.json").read_text())
     assert [m["trial"] for m in index["members"]] == [0, 1] and index["objectives"] == ["accuracy", "params"]
     for member in index["members"]:
         folder = out / member["folder"]
-        assert {p.name for p in folder.iterdir()} >= {"model.py", "weights.safetensors", "model.pt2", "model.onnx",
-                                                      "config.json", "README.md"}
+        assert {p.name for p in folder.iterdir()} == {"model.py", "weights.safetensors", "config.json", "README.md"}
         assert json.loads((folder / "config.json").read_text())["source"]["trial"] == member["trial"]
     assert "trial-1/README.md" in (out / "README.md").read_text()
 

@@ -266,6 +266,8 @@ CASES = {
     "weights-do-not-match": Case(("export", "--model", "resnet18", "--weights", "lenet5.safetensors",
                                   "--out", "{tmp}/out"), ("lenet5.safetensors", "architecture"),
                                  _other_weights),
+    "unknown-export-format": Case(("export", "--study", "s", "--formats", "pt2,tflite", "--out", "{tmp}/out", *STUDY),
+                                  ("unknown export format 'tflite'", "pt2, onnx, or none"), study=True),
     "weights-not-a-state-dict": Case(("export", "--model", "lenet5", "--weights", "w.pt", "--out", "{tmp}/out"),
                                      ("cannot read weights", "state_dict"), _write("w.pt", b"\x00garbage")),
     # dashboard and show

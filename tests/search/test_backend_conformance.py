@@ -25,9 +25,10 @@ from conftest import run_cli
 
 SPACE = str(Path(__file__).with_name("tiny_space.yaml"))
 FAST = ("--space", SPACE, "--dataset", "digits", "--limit", "200", "--resolution", "12", "--batch-size", "32")
-# Two trials at a time on the test cluster's 4 CPUs: each Ray worker process imports torch before its first
-# trial, and the runs' tiny trials gain nothing from more of them on the 2 cores CI has.
-RAY_LOCAL = ("--max-concurrent", "2")
+# One trial at a time: each Ray worker process spends about 6 s of CPU importing torch and Tune before its
+# first trial, which the runs' sub-second trials never win back on the 2 cores CI has. Concurrent trials
+# are exercised by tests/ray/test_ray_backend.py (4 packed), test_pbt_exploit.py and test_busy_storage.py.
+RAY_LOCAL = ("--max-concurrent", "1")
 # A killed run's trial goes stale after 3 s instead of 15 (autocnn.storage reads these).
 QUICK_HEARTBEAT = {"AUTOCNN_HEARTBEAT_INTERVAL": "1", "AUTOCNN_HEARTBEAT_GRACE": "3"}
 

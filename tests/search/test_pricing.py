@@ -83,7 +83,7 @@ def test_unmeasured_latency_reads_as_not_measured(cli):
     assert shown.returncode == 0, shown.stderr
     assert "not measured" in shown.stdout
     out = cli.path / "card"
-    exported = cli("export", "--study", "n", "--out", str(out))
+    exported = cli("export", "--study", "n", "--out", str(out), "--formats", "none")
     assert exported.returncode == 0, exported.stderr
     assert "| CPU latency, batch 1 | not measured |" in (out / "README.md").read_text()
 

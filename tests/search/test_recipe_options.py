@@ -65,7 +65,8 @@ def test_train_and_export_retraining_use_the_stored_recipe(cli):
                   "--epochs", "1", "--label-smoothing", "0.2", "--ema", "0.95", "--study", "lenet")
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert stored_recipe(cli, "lenet")["label_smoothing"] == 0.2
-    exported = cli("export", "--study", "lenet", "--retrain-epochs", "1", "--out", "best", "--json")
+    exported = cli("export", "--study", "lenet", "--retrain-epochs", "1", "--out", "best", "--json",
+                   "--formats", "none")
     assert exported.returncode == 0, exported.stderr[-2000:]
     training = json.loads((cli.path / "best" / "config.json").read_text())["training"]
     assert (training["label_smoothing"], training["ema_decay"], training["data"]) == (0.2, 0.95, "train+val")
