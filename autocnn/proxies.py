@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
-from torch.utils.flop_counter import FlopCounterMode
 
 from autocnn.registry import Registry
 
@@ -89,6 +88,8 @@ def params(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """FLOPs of one image of the batch (torch.utils.flop_counter's count, as `autocnn.costs`): the other
     free baseline, which unlike `params` sees the resolution and the strides."""
+    from torch.utils.flop_counter import FlopCounterMode  # here: importing it loads triton (0.2 s a start)
+
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         _forward(model, x[:1], batch_stats=False)
     return float(counter.get_total_flops())
