@@ -266,6 +266,7 @@ def parse_formats(text: str) -> tuple[str, ...]:
                           f"list of {', '.join(FORMATS)}, or none")
     return names
 
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
