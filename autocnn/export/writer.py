@@ -254,17 +254,19 @@ def _about(meta: dict, genotype: Genotype) -> list[str]:
     return lines
 
 
+def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    """The optional files to write beside model.py and the weights, refused before any work is done."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ExportError(f"unknown export format {unknown[0]!r}; choose from {', '.join(FORMATS)}, or none")
+    return tuple(formats)
+
+
 def parse_formats(text: str) -> tuple[str, ...]:
-    """`--formats pt2,onnx` or `none`: the optional files beside model.py and the weights (the ONNX
-    export takes longest, and a user who deploys with torch alone should not wait for it)."""
+    """`--formats pt2,onnx` or `none` (the ONNX export takes longest, and a user who deploys with torch
+    alone should not wait for it)."""
     names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
-    if names == ("none",):
-        return ()
-    unknown = [n for n in names if n not in FORMATS]
-    if unknown or not names:
-        raise ExportError(f"unknown export format {(unknown or [text])[0]!r} in --formats; give a comma-separated "
-                          f"list of {', '.join(FORMATS)}, or none")
-    return names
+    return () if names == ("none",) else check_formats(names or (text,))
 
 
 def _sha256(path: Path) -> str:
@@ -405,9 +407,7 @@ def write_model_folder(folder: Path, model: Network, meta: Mapping[str, Any] | N
     from autocnn.export.card import model_card
 
     meta = _check_meta(meta)
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        raise ExportError(f"unknown export format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
+    check_formats(formats)
     g = model.genotype
     name = meta.get("name") or f"autocnn-{g.arch_id}"
     folder = Path(folder)
