@@ -21,7 +21,7 @@ the first resolution; `--data-mode auto` and `stream`) in a process of its own: 
 workers' are the "searches under 2 GB per process" figure.
 
 Every variant runs in its own process (so its peak RSS is its own; a DataLoader worker's is reported
-apart), moves each batch to the device and reduces it (`x.sum()`). Median of `repeats` epochs after one
+apart; `--smoke` runs them all in one), moves each batch to the device and reduces it (`x.sum()`). Median of `repeats` epochs after one
 warm-up epoch (worker start-up counted in each epoch).
 
     python scripts/bench_data.py --quick
@@ -162,7 +162,12 @@ def search_peaks(folder: Path, cache: Path, resolution: int, mode: str, threads:
     return result
 
 
-def run_child(args: list[str]) -> dict:
+def run_child(args: list[str], inline: bool = False) -> dict:
+    """A variant in a fresh process, so its peak memory is its own; `inline` (smoke runs, whose numbers
+    mean nothing) runs it here instead and saves the process's start-up."""
+    if inline:
+        variant, folder, cache, resolution, workers, repeats, _ = args
+        return child(variant, folder, cache, int(resolution), int(workers), int(repeats))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(benchlib.ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env,
                           timeout=3600)
@@ -197,13 +202,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
         folder, cache = Path(tmp) / "jpegs", Path(tmp) / "cache"
         generated = generate(folder, n)
-        build = run_child(["build", str(folder), str(cache), "0", "0", "0", threads])
+        inline = args.mode == "smoke"
+        build = run_child(["build", str(folder), str(cache), "0", "0", "0", threads], inline)
         variants = ("resident", "stream", "float32", "torchvision")
         runs: dict[tuple[str, int], dict] = {}
         for resolution in resolutions:
             for variant in variants:  # each in a fresh process; rounds interleave variants, not repeats
                 runs[variant, resolution] = run_child([variant, str(folder), str(cache), str(resolution),
-                                                       str(workers), str(repeats), threads])
+                                                       str(workers), str(repeats), threads], inline)
         modes = ("stream",) if args.mode == "smoke" else ("auto", "stream")  # smoke: that the search step works
         searches = {mode: search_peaks(folder, cache, resolutions[0], mode, threads) for mode in modes}
 
