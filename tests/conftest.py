@@ -117,7 +117,10 @@ def _ray_head():
                             "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port")
              for x in (flag, str(free_port()))]
     log = open(Path(temp) / "head.log", "w")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    # no idle workers started ahead of a driver's first task: Ray starts two when the first driver connects and
+    # keeps them all session (each ~1 s of imports, then ~1% of a core), though every job starts its own
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_prestart_worker_first_driver": "0", "RAY_enable_worker_prestart": "0"}
     head = subprocess.Popen([ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
                              "--num-cpus", "4", "--num-gpus", "2", "--include-dashboard=false", "--include-log-monitor=false",
                              "--disable-usage-stats", "--temp-dir", temp, *ports],
