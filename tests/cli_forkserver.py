@@ -2,11 +2,11 @@
 
 A server process imports `autocnn.cli` once, as the console script does, and forks a child for each
 command line; the child takes the caller's working directory, environment, argv, stdin (/dev/null) and
-output files and ends as the console script does, `sys.exit(main())` at the top level of the script, so
-the interpreter's own exit follows (threads joined, exit handlers run, objects finalised, an uncaught
-exception printed with status 1). Each command thus runs in a process of its own, with a real exit
-status and real stdout/stderr; what it skips is the start-up, the same for every command (3-5 s of
-imports, most of a refusal's run time). Values a module reads from the environment at import time are the server's:
+output files and runs `sys.exit(main())` as the console script does, ended as the interpreter ends a
+process (threads joined, exit handlers run, garbage finalised, an uncaught exception printed with status 1).
+Each command thus runs in a process of its own, with a real exit status and real stdout/stderr; what it
+skips is the same for every command: the start-up (3-5 s of imports, most of a refusal's run time) and
+the teardown of the imported modules at exit (0.8 s in a forked child). Values a module reads from the environment at import time are the server's:
 `run` keeps one server per set of extra variables it is given. Set AUTOCNN_TESTS_EXEC=1 to start the
 console script afresh for every command instead.
 
@@ -209,11 +209,44 @@ def run(exe: str, args: tuple[str, ...], cwd, env: dict, extra: dict, timeout: f
             _USERS[key] -= 1
 
 
+def _exit_status(code) -> int:
+    """What the interpreter makes of `SystemExit(code)`: None is 0, an int itself, anything else is
+    printed to stderr and is 1."""
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _run_and_exit(main) -> None:
+    """`sys.exit(main())` as the console script's last line, ended as the interpreter ends a process
+    (an uncaught exception printed with status 1, non-daemon threads joined, exit handlers run, garbage
+    finalised, output flushed), except for tearing down the modules the server imported: in a forked child
+    that writes to every inherited page (0.8 s a command, most of a refusal's run time). The real
+    console script's exit is what the tests that start `autocnn` with Popen run."""
+    try:
+        status = _exit_status(main())
+    except SystemExit as exit_:
+        status = _exit_status(exit_.code)
+    except BaseException:  # noqa: BLE001 - printed as the interpreter prints an uncaught exception
+        sys.excepthook(*sys.exc_info())
+        status = 1
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    gc.collect()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":
     sys.path[0] = os.path.dirname(sys.executable)  # the console script's folder, not tests/
     _become(serve(sys.argv[1]))
-    # the console script's own last line: the interpreter's exit (threads joined, exit handlers,
-    # objects finalised, an uncaught exception printed with status 1) follows as in a fresh process
     from autocnn.cli import main
 
-    sys.exit(main())
+    _run_and_exit(main)
