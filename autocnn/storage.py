@@ -39,10 +39,17 @@ def _env_seconds(name: str, default: int) -> int:
     return int(value) if value.isdigit() and int(value) > 0 else default
 
 
-# A killed worker's trial is failed (and retried) once its heartbeat is GRACE_PERIOD seconds old.
-# AUTOCNN_HEARTBEAT_INTERVAL / AUTOCNN_HEARTBEAT_GRACE change both (every worker of a study must agree).
-HEARTBEAT_INTERVAL = _env_seconds("AUTOCNN_HEARTBEAT_INTERVAL", 5)
-GRACE_PERIOD = max(_env_seconds("AUTOCNN_HEARTBEAT_GRACE", 15), 2 * HEARTBEAT_INTERVAL)
+# A killed worker's trial is failed (and retried) once its heartbeat is grace_period() seconds old.
+# AUTOCNN_HEARTBEAT_INTERVAL / AUTOCNN_HEARTBEAT_GRACE change both (every worker of a study must agree);
+# read at each use, not at import, like every AUTOCNN_* variable.
+def heartbeat_interval() -> int:
+    return _env_seconds("AUTOCNN_HEARTBEAT_INTERVAL", 5)
+
+
+def grace_period() -> int:
+    return max(_env_seconds("AUTOCNN_HEARTBEAT_GRACE", 15), 2 * heartbeat_interval())
+
+
 MAX_RETRY = 3
 
 
@@ -139,7 +146,7 @@ def open_storage(url: str | None = None, *, create: bool = True, heartbeat: bool
         engine_kwargs["pool_pre_ping"] = True
     hb: dict = {}
     if heartbeat:
-        hb = dict(heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
+        hb = dict(heartbeat_interval=heartbeat_interval(), grace_period=grace_period(),
                   heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
     try:
         storage = _new_rdb_storage(url, engine_kwargs, hb)
@@ -305,14 +312,14 @@ def running_trial_heartbeats(storage, study_id: int) -> tuple[set[int], set[int]
     grace period, and of those with no heartbeat row at all (empty sets for a non-RDB storage).
 
     Read-only, so `autocnn studies` and the dashboard can judge a crashed worker without failing its
-    trials. The grace period is the storage's, or GRACE_PERIOD for a storage opened without heartbeat,
+    trials. The grace period is the storage's, or grace_period() for a storage opened without heartbeat,
     so every reader agrees. Optuna's public API has only `fail_stale_trials`, which writes;
     `RDBStorage._get_stale_trial_ids` needs a heartbeat-enabled storage and skips trials without a row.
     """
     backend = _rdb(storage)
     if backend is None:
         return set(), set()
-    grace = backend.grace_period or (2 * backend.heartbeat_interval if backend.heartbeat_interval else GRACE_PERIOD)
+    grace = backend.grace_period or (2 * backend.heartbeat_interval if backend.heartbeat_interval else grace_period())
     trial, beat = models.TrialModel, models.TrialHeartbeatModel
     with backend.engine.connect() as con:
         now = con.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar()  # the clock heartbeats are written with

@@ -6,8 +6,9 @@ output files and runs `sys.exit(main())` as the console script does, ended as th
 process (threads joined, exit handlers run, garbage finalised, an uncaught exception printed with status 1).
 Each command thus runs in a process of its own, with a real exit status and real stdout/stderr; what it
 skips is the same for every command: the start-up (3-5 s of imports, most of a refusal's run time) and
-the teardown of the imported modules at exit (0.8 s in a forked child). Values a module reads from the environment at import time are the server's:
-`run` keeps one server per set of extra variables it is given. Set AUTOCNN_TESTS_EXEC=1 to start the
+the teardown of the imported modules at exit (0.8 s in a forked child). Values a module reads from the
+environment at import time are the server's: `run` keeps one server per set of extra variables it is
+given, AUTOCNN_* ones aside (autocnn reads those when it uses them, never at import). Set AUTOCNN_TESTS_EXEC=1 to start the
 console script afresh for every command instead.
 
 Server: `python cli_forkserver.py SOCKET`; one JSON request per connection, answered with one JSON line:
@@ -200,7 +201,7 @@ def run(exe: str, args: tuple[str, ...], cwd, env: dict, extra: dict, timeout: f
     `extra` the variables the caller added (a server per distinct set, see the module doc)."""
     if os.environ.get(EXEC_ENV) == "1":
         return subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    key = tuple(sorted(extra.items()))
+    key = tuple(sorted((name, value) for name, value in extra.items() if not name.startswith("AUTOCNN_")))
     server = _acquire(key, env)
     try:
         return server.run([exe, *args], str(cwd or os.getcwd()), env, timeout)

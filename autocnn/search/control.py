@@ -16,7 +16,7 @@ they agree on every study:
   - ``stopped``: anything else: a stop request, Ctrl-C, `--timeout`, or a study not started yet.
 
   A worker killed mid-trial leaves its trial RUNNING with a heartbeat that stays fresh for the
-  storage's grace period (`autocnn.storage.GRACE_PERIOD`); until then the study is ``running``
+  storage's grace period (`autocnn.storage.grace_period()`); until then the study is ``running``
   everywhere, then ``failed`` everywhere. Reading the state never changes the study.
 
 - **Best trial** (`best_trial`): of a single-objective study, the complete trial with the best
@@ -51,7 +51,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autocnn.errors import AutocnnError
 from autocnn.search import records
 from autocnn.search.config import CONFIG_ATTR, SearchConfig
-from autocnn.storage import GRACE_PERIOD, read_study_attr_json, running_trial_heartbeats, swap_study_attr
+from autocnn.storage import grace_period, read_study_attr_json, running_trial_heartbeats, swap_study_attr
 
 STOP_ATTR = "autocnn.stop_requested"
 STARTED_ATTR = "autocnn.started"  # time.time() when the study's first run began: where anytime curves start
@@ -211,7 +211,7 @@ def _remote_wait_s(storage, view: "StudyView") -> float:
     wait = max(0.0, REMOTE_LEASE_GRACE_S - _age_s((view.lease or {}).get("since")))
     if view.fresh_running or view.unknown_running:
         backend = getattr(storage, "_backend", storage)
-        wait = max(wait, float(getattr(backend, "grace_period", None) or GRACE_PERIOD))
+        wait = max(wait, float(getattr(backend, "grace_period", None) or grace_period()))
     return round(wait, 1)
 
 

@@ -12,7 +12,7 @@ from ray.tune.experiment import Trial
 
 from autocnn.search.ray.keys import OPTUNA_ID, SPEC
 from autocnn.search.ray.searcher import LIVE
-from autocnn.storage import HEARTBEAT_INTERVAL, fail_stale_trials, open_storage
+from autocnn.storage import fail_stale_trials, heartbeat_interval, open_storage
 
 
 class _StorageUser:
@@ -56,7 +56,7 @@ class Heartbeat(_StorageUser, Callback):
             live.unfinished = sum(t.status in (Trial.PENDING, Trial.RUNNING, Trial.PAUSED) for t in trials)
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
-        if time.monotonic() - self._last < HEARTBEAT_INTERVAL:
+        if time.monotonic() - self._last < heartbeat_interval():
             return
         self._last = time.monotonic()
         for trial in trials:
