@@ -21,8 +21,8 @@ the first resolution; `--data-mode auto` and `stream`) in a process of its own: 
 workers' are the "searches under 2 GB per process" figure.
 
 Every variant runs in its own process (so its peak RSS is its own; a DataLoader worker's is reported
-apart; `--smoke` runs them all in one), moves each batch to the device and reduces it (`x.sum()`). Median of `repeats` epochs after one
-warm-up epoch (worker start-up counted in each epoch).
+apart; `--smoke` runs them all in one), moves each batch to the device and reduces it (`x.sum()`).
+Median of `repeats` epochs after one warm-up epoch (worker start-up counted in each epoch).
 
     python scripts/bench_data.py --quick
 """

@@ -110,9 +110,6 @@ class Soak:
                 self.seen.setdefault(t.number, record(t))
         return trials
 
-    def complete(self) -> int:
-        return sum(t.state.name == "COMPLETE" for t in snapshot(self.storage, self.study))
-
     def run_until_killed_or_done(self) -> bool:
         """One run; True when it finished the budget by itself."""
         # a run killed before it created the study (start-up, data, initial design) left nothing to resume
@@ -120,7 +117,7 @@ class Soak:
         before = len(self.seen)
         # once the budget is met a resume has nothing to do but start and end: killing it during its imports
         # tests nothing new (and on a slow machine its start-up alone outlasts the kill window)
-        timeout = None if self.runs and self.complete() >= self.trials else (
+        timeout = None if len(self.seen) >= self.trials else (
             self.rng.uniform(*self.kill_after) * self.stretch)
         env = {**os.environ, **ENV}
         proc = subprocess.Popen(autocnn(*args), cwd=self.folder, env=env, stdout=subprocess.DEVNULL,

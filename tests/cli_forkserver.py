@@ -8,8 +8,8 @@ Each command thus runs in a process of its own, with a real exit status and real
 skips is the same for every command: the start-up (3-5 s of imports, most of a refusal's run time) and
 the teardown of the imported modules at exit (0.8 s in a forked child). Values a module reads from the
 environment at import time are the server's: `run` keeps one server per set of extra variables it is
-given, AUTOCNN_* ones aside (autocnn reads those when it uses them, never at import). Set AUTOCNN_TESTS_EXEC=1 to start the
-console script afresh for every command instead.
+given, AUTOCNN_* ones aside (autocnn reads those when it uses them, never at import). Set
+AUTOCNN_TESTS_EXEC=1 to start the console script afresh for every command instead.
 
 Server: `python cli_forkserver.py SOCKET`; one JSON request per connection, answered with one JSON line:
 the command's exit status (negative: killed by that signal) and whether it ran past its timeout.

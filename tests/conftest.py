@@ -122,8 +122,8 @@ def _ray_head():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_prestart_worker_first_driver": "0", "RAY_enable_worker_prestart": "0"}
     head = subprocess.Popen([ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                             "--num-cpus", "4", "--num-gpus", "2", "--include-dashboard=false", "--include-log-monitor=false",
-                             "--disable-usage-stats", "--temp-dir", temp, *ports],
+                             "--num-cpus", "4", "--num-gpus", "2", "--include-dashboard=false",
+                             "--include-log-monitor=false", "--disable-usage-stats", "--temp-dir", temp, *ports],
                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                             preexec_fn=_stop_when_parent_dies)
     address = f"127.0.0.1:{port}"
