@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -378,6 +379,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         n_prof = benchlib.by_mode(args.mode, 3, 8, 40)
         profile = (f"\nGoal missed — cProfile of {n_prof} zero-epoch autocnn trials (top 15 by own time):\n\n"
                    + profile_autocnn(f"sqlite:///{tmp / 'profile'}.db", n_prof, seed + 1) + "\n")
+    shutil.rmtree(tmp, ignore_errors=True)  # the studies' databases: only their figures are kept
 
     headers = ["storage", "trials", "window", "bare ms/trial", "autocnn ms/trial", f"ratio (goal ≤ {RATIO_GOAL})",
                "bare TPE ms", "autocnn TPE ms", "bare storage ms", "autocnn storage ms",

@@ -27,7 +27,8 @@ def test_bench_all_smoke_writes_every_section(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     repo_file = ROOT / "BENCHMARKS.md"
     before = repo_file.read_text() if repo_file.exists() else None
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "AUTOCNN_BENCH_FILE": str(tmp_path / "not-this-one.md")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AUTOCNN_BENCH_FILE": str(tmp_path / "not-this-one.md"),
+           "TMPDIR": str(tmp_path)}  # bench_all keeps its logs folder for the reader: not in the machine's /tmp
     result = subprocess.run([sys.executable, str(SCRIPTS / "bench_all.py"), "--smoke", "--threads", "1",
                              "--out", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
