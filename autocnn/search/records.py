@@ -27,7 +27,8 @@ FAIL_REASON = "fail_reason"
 ENQUEUED = "enqueued_preset"
 OUTSIDE_SPACE = "outside_space"  # an enqueued preset the space cannot express, trained as a fixed architecture
 START_WEIGHTS = "start_weights"  # the reference weights file a fine-tuned trial started from
-CONTINUES = "continues"  # the first look (its trial number) whose weights a design point's full training starts from
+CONTINUES = "continues"  # the trial (its number) whose weights this one starts from: a design point's first look,
+# or the finished twin of a repeated proposal (`engine.trained_twin_of`)
 WEIGHTS_PATH = "weights_path"  # trained weights, relative to the artifact root (autocnn.artifacts)
 LAYERS = "layers"  # leaf modules of the built network: the per-step overhead the time model prices
 ACTIVATIONS = "activations"  # elements the ops of one image's forward pass write: memory traffic, priced alike

@@ -43,10 +43,13 @@ def test_a_time_budget_without_a_pruner_runs_successive_halving():
     assert pruner_name(SearchConfig(timeout=60, objectives=("accuracy", "params"))) == "none"  # Pareto: never pruned
 
 
-def _trained(study, curve: list[float], planned: int | None = None, epoch_s: float | None = None):
+def _trained(study, curve: list[float], planned: int | None = None, epoch_s: float | None = None,
+             continues: int | None = None):
     """A finished trial of `study` that reported `curve` epoch by epoch (`planned`: its cut schedule; `epoch_s`:
-    its seconds per epoch)."""
+    its seconds per epoch; `continues`: the trial whose weights it started from)."""
     trial = study.ask()
+    if continues is not None:
+        trial.set_user_attr(records.CONTINUES, continues)
     if epoch_s is not None:
         records.record_epoch_seconds(trial, [epoch_s] * len(curve))
     if planned is not None:
@@ -153,9 +156,11 @@ def test_the_last_candidate_that_fits_gets_all_of_the_time_left():
     per_epoch = timed.epoch_seconds(costs["flops"], costs["params"], costs["layers"], shape, costs["activations"])
     study = optuna.create_study(direction="maximize")
 
-    def planned(model, left):
+    def planned(model, left, continues=None):
         config = SearchConfig(timeout=20 * per_epoch, epochs=12, grace_epochs=3)  # a look is 3/20 of the budget
         trial = study.ask()
+        if continues is not None:
+            trial.set_user_attr(records.CONTINUES, continues)
         try:
             price_time(trial, costs, config=config, shape=shape, model=model, deadline=time.time() + left)
         except optuna.TrialPruned as rejected:
@@ -165,6 +170,8 @@ def test_the_last_candidate_that_fits_gets_all_of_the_time_left():
     assert planned(timed, 5.5 * per_epoch) in (4, 5)  # all of 5.5 epochs' time, not half of it (2: rejected)
     assert planned(timed, 7 * per_epoch) == 3  # half of 7 holds the look: it keeps to its share
     assert planned(timed, 2.5 * per_epoch).startswith(records.WOULD_NOT_FINISH)  # not even its look fits
+    # a trial continuing another's weights needs its look too: a one-epoch warm restart ends at its peak rate
+    assert planned(timed, 2.5 * per_epoch, continues=0).startswith(records.WOULD_NOT_FINISH)
     # untimed, a first candidate is never handed the whole budget: the first-look rule fits it to a twentieth
     assert planned(dataclasses.replace(timed, epochs=0), 5.5 * per_epoch) == 1
 
@@ -222,6 +229,53 @@ def test_a_timed_search_prunes_spans_the_space_and_draws_its_anytime_curve(cli):
     with Image.open(out / "best_vs_time.png") as img:
         assert img.size[0] > 100
     assert "Best vs time" in (out / "index.html").read_text()
+
+
+def test_a_repeated_proposal_continues_its_twin_when_the_budget_had_cut_it_short(cli):
+    """A space of one candidate under a 20-s budget: the first trial is cut to a first look (a twentieth of the
+    budget, priced by the untimed prior: far fewer than its 400 epochs), so the second, proposed the same
+    network, continues its weights (a warm restart) instead of training it from scratch again."""
+    space = cli.path / "one.yaml"
+    space.write_text(Path(SPACE).read_text().replace("{int: [4, 24], step: 4}", "{choices: [24]}")
+                     .replace("{int: [1, 2]}", "{choices: [1]}").replace("[none, se, eca]", "[none]")
+                     .replace("[conv, basic]", "[conv]"))
+    result = cli("search", "--space", str(space), *FAST[2:], "--epochs", "400", "--trials", "2", "--timeout", "20",
+                 "--sampler", "random", "--pruner", "none", "--initial-design", "0", "--study", "twin")
+    assert result.returncode == 0, result.stderr
+    first, second = sorted(inspect(open_storage(cli.storage, create=False, heartbeat=False), "twin").trials,
+                           key=lambda t: t.number)
+    assert first.state == TrialState.COMPLETE and first.user_attrs[records.PLANNED_EPOCHS] < 400
+    assert records.CONTINUES not in first.user_attrs and second.user_attrs[records.CONTINUES] == 0
+    assert second.user_attrs[records.START_WEIGHTS].endswith(first.user_attrs[records.WEIGHTS_PATH])
+    # its first epoch starts where the twin's training ended, not from chance
+    assert second.user_attrs[records.VAL_CURVE][0] > first.user_attrs[records.VAL_CURVE][0] + 0.2
+
+
+def test_a_repeat_of_a_fully_trained_network_is_another_draw_from_scratch():
+    from autocnn.search.engine import trained_twin_of
+
+    study = optuna.create_study(direction="maximize")
+
+    def finished(value: float, planned: int | None) -> None:
+        trial = study.ask()
+        trial.suggest_int("width", 8, 8)
+        trial.set_user_attr(records.ARCH_ID, "a")
+        trial.set_user_attr(records.WEIGHTS_PATH, f"w{trial.number}")
+        if planned is not None:
+            trial.set_user_attr(records.PLANNED_EPOCHS, planned)
+        study.tell(trial, value)
+
+    def repeat():
+        trial = study.ask()
+        trial.suggest_int("width", 8, 8)
+        return trial
+
+    finished(0.9, planned=5)
+    finished(0.8, planned=None)
+    assert trained_twin_of(repeat(), "a").number == 0  # the best twin, its schedule cut short: continued
+    assert trained_twin_of(repeat(), "b") is None  # another architecture
+    finished(0.95, planned=None)
+    assert trained_twin_of(repeat(), "a") is None  # the best twin had its whole schedule: from scratch
 
 
 def test_a_default_search_on_small_images_trains_quick_networks_at_their_own_resolution(cli):

@@ -89,7 +89,7 @@ class DefineByRun:
         start = trial.user_attrs.get(records.START_WEIGHTS)  # fine-tuning: the worker loads the file
         if start:
             spec[records.START_WEIGHTS] = start
-        if records.CONTINUES in trial.user_attrs:  # a first look's full training: priced as one in the worker
+        if records.CONTINUES in trial.user_attrs:  # it starts from a finished trial's weights (priced so)
             spec[records.CONTINUES] = trial.user_attrs[records.CONTINUES]
         return {SPEC: spec, **self.tunable}
 
