@@ -86,7 +86,7 @@ def _one_dataset(dataset: str, space: str, archs: int, supernet_epochs: int, epo
     rows = []
     for number, g in enumerate(chosen.values()):
         t0 = time.perf_counter()
-        estimate = shot.validate(shot.inherit(g), config.metric, data.multilabel)[config.metric]
+        estimate = shot.validate(shot.inherit(g), config.metric, data.multilabel, g.resolution)[config.metric]
         oneshot_s = time.perf_counter() - t0
         torch.manual_seed(number)
         fresh = build_model(g)

@@ -22,6 +22,19 @@ def parse_fixed(pairs: tuple[str, ...]) -> dict:
     return out
 
 
+def parse_resolutions(value: str | None) -> int | list[int] | None:
+    """`--resolution 32` (one size) or `--resolution 24,28,32` (an elastic resolution: each a sub-network may take)."""
+    from autocnn.supernet import SupernetError
+
+    if value is None:
+        return None
+    try:
+        sizes = [int(size) for size in value.split(",")]
+    except ValueError:
+        raise SupernetError(f"--resolution takes sizes in pixels, e.g. 32 or 24,28,32; got {value!r}") from None
+    return sizes[0] if len(sizes) == 1 else sizes
+
+
 @cli.group(name="supernet")
 def supernet_group() -> None:
     """Weight-sharing supernets for one-shot search (train once, evaluate thousands of sub-networks)."""
@@ -29,12 +42,13 @@ def supernet_group() -> None:
 
 @supernet_group.command(name="train")
 @click.option("--space", required=True, help="Built-in space name or YAML path; its per-stage kernel, expansion "
-              "and repeats choices and its width_mult are elastic.")
+              "and repeats choices, SE on/off and ratio, and its width_mult are elastic.")
 @click.option("--name", "name", required=True, help="Name of the supernet, for --supernet NAME in a search.")
 @click.option("--dataset", default="digits", show_default=True)
 @click.option("--data-root", type=click.Path(), default=None, help="Folder holding the dataset (never downloaded).")
 @click.option("--limit", type=int, default=None, help="Use at most this many training images.")
-@click.option("--resolution", type=int, default=None, help="Input resolution (default: the space's).")
+@click.option("--resolution", default=None, help="Input resolution (default: the space's), or several, "
+              "comma-separated (24,28,32), which makes it elastic: each sub-network takes one of them.")
 @click.option("--fixed", "fixed", multiple=True, metavar="NAME=VALUE",
               help="Value of a dimension, pinned for the whole supernet (default for a non-elastic one: its first "
               "choice), e.g. width_mult=0.25; repeat per dimension.")
@@ -77,7 +91,7 @@ def train_supernet_command(space, name, dataset, data_root, limit, resolution, f
         click.echo(line, err=True)
 
     record = train_named(space=space, name=name, dataset=dataset, data_root=data_root, limit=limit,
-                         resolution=resolution, fixed=parse_fixed(fixed), epochs=epochs, batch_size=batch_size,
+                         resolution=parse_resolutions(resolution), fixed=parse_fixed(fixed), epochs=epochs, batch_size=batch_size,
                          optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule,
                          warmup_epochs=warmup_epochs, augment=augment, n_random=n_random, storage=storage,
                          artifacts=artifacts, seed=seed, device=device, processes=processes, backend=backend,

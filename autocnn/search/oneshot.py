@@ -13,8 +13,8 @@ is a sub-network, and the sampler learns only over the dimensions that change an
    weights, so `best`, `export` and the dashboard read it unchanged.
 
 The supernet, the calibration batches and the validation inputs are prepared once per process
-(`Oneshot`, held by the run's `TrialContext`): a trial costs a slice, a few forward passes and one
-weights file. Latency is measured only for a latency objective or limit, as in a trained search.
+(`Oneshot`, held by the run's `TrialContext`; once per resolution when the supernet's is elastic, where the
+resolution is a choice of the trial): a trial costs a slice, a few forward passes and one weights file. Latency is measured only for a latency objective or limit, as in a trained search.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from autocnn.search.config import ConfigError, SearchConfig
 from autocnn.spaces.dimensions import Categorical, Float, Int
 from autocnn.supernet import ElasticSpace, Supernet, SupernetError, extract, recalibrate_bn
 from autocnn.supernet import store
+from autocnn.supernet.space import RESOLUTION
 from autocnn.supernet.trainer import identity, network_inputs
 
 CALIBRATION_IMAGES = 256  # training images (drawn at random by the seed) that recalibrate each candidate's
@@ -56,7 +57,7 @@ def _elastic(space, record: dict, num_classes: int, in_chans: int) -> ElasticSpa
     fix = (f"search the space it was trained on ({record['space']}) or train a supernet for this one with "
            f"'autocnn supernet train --space SPACE --name NEW'")
     try:
-        es = ElasticSpace(space, fixed=record.get("fixed"), resolution=record["resolution"],
+        es = ElasticSpace(space, fixed=record.get("fixed"), resolution=resolutions_of(record),
                           num_classes=num_classes, in_chans=in_chans)
     except SupernetError as err:
         raise SupernetError(f"space {space.name} does not fit supernet {name!r} ({err}); {fix}") from None
@@ -64,6 +65,11 @@ def _elastic(space, record: dict, num_classes: int, in_chans: int) -> ElasticSpa
         raise SupernetError(f"supernet {name!r} was trained on another space ({record['space_name']}: its largest "
                             f"sub-network {record['largest']}); {fix}")
     return es
+
+
+def resolutions_of(record: dict) -> list[int]:
+    """The resolutions a supernet trained at (one unless its resolution is elastic)."""
+    return list(record["choices"].get(RESOLUTION, [record["resolution"]]))
 
 
 def configure(config: SearchConfig, backend: str = "local") -> SearchConfig:
@@ -92,6 +98,11 @@ def configure(config: SearchConfig, backend: str = "local") -> SearchConfig:
     return config.replace(resolution=record["resolution"])
 
 
+def _within(choices, elastic) -> tuple:
+    """The space's `choices` the supernet has (in the space's order: a study's distributions stay as they were)."""
+    return tuple(c for c in choices if c in elastic)
+
+
 class _Pinned:
     """A trial whose suggestions of the supernet's fixed dimensions return its fixed values, unasked."""
 
@@ -99,8 +110,8 @@ class _Pinned:
         self._trial, self._es = trial, es
 
     def suggest_categorical(self, name, choices):
-        if name in self._es.choices:
-            return self._trial.suggest_categorical(name, choices)
+        if name in self._es.choices:  # (an attention's kinds the supernet cannot slice are no choice)
+            return self._trial.suggest_categorical(name, _within(choices, self._es.choices[name]))
         return self._es.fixed_value(name, Categorical(tuple(choices)))
 
     def suggest_int(self, name, low, high, *, step=1, log=False):
@@ -125,10 +136,16 @@ class PinnedSpace:
         self.space, self.elastic = space, es
 
     def sample(self, trial, **kwargs):
+        if RESOLUTION in self.elastic.choices:  # an elastic resolution: the trial's own choice, not the run's
+            kwargs[RESOLUTION] = trial.suggest_categorical(RESOLUTION, list(self.elastic.choices[RESOLUTION]))
         return self.space.sample(_Pinned(trial, self.elastic), **kwargs)
 
     def dimensions(self) -> dict:
-        return {n: d for n, d in self.space.dimensions().items() if n in self.elastic.choices}
+        dims = {n: Categorical(_within(d.choices, self.elastic.choices[n])) if isinstance(d, Categorical) else d
+                for n, d in self.space.dimensions().items() if n in self.elastic.choices}
+        if RESOLUTION in self.elastic.choices:
+            dims[RESOLUTION] = Categorical(self.elastic.choices[RESOLUTION])
+        return dims
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.space, name)
@@ -163,9 +180,17 @@ class Oneshot:
         self.net = Supernet(self.elastic.largest())
         self.net.load_state_dict(store.load_weights(root, self.name))
         self.net.to("cpu").eval()  # only sliced from: it never runs
-        res = record["resolution"]
-        self.calibration = calibration_inputs(data.train, res, config.seed).to(self.device).split(CALIBRATION_BATCH)
-        self.val = _Prepared(network_inputs(data.val, res), data.val.labels, self.device)
+        self._data, self._seed = data, config.seed
+        self._inputs: dict[int, tuple[list[torch.Tensor], _Prepared]] = {}
+
+    def inputs(self, resolution: int | None = None) -> tuple[list[torch.Tensor], _Prepared]:
+        """Calibration batches and validation set at `resolution` (None: the supernet's largest), prepared once."""
+        res = resolution or self.record["resolution"]
+        if res not in self._inputs:
+            calibration = calibration_inputs(self._data.train, res, self._seed).to(self.device)
+            val = _Prepared(network_inputs(self._data.val, res), self._data.val.labels, self.device)
+            self._inputs[res] = (list(calibration.split(CALIBRATION_BATCH)), val)
+        return self._inputs[res]
 
     def inherit(self, genotype, model=None) -> torch.nn.Module:
         """`genotype`'s network (`model`: its meta build from pricing) with the supernet's weights and its own
@@ -178,12 +203,14 @@ class Oneshot:
         meta = any(t.is_meta for t in model.parameters())
         model.load_state_dict(state, assign=meta)
         model.to(self.device)
-        return recalibrate_bn(model, self.calibration).eval()
+        return recalibrate_bn(model, self.inputs(genotype.resolution)[0]).eval()
 
-    def validate(self, model: torch.nn.Module, metric: str, multilabel: bool) -> dict[str, float]:
+    def validate(self, model: torch.nn.Module, metric: str, multilabel: bool,
+                 resolution: int | None = None) -> dict[str, float]:
+        """`model`'s validation figures on images at `resolution` (its genotype's; None: the supernet's)."""
         from autocnn.training.trainer import _evaluate
 
-        return _evaluate(model, self.val, multilabel, None, metric)
+        return _evaluate(model, self.inputs(resolution)[1], multilabel, None, metric)
 
 
 def record_oneshot(trial, ctx, genotype, model) -> float:
@@ -197,7 +224,7 @@ def record_oneshot(trial, ctx, genotype, model) -> float:
     config, shot = ctx.config, ctx.oneshot
     model = shot.inherit(genotype, model)
     metric = config.metric
-    figures = shot.validate(model, metric, ctx.data.multilabel)
+    figures = shot.validate(model, metric, ctx.data.multilabel, genotype.resolution)
     weights = save_trial_weights(model, config.storage, trial.study.study_name, trial.number, config.artifacts)
     attrs = {records.METRIC: metric, records.VAL_CURVE: [figures[metric]], records.EPOCHS_RUN: 0,
              records.EVALUATION: "oneshot", records.SUPERNET: shot.name,

@@ -1,5 +1,5 @@
 """An elastic MBConv supernet: one set of weights for every genotype that differs from the largest
-only in per-stage depth, kernel size, expansion ratio and width.
+only in per-stage depth, kernel size, expansion ratio, width and SE attention (on or off, and its ratio).
 
 The supernet *is* the largest genotype's network (`autocnn.builder.build_model(largest)`): same
 modules, same parameter names, so its `state_dict()` loads into the largest genotype unchanged and a
@@ -21,17 +21,21 @@ sub-network's weights are slices of it (`extract`). What is elastic, per MBConv 
   equal in a sub-network (and stride 1) gains the identity shortcut `MBConv` would build for it. Plain
   `conv` layers (a stem, EfficientNet's head conv) are width-elastic too; the classifier reads the first
   features.
+- attention: an MBConv stage of the largest with SE runs in a sub-network with SE or without it (`none`),
+  and SE's reduction ratio is elastic: a larger ratio uses the first `squeeze_width` channels of the
+  squeeze (OFA's elastic SE width). A stage of the largest without attention has none in every sub-network.
 - BatchNorm: a sub-network uses the first channels of each norm's affine parameters and running
   statistics; the statistics are only meaningful per sub-network after `recalibrate_bn`.
 - input resolution: any; the network is fully convolutional up to its average-pooled head.
 
 Fixed (a sub-network must match the largest exactly, and `check` says which field differs): the head,
 every stage that is neither MBConv nor a plain conv (and its input width), and per MBConv stage its
-block, conv kind (`depthwise` or `standard`), attention kind and ratio, stride, activation, norm and
-dilation. Block family and conv kind change the weights' shapes and meaning, so they cannot share
+block, conv kind (`depthwise` or `standard`), the attention kind it may switch on, stride, activation, norm
+and dilation. Block family and conv kind change the weights' shapes and meaning, so they cannot share
 weights; a space that searches them needs one supernet per choice. Attention is `none` or `se` (SE
 reduces from the block's input width, so its weights slice along mid and the reduced width); ECA's
-kernel size and GroupNorm's groups depend on the width and cannot be sliced.
+kernel size and GroupNorm's groups depend on the width and cannot be sliced, and CBAM's spatial gate
+has no smaller version to slice to.
 
 `drop_path` (stochastic depth) is not applied in the supernet: its per-block rate depends on the
 sub-network's depth.
@@ -61,7 +65,7 @@ ELASTIC_BLOCKS = ("mbconv",)
 ELASTIC_CONVS = ("depthwise", "standard")
 ELASTIC_ATTENTION = ("none", "se")
 ELASTIC_NORMS = ("batch", "none")
-ELASTIC_FIELDS = ("repeats", "kernel", "expansion", "out_chs")
+ELASTIC_FIELDS = ("repeats", "kernel", "expansion", "out_chs", "attention", "ratio")
 """The StageSpec fields a sub-network may change in an MBConv stage; every other field is fixed."""
 WIDTH_FIELDS = ("out_chs",)
 """The StageSpec fields a sub-network may change in a plain conv stage (`width_stage`)."""
@@ -166,6 +170,9 @@ class Supernet(nn.Module):
                 raise SupernetError(f"{where}.out_chs is {s.out_chs}, the supernet's is at most {b.out_chs}; {fix}")
             if not is_elastic_stage(b):
                 continue
+            if s.attention not in ("none", b.attention):
+                raise SupernetError(f"{where}.attention is {s.attention!r}, the supernet's stage has "
+                                    f"{b.attention!r} (a sub-network may only switch it off); {fix}")
             if s.kernel > b.kernel or (b.kernel - s.kernel) % 2:
                 raise SupernetError(f"{where}.kernel is {s.kernel}, not the centre of the supernet's "
                                     f"{b.kernel}x{b.kernel} kernel; {fix}")
@@ -175,6 +182,10 @@ class Supernet(nn.Module):
                 if mid > top or (mid != in_chs and not has_expand):
                     raise SupernetError(f"{where}.expansion {s.expansion} gives {mid} channels, which the "
                                         f"supernet's expansion {b.expansion} ({top} channels) does not hold; {fix}")
+                if s.attention != "none" and squeeze_width(in_chs, s.ratio) > squeeze_width(big_in, b.ratio):
+                    raise SupernetError(f"{where}.ratio {s.ratio} squeezes to {squeeze_width(in_chs, s.ratio)} "
+                                        f"channels, more than the supernet's ratio {b.ratio} holds "
+                                        f"({squeeze_width(big_in, b.ratio)}); {fix}")
         features, big_features = widths[-1][0], self._in_widths[-1][0]
         if features != big_features and (big.head.attention != "none" or big.head.hidden):
             raise SupernetError(f"the head gets {features} channels, the supernet's {big_features}; a head with "
@@ -259,8 +270,9 @@ def _cna(unit: nn.Module, x: torch.Tensor, out: int, kernel: int | None = None) 
     return unit.act(_norm(unit.bn, _conv(unit.conv, x, out, kernel), out))
 
 
-def _attention(attn: nn.Module, x: torch.Tensor, reduced: int) -> torch.Tensor:
-    if isinstance(attn, nn.Identity):
+def _attention(attn: nn.Module, x: torch.Tensor, reduced: int | None) -> torch.Tensor:
+    """The block's SE on the first `reduced` squeeze channels (None: the sub-network has no attention here)."""
+    if reduced is None or isinstance(attn, nn.Identity):
         return x
     assert isinstance(attn, SqueezeExcite), type(attn)  # check_shareable refused every other kind
     n = x.shape[1]
@@ -277,7 +289,7 @@ def _mbconv(block: nn.Module, x: torch.Tensor, spec: StageSpec) -> torch.Tensor:
     mid, out_chs = expanded_width(in_chs, spec.expansion), _out_width(x, spec)
     out = x if mid == in_chs else _cna(block.expand, x, mid)
     out = _cna(block.conv, out, mid, spec.kernel)
-    out = _attention(block.attn, out, squeeze_width(in_chs, spec.ratio))
+    out = _attention(block.attn, out, None if spec.attention == "none" else squeeze_width(in_chs, spec.ratio))
     out = _cna(block.project, out, out_chs)
     return out + x if block.conv.conv.stride == (1, 1) and in_chs == out_chs else out
 

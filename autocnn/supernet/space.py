@@ -2,9 +2,13 @@
 
 A space's per-stage `kernel`, `expansion` and `repeats` dimensions and its `width_mult` (the width
 multiplier MobileNet and EfficientNet scale every stage by) are elastic: a sub-network is one value for
-each. Every other dimension (block family, conv kind, attention and its ratio, activation, depth
-multiplier, compound coefficient, ...) is fixed for the whole supernet, from `fixed` params, else a
-`preset`'s params, else its first choice (a number range: its low end). A sub-network's genotype is
+each. So is a stage's `attention` between `none` and SE where it offers both (its other kinds, which
+cannot be sliced, are left out of the supernet's choices), and SE's reduction ratio (`<stage>.se.ratio`),
+whose largest sub-network is its smallest ratio. Given several input resolutions (`resolution=(24, 32)`,
+BigNAS's elastic resolution), the resolution is a choice of its own, `RESOLUTION`, the largest last. Every
+other dimension (block family, conv kind,
+activation, depth multiplier, compound coefficient, ...) is fixed for the whole supernet, from `fixed`
+params, else a `preset`'s params, else its first choice (a number range: its low end). A sub-network's genotype is
 what `SearchSpace.sample` returns for those answers, so it is a genotype of the space itself:
 `create_model` builds it, search records it, export writes it.
 """
@@ -12,15 +16,19 @@ from __future__ import annotations
 
 import itertools
 import random
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from autocnn.genotype import Genotype
 from autocnn.spaces import Categorical, Int, SearchSpace, load_space
 from autocnn.spaces.space import AnsweringTrial
-from autocnn.supernet.model import SupernetError, check_shareable
+from autocnn.supernet.model import ELASTIC_ATTENTION, SupernetError, check_shareable
 
 ELASTIC_KEYS = ("kernel", "expansion", "repeats", "width_mult")
 """Last key of a dimension's name that makes it elastic (`stages.3.kernel`, `width_mult`)."""
+RESOLUTION = "resolution"
+"""The choice of input resolution, when a supernet trains at several (not a dimension of the space)."""
+SLICED_ATTENTION = tuple(kind for kind in ELASTIC_ATTENTION if kind != "none")
+"""Attention kinds a sub-network may switch off and whose ratio is elastic (`stages.3.se.ratio`)."""
 
 
 class _Answers(AnsweringTrial):
@@ -49,8 +57,8 @@ class ElasticSpace:
     """
 
     def __init__(self, space: SearchSpace | str, *, fixed: Mapping[str, Any] | None = None,
-                 preset: str | None = None, resolution: int | None = None, num_classes: int | None = None,
-                 in_chans: int | None = None) -> None:
+                 preset: str | None = None, resolution: int | Sequence[int] | None = None,
+                 num_classes: int | None = None, in_chans: int | None = None) -> None:
         self.space = load_space(space) if isinstance(space, str) else space
         if self.space.families:
             raise SupernetError(f"space {self.space.name} is a union of block families ({', '.join(self.space.families)}), "
@@ -70,16 +78,42 @@ class ElasticSpace:
         self.fixed: dict[str, Any] = {**defaults, **(fixed or {})}
         self.choices: dict[str, tuple] = {}
         for name, dim in dims.items():
-            if name.rsplit(".", 1)[-1] in ELASTIC_KEYS and name not in (fixed or {}):
+            if name in (fixed or {}):
+                continue
+            *_, parent, key = ["", *name.split(".")]
+            if key in ELASTIC_KEYS:
                 values = _values(dim)
-                if values is not None and len(values) > 1:
-                    self.choices[name] = values
+            elif key == "attention" and isinstance(dim, Categorical):
+                values = _attention_values(dim)
+            elif key == "ratio" and parent in SLICED_ATTENTION and self._may_attend(name, parent, dims):
+                values = _values(dim)
+                values = values and values[::-1]  # the largest sub-network squeezes least: its smallest ratio
+            else:
+                values = None
+            if values is not None and len(values) > 1:
+                self.choices[name] = values
+        resolutions = sorted(set(resolution)) if isinstance(resolution, (list, tuple)) else None
+        if resolutions is not None and len(resolutions) > 1:
+            self.choices[RESOLUTION] = tuple(resolutions)
+        resolution = resolutions[-1] if resolutions else resolution
         if not self.choices:
             raise SupernetError(f"space {self.space.name} has no elastic dimension (a per-stage choice or a width "
                                 f"multiplier: {', '.join(ELASTIC_KEYS)}), so a supernet would share nothing; add one, e.g. "
                                 "`kernel: {choices: [3, 5]}` in a stage, or search the space without a supernet")
         self._sample_args = {"resolution": resolution, "num_classes": num_classes, "in_chans": in_chans}
-        check_shareable(self.largest(), fix="fix them with ElasticSpace(fixed={DIMENSION: VALUE})")
+        largest = self.largest()
+        check_shareable(largest, fix="fix them with ElasticSpace(fixed={DIMENSION: VALUE})")
+        if RESOLUTION in self.choices and largest.head.pool == "flatten":
+            raise SupernetError(f"space {self.space.name} ends in a flatten head, whose weights fit one resolution; "
+                                "train the supernet at one resolution or give the space a pooled head")
+
+    def _may_attend(self, ratio_name: str, kind: str, dims: dict) -> bool:
+        """Whether the stage of `ratio_name` (`<stage>.<kind>.ratio`) can run `kind`: its attention is elastic
+        (decided before its ratio, which the space asks after it) or fixed at `kind`."""
+        attention = ratio_name.rsplit(".", 2)[0] + ".attention"
+        if attention in self.choices:
+            return kind in self.choices[attention]
+        return attention in dims and self.fixed_value(attention, dims[attention]) == kind
 
     def fixed_value(self, name: str, dim: Any) -> Any:
         if name in self.fixed:
@@ -98,8 +132,14 @@ class ElasticSpace:
         if extra:
             raise SupernetError(f"{extra[0]!r} is not an elastic dimension of this supernet; "
                                 f"give values for {', '.join(self.choices)}")
+        sample_args = dict(self._sample_args)
+        if RESOLUTION in self.choices:
+            if choice.get(RESOLUTION) not in self.choices[RESOLUTION]:
+                raise SupernetError(f"resolution {choice.get(RESOLUTION)!r} is not one the supernet trains at; "
+                                    f"choose from {list(self.choices[RESOLUTION])}")
+            sample_args[RESOLUTION] = choice[RESOLUTION]
         try:
-            return self.space.sample(_Answers(self, choice), **self._sample_args)
+            return self.space.sample(_Answers(self, choice), **sample_args)
         except SupernetError:
             raise
         except Exception as err:
@@ -125,16 +165,33 @@ class ElasticSpace:
         return [self.largest(), self.smallest(), *(self.sample(rng) for _ in range(n_random))]
 
     def __iter__(self) -> Iterator[Genotype]:
-        """Every sub-network (the product of all choices; only for small spaces)."""
-        names = list(self.choices)
+        """Every sub-network once (the product of all choices, less the ratios of SE switched off; only for
+        small spaces)."""
+        names, seen = list(self.choices), set()
         for values in itertools.product(*(self.choices[n] for n in names)):
-            yield self.genotype(dict(zip(names, values)))
+            genotype = self.genotype(dict(zip(names, values)))
+            if genotype.arch_id not in seen:
+                seen.add(genotype.arch_id)
+                yield genotype
 
     def __len__(self) -> int:
+        """How many sub-networks (a ratio counts only where its stage's attention is on)."""
         size = 1
-        for values in self.choices.values():
-            size *= len(values)
+        for name, values in self.choices.items():
+            if name.endswith(".ratio") and name.rsplit(".", 2)[0] + ".attention" in self.choices:
+                continue  # counted with its attention
+            if name.endswith(".attention"):  # off, or each kind with each of its ratios
+                stage = name.removesuffix("attention")
+                size *= sum(len(self.choices.get(f"{stage}{kind}.ratio", (kind,))) for kind in values)
+            else:
+                size *= len(values)
         return size
+
+
+def _attention_values(dim: Categorical) -> tuple | None:
+    """An attention dimension's choices a supernet can share: `none` and the kinds it slices, off first."""
+    kinds = [c for c in dim.choices if c in SLICED_ATTENTION]
+    return ("none", *kinds) if "none" in dim.choices and kinds else None
 
 
 def _values(dim: Any) -> tuple | None:

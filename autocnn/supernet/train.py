@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autocnn.data.transforms import resize
 from autocnn.supernet import distributed
 from autocnn.supernet.model import Supernet, SupernetError
 from autocnn.supernet.space import ElasticSpace
@@ -59,7 +60,9 @@ def sandwich_step(supernet: Supernet, space: ElasticSpace, x: torch.Tensor, y: t
                   forward: nn.Module | None = None) -> float:
     """One optimiser step over the sandwich (largest, smallest, `n_random` random); returns the
     largest's label loss. The supernet is left active as the largest. `forward`: the module that runs
-    the supernet (its data-parallel wrapper), when not the supernet itself."""
+    the supernet (its data-parallel wrapper), when not the supernet itself. `x` is at the largest's
+    resolution; a sub-network at another (an elastic resolution) gets it resized as the data pipeline
+    resizes a batch, and learns from the largest's predictions on the full-size images (BigNAS)."""
     net = forward if forward is not None else supernet
     supernet.train()
     optimizer.zero_grad(set_to_none=True)
@@ -71,7 +74,7 @@ def sandwich_step(supernet: Supernet, space: ElasticSpace, x: torch.Tensor, y: t
     soft = logits.detach().softmax(-1)
     for g in others:
         supernet.set_active(g)
-        F.cross_entropy(net(x), soft).backward()
+        F.cross_entropy(net(resize(x, g.resolution) if g.resolution else x), soft).backward()
     optimizer.step()
     supernet.set_active(largest)
     return loss.item()

@@ -11,7 +11,7 @@ import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -56,7 +56,7 @@ def space_label(space: str) -> str:
 
 
 def train_named(*, space: str, name: str, dataset: str = "digits", data_root: str | None = None,
-                limit: int | None = None, resolution: int | None = None, fixed: dict | None = None,
+                limit: int | None = None, resolution: int | Sequence[int] | None = None, fixed: dict | None = None,
                 epochs: int = 10, batch_size: int = 64, optimizer: str = RECIPE["optimizer"], lr: float | None = None,
                 weight_decay: float = RECIPE["weight_decay"], schedule: str = RECIPE["schedule"],
                 warmup_epochs: float = RECIPE["warmup_epochs"], augment: str | None = None, n_random: int = 2,
@@ -66,7 +66,8 @@ def train_named(*, space: str, name: str, dataset: str = "digits", data_root: st
     """Train (or continue) supernet `name` to `epochs` epochs; returns its record.
 
     Everything is checked (name, space, fixed values, dataset, an existing supernet's settings) before the
-    folder is created, so a mistake writes nothing. `augment` None: the dataset's own, as its trials train.
+    folder is created, so a mistake writes nothing. Several resolutions make the input resolution elastic: the
+    images are prepared at the largest, and a sub-network at a smaller one trains on them resized. `augment` None: the dataset's own, as its trials train.
     `processes` > 1 trains data-parallel (`autocnn.supernet.distributed`); by default one process per GPU on
     CUDA, one on the CPU. `backend` "ray" runs the processes as Ray Train workers on the cluster at `address`
     (or a local Ray), where device "auto" means the cluster's GPUs if it has any.
@@ -115,8 +116,13 @@ def train_named(*, space: str, name: str, dataset: str = "digits", data_root: st
         shifts = [n for n in AUGMENTATIONS.names() if not getattr(AUGMENTATIONS.get(n), "on_pixels", False)]
         raise SupernetError(f"--augment must be one of {', '.join(shifts)} for a supernet (it trains on network "
                             f"inputs, not stored pixels), got {augment!r}")
-    res = resolution or loaded.base_resolution
-    es = ElasticSpace(loaded, fixed=fixed, resolution=res, num_classes=data.num_classes, in_chans=data.in_chans)
+    resolutions = sorted(set(resolution)) if isinstance(resolution, (list, tuple)) else \
+        [resolution or loaded.base_resolution]
+    if not resolutions or resolutions[0] < 4:
+        raise SupernetError(f"--resolution must be one or more sizes of at least 4 pixels, got {resolution!r}")
+    res = resolutions[-1]  # the largest sub-network's, at which the images are prepared
+    es = ElasticSpace(loaded, fixed=fixed, resolution=resolutions, num_classes=data.num_classes,
+                      in_chans=data.in_chans)
     root = resolve_artifacts(artifacts, storage)
     folder = store.supernet_dir(root, name)
     settings = {"space_name": loaded.name, "dataset": data.name, "limit": limit, "resolution": res, **identity(es),
@@ -173,10 +179,10 @@ def train_named(*, space: str, name: str, dataset: str = "digits", data_root: st
             store.write_json(folder / store.RECORD_FILE, record)
             return record
         store.write_json(folder / store.RECORD_FILE, record)
-        job = EpochsJob(space=space, dataset=dataset, data_root=data_root, limit=limit, resolution=res, fixed=fixed,
-                        epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
-                        schedule=schedule, warmup_epochs=warmup_epochs, augment=augment, n_random=n_random, seed=seed,
-                        device=str(dev), folder=str(folder), record=record)
+        job = EpochsJob(space=space, dataset=dataset, data_root=data_root, limit=limit, resolution=resolutions,
+                        fixed=fixed, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                        weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs, augment=augment,
+                        n_random=n_random, seed=seed, device=str(dev), folder=str(folder), record=record)
         group = "NCCL" if dev.type == "cuda" else "gloo"
         if backend == "ray":
             say(f"supernet {name}: training in {processes} Ray Train workers ({group})")
@@ -211,7 +217,7 @@ class EpochsJob:
     dataset: str
     data_root: str | None
     limit: int | None
-    resolution: int
+    resolution: list[int]  # every resolution it trains at (one: not elastic)
     fixed: dict | None
     epochs: int
     batch_size: int
@@ -241,7 +247,7 @@ class EpochsJob:
             data = load_dataset(self.dataset, self.data_root, seed=self.seed, limit=self.limit)
         es = ElasticSpace(load_space(self.space), fixed=self.fixed, resolution=self.resolution,
                           num_classes=data.num_classes, in_chans=data.in_chans)
-        x = network_inputs(data.train, self.resolution).to(dev)
+        x = network_inputs(data.train, max(self.resolution)).to(dev)
         y = data.train.labels.to(dev)
         torch.manual_seed(self.seed)
         net = Supernet(es.largest()).to(dev)

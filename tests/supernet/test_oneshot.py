@@ -219,3 +219,58 @@ def test_batchnorm_calibration_draws_every_class_from_a_split_stored_class_by_cl
     assert len(set(by_class.labels[:CALIBRATION_IMAGES].tolist())) <= 3
     assert torch.equal(calibration_inputs(by_class, 16, seed=0).flatten(1), drawn)  # the seed decides the draw
     assert not torch.equal(calibration_inputs(by_class, 16, seed=1).flatten(1), drawn)
+
+
+def test_a_oneshot_trial_is_offered_only_what_the_supernet_holds():
+    """`efficientnet_compound` offers four attention kinds a stage; its supernet holds two (none, SE): the
+    sampler and the initial design see those two, and every sampled sub-network is one of the supernet's."""
+    from autocnn.search.oneshot import PinnedSpace
+    from autocnn.spaces import load_space
+    from autocnn.supernet import ElasticSpace, Supernet
+
+    space = load_space("efficientnet_compound")
+    es = ElasticSpace(space, fixed={"width_mult": 0.25}, num_classes=10, in_chans=1)
+    pinned = PinnedSpace(space, es)
+    assert pinned.dimensions()["stages.0.attention"].choices == ("none", "se")
+    assert pinned.dimensions()["stages.0.se.ratio"].choices == (4.0, 8.0, 16.0)  # the space's order
+    net = Supernet(es.largest())
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    kinds = set()
+    for _ in range(20):
+        genotype = pinned.sample(study.ask(), num_classes=10, in_chans=1)
+        net.check(genotype)
+        kinds |= {s.attention for s in genotype.stages if s.block == "mbconv"}
+    assert kinds == {"none", "se"}
+
+
+def test_an_elastic_resolution_is_searched_and_each_trial_validated_at_its_own(tmp_path):
+    """A supernet trained at 12 and 16 px: the search chooses a resolution per trial, and a trial's score is its
+    inherited network's accuracy on the validation images at that resolution."""
+    from safetensors.torch import load_file
+
+    from autocnn.builder import build_model
+    from autocnn.data import load_dataset
+    from autocnn.search import records
+    from autocnn.supernet.trainer import network_inputs
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    made = run_cli("supernet", "train", "--space", TINY, "--name", "res", "--epochs", "1", *LIMIT, "--resolution",
+                   "16,12", "--storage", storage, cwd=tmp_path, env=_env())
+    assert made.returncode == 0, made.stderr
+    record = json.loads((tmp_path / "supernets" / "res" / "supernet.json").read_text())
+    assert record["resolution"] == 16 and record["choices"]["resolution"] == [12, 16]
+    assert record["sub_networks"] == 2 * 3456
+    searched = run_cli("search", "--space", TINY, "--strategy", "oneshot", "--supernet", "res", "--trials", "8",
+                       *LIMIT, "--study", "r", "--storage", storage, "--sampler", "random", cwd=tmp_path, env=_env())
+    assert searched.returncode == 0, searched.stderr
+    trials = [t for t in optuna.load_study(study_name="r", storage=storage).trials
+              if t.state == optuna.trial.TrialState.COMPLETE]
+    by_resolution = {records.genotype_of(t).resolution: t for t in trials}
+    assert set(by_resolution) == {12, 16} and all(t.params["resolution"] == r for r, t in by_resolution.items())
+    val = load_dataset("digits", limit=200).val
+    for resolution, t in by_resolution.items():
+        model = build_model(records.genotype_of(t)).eval()
+        model.load_state_dict(load_file(str(tmp_path / t.user_attrs[records.WEIGHTS_PATH])))
+        with torch.no_grad():
+            right = (model(network_inputs(val, resolution)).argmax(1) == val.labels).float().mean().item()
+        assert right == pytest.approx(t.values[0], abs=1e-6), resolution

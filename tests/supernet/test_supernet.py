@@ -119,6 +119,48 @@ def test_narrower_sub_networks_slice_every_width_and_gain_the_shortcuts_they_wou
         assert (model(x) - expected).abs().max().item() <= 1e-12 and expected.std() > 1e-3
 
 
+def test_se_switches_off_and_slices_its_squeeze_by_the_ratio():
+    """A stage that offers SE or not (or ECA, which cannot be sliced) is elastic over none/SE, and SE's ratio
+    (4 or 8) too: the largest sub-network squeezes least; every sub-network's inherited weights give the
+    supernet's outputs exactly."""
+    text = TINY.read_text().replace("      repeats: {choices: [1, 2]}\n", "      repeats: {choices: [1, 2]}\n"
+                                    "      attention:\n        choices: [none, se, eca]\n"
+                                    "        when:\n          se: {ratio: {choices: [4.0, 8.0]}}\n")
+    es = ElasticSpace(load_space_text(text, "attention.yaml"))
+    assert es.choices["stages.1.attention"] == ("none", "se") and es.choices["stages.1.se.ratio"] == (8.0, 4.0)
+    assert len(es) == 2 * (2 * 3 * 2 * (1 + 2)) ** 3  # width; per stage kernel, expansion, repeats, (off | SE x 2)
+    small = ElasticSpace(load_space_text(text, "attention.yaml"), fixed={
+        **{f"stages.{i}.{k}": v for i in range(3) for k, v in (("kernel", 3), ("expansion", 4.0), ("repeats", 1))},
+        "width_mult": 1.0, "stages.0.attention": "none", "stages.2.se.ratio": 4.0})
+    # stage 1: off, SE r4 or SE r8; stage 2 (ratio fixed): off or SE; each once, though 8 choices combine
+    assert len(small) == len({g.arch_id for g in small}) == len(list(small)) == (1 + 2) * 2
+    big = es.largest()
+    assert {(s.attention, s.ratio) for s in big.stages[:3]} == {("se", 4.0)}
+    torch.manual_seed(0)
+    net = Supernet(big).double().eval()
+    _randomize(net, 5)
+    top = {n: v[-1] for n, v in es.choices.items()}
+    variants = {"off": {**top, "stages.1.attention": "none"}, "ratio 8": {**top, "stages.1.se.ratio": 8.0},
+                "random": None}
+    x = torch.randn(3, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    for name, choice in variants.items():
+        g = es.sample(random.Random(7)) if choice is None else es.genotype(choice)
+        sd = extract(net, g)
+        model = build_model(g).double().eval()
+        model.load_state_dict(sd)
+        with torch.no_grad():
+            expected = net.set_active(g)(x)
+            assert (model(x) - expected).abs().max().item() <= 1e-12 and expected.std() > 1e-3, name
+        if name == "off":
+            assert not any(k.startswith("stages.1.0.attn.") for k in sd)
+        if name == "ratio 8":  # 8 input channels / 8: one squeeze channel of the supernet's two
+            assert sd["stages.1.0.attn.fc1.weight"].shape[0] == 1 == net.stages[1][0].attn.fc1.weight.shape[0] // 2
+    for field, value in (("attention", "eca"), ("ratio", 2.0)):
+        outside = big.replace(stages=(dataclasses.replace(big.stages[0], **{field: value}), *big.stages[1:]))
+        with pytest.raises(SupernetError, match=field):
+            net.set_active(outside)
+
+
 def test_create_model_loads_inherited_weights_from_a_file(space, supernet, tmp_path):
     g = space.sample(random.Random(5))
     net = copy.deepcopy(supernet).float()  # create_model builds float32: float64 weights would be rounded
@@ -161,7 +203,9 @@ def test_genotypes_outside_the_supernet_are_refused(space, supernet):
 
 def test_parts_a_supernet_cannot_share_are_refused_or_fixed():
     es = ElasticSpace("efficientnet_compound", num_classes=10)
-    assert set(es.choices) == {f"stages.{i}.{k}" for i in range(7) for k in ("kernel", "expansion")} | {"width_mult"}
+    assert set(es.choices) == {f"stages.{i}.{k}" for i in range(7) for k in ("kernel", "expansion", "attention",
+                                                                            "se.ratio")} | {"width_mult"}
+    assert es.choices["stages.0.attention"] == ("none", "se")  # CBAM and ECA cannot be sliced: not in the supernet
     assert {s.block for s in es.largest().stages[:7]} == {"mbconv"}  # block and conv kind fixed at their first choice
     with pytest.raises(SupernetError, match=r"stages\[2\]\.attention is 'eca'.*fixed="):
         ElasticSpace("efficientnet_compound", fixed={"stages.2.attention": "eca"})
@@ -244,6 +288,26 @@ def _evaluate(net: Supernet, g: Genotype, calib: torch.Tensor, x: torch.Tensor, 
         out = net(x)
     net.train()
     return F.cross_entropy(out, y).item(), (out.argmax(1) == y).float().mean().item()
+
+
+def test_an_elastic_resolution_trains_each_sub_network_at_its_own():
+    """Given 12 and 16 px, the resolution is a choice of its own (the largest at 16): a sandwich step feeds the
+    largest the 16-px batch and a 12-px sub-network that batch resized as the data pipeline resizes."""
+    es = ElasticSpace(load_space(TINY), resolution=[16, 12])
+    assert es.choices["resolution"] == (12, 16) and len(es) == 2 * len(ElasticSpace(load_space(TINY)))
+    assert (es.largest().resolution, es.smallest().resolution) == (16, 12)
+    torch.manual_seed(0)
+    net = Supernet(es.largest())
+    seen = []
+    net.register_forward_pre_hook(lambda module, args: seen.append((net.active.resolution, args[0].shape[-1])))
+    x = torch.randn(8, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    sandwich_step(net, es, x, torch.arange(8) % 10, torch.optim.SGD(net.parameters(), lr=0.01), random.Random(0))
+    assert seen[:2] == [(16, 16), (12, 12)] and all(active == fed for active, fed in seen)  # largest, smallest, ...
+    with pytest.raises(SupernetError, match="resolution 20 is not one"):
+        es.genotype({**{n: v[0] for n, v in es.choices.items()}, "resolution": 20})
+    flat = TINY.read_text() + "  head: {pool: flatten}\n"
+    with pytest.raises(SupernetError, match="flatten head"):
+        ElasticSpace(load_space_text(flat, "flat.yaml"), resolution=[12, 16])
 
 
 STEPS = 30  # the smallest sub-network (width 0.5, one block per stage, no expansion) is still near chance at 20
