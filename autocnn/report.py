@@ -133,12 +133,12 @@ def _stage_rows(trial) -> list[list[str]]:
 
 def write_report(study_name: str, storage: str | None, out_dir: str | os.PathLike) -> Path:
     """Write the figures and `index.html` into `out_dir`; returns the HTML path."""
-    from autocnn.search.engine import StudyError
+    from autocnn.search.engine import StudyError, missing_config
 
     backend = open_storage(storage, create=False, heartbeat=False)
     view = control.inspect(backend, study_name)
     if view.config is None:
-        raise StudyError(f"study {study_name!r} was not created by autocnn (no stored configuration)")
+        raise missing_config(study_name, bool(view.trials))
     study = optuna.load_study(study_name=study_name, storage=backend)
     complete = [t for t in view.trials if t.state == TrialState.COMPLETE]
     if not complete:

@@ -125,13 +125,19 @@ def interrupted_creation(summary) -> bool:
     return CONFIG_ATTR not in summary.user_attrs and summary.n_trials == 0
 
 
+def missing_config(name: str, ran: bool) -> StudyError:
+    """What to say of a study without autocnn's configuration: one that ran nothing was interrupted while it was
+    being created (`interrupted_creation`) and can be started again; any other is not autocnn's."""
+    if not ran:
+        return StudyError(f"study {name!r} was interrupted before its configuration was stored and ran nothing; "
+                          f"start it again without --resume (autocnn search --study {name} ...)")
+    return StudyError(f"study {name!r} was not created by autocnn (no stored configuration)")
+
+
 def stored_config(study: optuna.Study) -> SearchConfig:
     data = study.user_attrs.get(CONFIG_ATTR)
-    if data is None and not study.trials:
-        raise StudyError(f"study {study.study_name!r} was interrupted before its configuration was stored and ran "
-                         "nothing; start it again without --resume")
     if data is None:
-        raise StudyError(f"study {study.study_name!r} was not created by autocnn (no stored configuration)")
+        raise missing_config(study.study_name, bool(study.trials))
     return SearchConfig.from_dict(data)
 
 

@@ -35,6 +35,18 @@ def _write(name: str, text: str | bytes) -> Callable[[Path], None]:
     return setup
 
 
+def _shell_study(tmp: Path) -> None:
+    """What a run killed between Optuna's creation of its study and the write of its configuration leaves (in
+    a storage autocnn opened: WAL mode, which opening a plain Optuna file would switch it to)."""
+    import optuna
+
+    from autocnn.storage import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp}/shell.db", heartbeat=False)
+    optuna.create_study(study_name="k", storage=storage)
+    storage.engine.dispose()  # its last connection closed: the WAL is checkpointed now, not by the command under test
+
+
 def _space(name: str, old: str, new: str) -> Callable[[Path], None]:
     assert old in TINY, old
     return _write(name, TINY.replace(old, new))
@@ -253,6 +265,10 @@ CASES = {
                                  ("no study named 'nope'", "existing studies: s"), study=True),
     "report-missing-study": Case(("report", "--study", "nope", "--out", "{tmp}/report", *STUDY),
                                  ("no study named 'nope'",), study=True),
+    "report-interrupted-study": Case(("report", "--study", "k", "--out", "{tmp}/report", "--storage",
+                                      "sqlite:///{tmp}/shell.db"),
+                                     ("'k' was interrupted before its configuration was stored", "start it again"),
+                                     _shell_study),
     # Ray
     "unreachable-ray-address": Case((*SEARCH, "--backend", "ray", "--address", "127.0.0.1:{port}", *STORE),
                                     ("cannot reach the Ray cluster at 127.0.0.1:{port}", "ray start --head")),
