@@ -119,7 +119,8 @@ def _one_dataset(dataset: str, space: str, archs: int, supernet_epochs: int, epo
         correlations[name] = (float(rho), float(tau))
     return {"dataset": dataset, "rows": rows, "correlations": correlations, "ceiling": ceiling, "supernet_s": supernet_s,
             "supernet_epochs": supernet_epochs, "sub_networks": record["sub_networks"],
-            "resolution": record["resolution"], "fixed": record["fixed"]}
+            "resolution": "/".join(str(r) for r in record["choices"].get("resolution", [record["resolution"]])),
+            "fixed": record["fixed"]}
 
 
 def _pairs(given: list[str]) -> dict | None:
@@ -155,10 +156,15 @@ def main() -> None:
     p.add_argument("--supernet-fixed", action="append", default=[], metavar="NAME=VALUE",
                    help="a dimension the supernet pins (`autocnn supernet train --fixed`), e.g. width_mult=0.25 for "
                         "the narrow slice measured before width became elastic; repeat per dimension")
+    p.add_argument("--supernet-resolution", default=None, help="the supernet's resolution, or several comma-separated "
+                   "(24,28,32: an elastic resolution, `autocnn supernet train --resolution`); default the space's")
     args = p.parse_args()
+    from autocnn.cli.supernet import parse_resolutions
+
     recipe = {"optimizer": args.supernet_optimizer, "lr": args.supernet_lr, "schedule": args.supernet_schedule,
               "warmup_epochs": args.supernet_warmup, "weight_decay": args.supernet_weight_decay,
-              "augment": args.supernet_augment, "fixed": _pairs(args.supernet_fixed)}
+              "augment": args.supernet_augment, "fixed": _pairs(args.supernet_fixed),
+              "resolution": parse_resolutions(args.supernet_resolution)}
     info = benchlib.machine()
     started = time.perf_counter()
     archs = args.archs or benchlib.by_mode(args.mode, 4, 50, 100)
