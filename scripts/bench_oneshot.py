@@ -56,7 +56,7 @@ def _one_dataset(dataset: str, space: str, archs: int, supernet_epochs: int, epo
     from autocnn.proxies import PROXIES
     from autocnn.search.config import SearchConfig
     from autocnn.search.engine import train_config_for
-    from autocnn.search.oneshot import Oneshot
+    from autocnn.search.oneshot import Oneshot, resolutions_of
     from autocnn.search.prescreen import proxy_batch
     from autocnn.spaces import load_space
     from autocnn.supernet.trainer import train_named
@@ -119,7 +119,7 @@ def _one_dataset(dataset: str, space: str, archs: int, supernet_epochs: int, epo
         correlations[name] = (float(rho), float(tau))
     return {"dataset": dataset, "rows": rows, "correlations": correlations, "ceiling": ceiling, "supernet_s": supernet_s,
             "supernet_epochs": supernet_epochs, "sub_networks": record["sub_networks"],
-            "resolution": "/".join(str(r) for r in record["choices"].get("resolution", [record["resolution"]])),
+            "resolution": "/".join(str(r) for r in resolutions_of(record)),
             "fixed": record["fixed"]}
 
 

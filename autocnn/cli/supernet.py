@@ -91,9 +91,9 @@ def train_supernet_command(space, name, dataset, data_root, limit, resolution, f
         click.echo(line, err=True)
 
     record = train_named(space=space, name=name, dataset=dataset, data_root=data_root, limit=limit,
-                         resolution=parse_resolutions(resolution), fixed=parse_fixed(fixed), epochs=epochs, batch_size=batch_size,
-                         optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule,
-                         warmup_epochs=warmup_epochs, augment=augment, n_random=n_random, storage=storage,
+                         resolution=parse_resolutions(resolution), fixed=parse_fixed(fixed), epochs=epochs,
+                         batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+                         schedule=schedule, warmup_epochs=warmup_epochs, augment=augment, n_random=n_random, storage=storage,
                          artifacts=artifacts, seed=seed, device=device, processes=processes, backend=backend,
                          address=address, progress=progress)
     click.echo(f"supernet {name}: {record['epochs_done']} epochs, loss {record['losses'][-1]:.4f}, "

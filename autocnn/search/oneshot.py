@@ -14,7 +14,8 @@ is a sub-network, and the sampler learns only over the dimensions that change an
 
 The supernet, the calibration batches and the validation inputs are prepared once per process
 (`Oneshot`, held by the run's `TrialContext`; once per resolution when the supernet's is elastic, where the
-resolution is a choice of the trial): a trial costs a slice, a few forward passes and one weights file. Latency is measured only for a latency objective or limit, as in a trained search.
+resolution is a choice of the trial): a trial costs a slice, a few forward passes and one weights file.
+Latency is measured only for a latency objective or limit, as in a trained search.
 """
 from __future__ import annotations
 

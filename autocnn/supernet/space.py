@@ -6,10 +6,9 @@ each. So is a stage's `attention` between `none` and SE where it offers both (it
 cannot be sliced, are left out of the supernet's choices), and SE's reduction ratio (`<stage>.se.ratio`),
 whose largest sub-network is its smallest ratio. Given several input resolutions (`resolution=(24, 32)`,
 BigNAS's elastic resolution), the resolution is a choice of its own, `RESOLUTION`, the largest last. Every
-other dimension (block family, conv kind,
-activation, depth multiplier, compound coefficient, ...) is fixed for the whole supernet, from `fixed`
-params, else a `preset`'s params, else its first choice (a number range: its low end). A sub-network's genotype is
-what `SearchSpace.sample` returns for those answers, so it is a genotype of the space itself:
+other dimension (block family, conv kind, activation, depth multiplier, compound coefficient, ...) is fixed
+for the whole supernet, from `fixed` params, else a `preset`'s params, else its first choice (a number range:
+its low end). A sub-network's genotype is what `SearchSpace.sample` returns for those answers, so it is a genotype of the space itself:
 `create_model` builds it, search records it, export writes it.
 """
 from __future__ import annotations
@@ -92,10 +91,11 @@ class ElasticSpace:
                 values = None
             if values is not None and len(values) > 1:
                 self.choices[name] = values
-        resolutions = sorted(set(resolution)) if isinstance(resolution, (list, tuple)) else None
-        if resolutions is not None and len(resolutions) > 1:
-            self.choices[RESOLUTION] = tuple(resolutions)
-        resolution = resolutions[-1] if resolutions else resolution
+        if isinstance(resolution, (list, tuple)):
+            resolutions = tuple(sorted(set(resolution)))
+            if len(resolutions) > 1:
+                self.choices[RESOLUTION] = resolutions
+            resolution = resolutions[-1] if resolutions else None
         if not self.choices:
             raise SupernetError(f"space {self.space.name} has no elastic dimension (a per-stage choice or a width "
                                 f"multiplier: {', '.join(ELASTIC_KEYS)}), so a supernet would share nothing; add one, e.g. "
@@ -107,10 +107,16 @@ class ElasticSpace:
             raise SupernetError(f"space {self.space.name} ends in a flatten head, whose weights fit one resolution; "
                                 "train the supernet at one resolution or give the space a pooled head")
 
+    @property
+    def resolutions(self) -> tuple:
+        """The input resolutions of its sub-networks, ascending (one unless the resolution is elastic; None: each
+        genotype's own)."""
+        return self.choices.get(RESOLUTION, (self._sample_args[RESOLUTION],))
+
     def _may_attend(self, ratio_name: str, kind: str, dims: dict) -> bool:
         """Whether the stage of `ratio_name` (`<stage>.<kind>.ratio`) can run `kind`: its attention is elastic
         (decided before its ratio, which the space asks after it) or fixed at `kind`."""
-        attention = ratio_name.rsplit(".", 2)[0] + ".attention"
+        attention = _attention_of(ratio_name)
         if attention in self.choices:
             return kind in self.choices[attention]
         return attention in dims and self.fixed_value(attention, dims[attention]) == kind
@@ -178,7 +184,7 @@ class ElasticSpace:
         """How many sub-networks (a ratio counts only where its stage's attention is on)."""
         size = 1
         for name, values in self.choices.items():
-            if name.endswith(".ratio") and name.rsplit(".", 2)[0] + ".attention" in self.choices:
+            if name.endswith(".ratio") and _attention_of(name) in self.choices:
                 continue  # counted with its attention
             if name.endswith(".attention"):  # off, or each kind with each of its ratios
                 stage = name.removesuffix("attention")
@@ -186,6 +192,11 @@ class ElasticSpace:
             else:
                 size *= len(values)
         return size
+
+
+def _attention_of(ratio_name: str) -> str:
+    """The attention dimension a ratio depends on: `stages.3.se.ratio` -> `stages.3.attention`."""
+    return ratio_name.rsplit(".", 2)[0] + ".attention"
 
 
 def _attention_values(dim: Categorical) -> tuple | None:

@@ -67,7 +67,8 @@ def train_named(*, space: str, name: str, dataset: str = "digits", data_root: st
 
     Everything is checked (name, space, fixed values, dataset, an existing supernet's settings) before the
     folder is created, so a mistake writes nothing. Several resolutions make the input resolution elastic: the
-    images are prepared at the largest, and a sub-network at a smaller one trains on them resized. `augment` None: the dataset's own, as its trials train.
+    images are prepared at the largest, and a sub-network at a smaller one trains on them resized. `augment`
+    None: the dataset's own, as its trials train.
     `processes` > 1 trains data-parallel (`autocnn.supernet.distributed`); by default one process per GPU on
     CUDA, one on the CPU. `backend` "ray" runs the processes as Ray Train workers on the cluster at `address`
     (or a local Ray), where device "auto" means the cluster's GPUs if it has any.
@@ -116,13 +117,12 @@ def train_named(*, space: str, name: str, dataset: str = "digits", data_root: st
         shifts = [n for n in AUGMENTATIONS.names() if not getattr(AUGMENTATIONS.get(n), "on_pixels", False)]
         raise SupernetError(f"--augment must be one of {', '.join(shifts)} for a supernet (it trains on network "
                             f"inputs, not stored pixels), got {augment!r}")
-    resolutions = sorted(set(resolution)) if isinstance(resolution, (list, tuple)) else \
-        [resolution or loaded.base_resolution]
+    es = ElasticSpace(loaded, fixed=fixed, resolution=resolution or loaded.base_resolution,
+                      num_classes=data.num_classes, in_chans=data.in_chans)
+    resolutions = list(es.resolutions)
     if not resolutions or resolutions[0] < 4:
         raise SupernetError(f"--resolution must be one or more sizes of at least 4 pixels, got {resolution!r}")
     res = resolutions[-1]  # the largest sub-network's, at which the images are prepared
-    es = ElasticSpace(loaded, fixed=fixed, resolution=resolutions, num_classes=data.num_classes,
-                      in_chans=data.in_chans)
     root = resolve_artifacts(artifacts, storage)
     folder = store.supernet_dir(root, name)
     settings = {"space_name": loaded.name, "dataset": data.name, "limit": limit, "resolution": res, **identity(es),
