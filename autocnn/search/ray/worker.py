@@ -8,9 +8,12 @@ and a trial PBT exploits continues from its donor's checkpoint.
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
+import shutil
+import socket
 import tempfile
 import time
 from functools import partial
@@ -62,11 +65,48 @@ def load_state(checkpoint: Checkpoint | None) -> dict | None:
         return torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=False)
 
 
+SCRATCH_PREFIX = "autocnn-ckpt-"
+_scratch_of: dict[int, Path] = {}
+
+
+def scratch_folder() -> Path:
+    """This worker process's checkpoint folder: each report rewrites it and `tune.report` copies it to the
+    experiment's storage.
+
+    `tune.report` copies the checkpoint and then blocks until the driver asks for more, so a worker killed there
+    (its driver killed, or an actor Tune ends without waiting) never removes what it reported from. A folder
+    per report left one trial's weights in the temp folder each time; now each process has one, removed at its
+    exit, and the first report of a process removes those of this host's dead workers.
+    """
+    pid = os.getpid()
+    if pid not in _scratch_of:
+        prefix = f"{SCRATCH_PREFIX}{socket.gethostname()}-"
+        for stale in Path(tempfile.gettempdir()).glob(prefix + "*"):
+            owner = stale.name.removeprefix(prefix)
+            if owner.isdigit() and not _alive(int(owner)):
+                shutil.rmtree(stale, ignore_errors=True)
+        folder = Path(tempfile.gettempdir()) / f"{prefix}{pid}"
+        folder.mkdir(exist_ok=True)
+        atexit.register(shutil.rmtree, folder, True)
+        _scratch_of[pid] = folder
+    return _scratch_of[pid]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _report(rec: Recorder, metrics: dict, state: dict) -> None:
     """One report with a checkpoint of `state`."""
-    with tempfile.TemporaryDirectory() as folder:
-        torch.save(state, Path(folder) / "state.pt")
-        rec.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+    folder = scratch_folder()
+    torch.save(state, folder / "state.pt")
+    rec.report(metrics, checkpoint=Checkpoint.from_directory(str(folder)))
 
 
 def _report_final(rec: Recorder, metrics: dict, weights: dict) -> None:
