@@ -347,6 +347,14 @@ def read_study_attr_json(storage, study_id: int, key: str) -> str | None:
     return None if found is None else found[0]
 
 
+def claim_study_attr(storage, study, key: str, value) -> bool:
+    """Set `study`'s unset user attribute `key` to `value`; False when it was set already (another process won).
+
+    Written to the study `study` was opened on (Optuna's private `_study_id`: there is no public accessor, and
+    looking its name up again could find another study created under the name since)."""
+    return swap_study_attr(storage, study._study_id, key, None, value)
+
+
 def swap_study_attr(storage, study_id: int, key: str, expected_json: str | None, new) -> bool:
     """Atomically set a study user attribute to `new` if it still reads `expected_json`; True when this call won.
 

@@ -40,7 +40,7 @@ from autocnn.search.design import DesignPoint, with_design
 from autocnn.search.oneshot import Oneshot, PinnedSpace, record_oneshot
 from autocnn.search.prescreen import PrescreenSampler, screening_for
 from autocnn.search.timing import EpochShape, TimeModel, study_model
-from autocnn.storage import open_storage
+from autocnn.storage import claim_study_attr, open_storage
 from autocnn.training import DivergedError, EpochReport, TrainConfig, resolve_device, train
 from autocnn.training.config import check_recipe
 from autocnn.weights import freeze_blocks, load_reference_weights
@@ -181,17 +181,30 @@ def create_study(config: SearchConfig, design: list[DesignPoint] = ()) -> tuple[
     locations = absolute_locations(config)  # before the storage: a bad --artifacts writes nothing
     storage = open_storage(config.storage, create=True)
     name = config.study or default_study_name(config)
-    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    if name in existing and interrupted_creation(existing[name]):
-        optuna.delete_study(study_name=name, storage=storage)
-    elif name in existing:
-        raise StudyError(f"study {name!r} already exists; pass --resume to continue it or choose another --study")
+    taken = StudyError(f"study {name!r} already exists; pass --resume to continue it or choose another --study")
+    shell = next((s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+                  if s.study_name == name), None)
+    if shell is not None and not interrupted_creation(shell):
+        raise taken
     sampler = study_sampler(config, config.seed, design)
     pruner = pruner_for(config)
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                directions=config.directions)
+    study = None
+    if shell is not None and [d.name.lower() for d in shell.directions] == config.directions:
+        try:  # taken over, not replaced: the run creating it may be alive, and its claim below must then fail
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        except KeyError:  # deleted since
+            pass
+    elif shell is not None:
+        optuna.delete_study(study_name=name, storage=storage)
+    if study is None:
+        try:
+            study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                        directions=config.directions)
+        except optuna.exceptions.DuplicatedStudyError:
+            raise taken from None
     config = config.replace(study=name, pruner=pruner_name(config), **locations)
-    study.set_user_attr(CONFIG_ATTR, config.to_dict())
+    if not claim_study_attr(storage, study, CONFIG_ATTR, config.to_dict()):  # two runs started with one new --study
+        raise taken
     study.set_metric_names(list(config.objectives))
     return study, config
 

@@ -167,6 +167,37 @@ def test_kill_between_creating_the_study_and_storing_its_configuration(tmp_path)
     assert [t.state for t in load_trials(crash.storage, "k")] == [TrialState.COMPLETE]
 
 
+def test_two_runs_creating_one_new_study_at_once_do_not_both_take_it(tmp_path, monkeypatch):
+    """Run A has created study "k" and not yet stored its configuration when run B, started with the same new
+    --study, finds the empty study. B took it for a killed run's shell, deleted it and created its own, which
+    SQLite gave the same id, so A's configuration then landed on B's study and both ran it as their own. Now B
+    takes the shell over instead, and of the two configuration writes only the first succeeds."""
+    from autocnn.search.config import CONFIG_ATTR, SearchConfig
+    from autocnn.search.engine import StudyError, create_study
+    from autocnn.storage import claim_study_attr, open_storage
+
+    storage = sqlite_url(tmp_path / "studies.db")
+    shell = optuna.create_study(study_name="k", storage=storage, direction="maximize")  # A, between its writes
+    load = optuna.load_study
+
+    def a_stores_its_configuration_first(*args, **kwargs):
+        study = load(*args, **kwargs)
+        assert claim_study_attr(open_storage(storage), shell, CONFIG_ATTR, {"run": "A"})
+        return study
+
+    monkeypatch.setattr(optuna, "load_study", a_stores_its_configuration_first)
+    with pytest.raises(StudyError, match="already exists"):  # B, reading the shell before A's write
+        create_study(SearchConfig(study="k", storage=storage))
+    monkeypatch.undo()
+    (study,) = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    assert study.user_attrs == {CONFIG_ATTR: {"run": "A"}}
+
+    optuna.create_study(study_name="k2", storage=storage, direction="maximize")  # a shell whose run died
+    taken, config = create_study(SearchConfig(study="k2", storage=storage))
+    assert taken.user_attrs[CONFIG_ATTR] == config.to_dict()
+    assert not claim_study_attr(open_storage(storage), taken, CONFIG_ATTR, {"run": "late"})  # its creator, had it lived, would lose
+
+
 @pytest.mark.slow
 def test_kill_while_results_are_written(tmp_path):
     """Three kills in a row, each a random 0-30 ms after a trial's test metric was written (the last
