@@ -32,11 +32,12 @@ import benchlib
 
 METHODS = ("autocnn", "random", "handwritten")
 DATASETS = ("digits", "shapes")
+SHAPES_PER_CLASS = 200
 FRACTIONS = (0.25, 0.5, 1.0)
 SHAPES = ("disc", "square", "triangle", "ring", "plus", "cross", "hstripes", "vstripes", "checker", "dots")
 
 
-def write_shapes(root: Path, per_class: int = 200, size: int = 32, seed: int = 1234) -> Path:
+def write_shapes(root: Path, per_class: int = SHAPES_PER_CLASS, size: int = 32, seed: int = 1234) -> Path:
     """10 classes of grey 32-px shapes and textures at random places, sizes, contrasts, under strong noise
     and a random distracting line: a harder task than digits that still trains in seconds on a CPU."""
     from PIL import Image
@@ -189,6 +190,8 @@ def main() -> None:
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, each one torch thread (at most the cores)")
+    p.add_argument("--shapes-per-class", type=int, default=SHAPES_PER_CLASS,
+                   help="images per class of `shapes` (another size than the default gets a section of its own)")
     args = p.parse_args()
     benchlib.setup_threads(1)
     info = benchlib.machine()
@@ -200,7 +203,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        shapes = write_shapes(tmp / "shapes")
+        shapes = write_shapes(tmp / "shapes", per_class=args.shapes_per_class)
 
         def one(job: tuple[str, str, int]) -> dict:
             method, dataset, seed = job
@@ -223,21 +226,24 @@ def main() -> None:
                + " / ".join(f"{r[f'val{f}']:.4f}" for f in FRACTIONS) + " | "
                + " / ".join(f"{r[f'test{f}']:.4f}" for f in FRACTIONS) + f" | {r['trials']} | {r['wall']:.0f} |"
                for r in sorted(rows, key=lambda r: (r["dataset"], r["method"], r["seed"]))]
-    text = [benchlib.header("Anytime search: best model at 25 / 50 / 100 % of a wall-clock budget", info, started,
+    images = 10 * args.shapes_per_class
+    sized = args.shapes_per_class != SHAPES_PER_CLASS
+    title = "Anytime search: best model at 25 / 50 / 100 % of a wall-clock budget"
+    text = [benchlib.header(title + (f" ({images:,}-image shapes)" if sized else ""), info, started,
                             f"budget {budget:g} s per run, seeds {seeds}, one torch thread per run, {args.jobs} "
                             f"run(s) at a time (autocnn and random search of a seed side by side, the loop's seeds in "
                             f"pairs); autocnn: `autocnn search{f' --space {args.space}' if args.space else ''} --timeout {budget:g}` (plus dataset, "
                             "seed, storage); random: the same with `--sampler random`; handwritten: "
                             "`scripts/handwritten_optuna.py` (TPE over width, depth, lr of a 1-3 conv CNN, 10 epochs, "
                             "Adam, native resolution); shapes: synthetic 10-class noisy shapes/textures ImageFolder "
-                            "(32 px grey, 2,000 images, `write_shapes`)"),
+                            f"(32 px grey, {images:,} images, `write_shapes`)"),
             "Means over seeds (accuracy of the best fully trained model finished by then; 0 before the first; time "
             "model error: the median over runs of |predicted - measured| / measured seconds per epoch of the trials "
             "predicted after >= 5 finished epochs):", "",
             *lines, "",
             f"Acceptance (autocnn's mean best validation accuracy at 100 % >= each other method's, and at 25 % no "
             f"more than 1 point below): {benchlib.verdict(met)}.", "", "Every run:", "", *detail]
-    path = benchlib.write_section("anytime", "\n".join(text), args.out)
+    path = benchlib.write_section(f"anytime_shapes{images}" if sized else "anytime", "\n".join(text), args.out)
     benchlib.emit(figures, args.json)
     print(f"wrote {path}")
 
