@@ -32,8 +32,8 @@ from autocnn.proxies import PROXIES
 from autocnn.registry import Registry
 from autocnn.search import records
 from autocnn.search.budget import MAX_REJECTIONS, OutOfTime, check_deadline, remaining_s
-from autocnn.search.config import (ALL_TRIALS, CONFIG_ATTR, FIRST_LOOK_SHARE, LOOK_SHARE, ConfigError,
-                                   SearchConfig,
+from autocnn.search.config import (ALL_TRIALS, CONFIG_ATTR, FIRST_LOOK_SHARE, LOOK_SHARE, SETTLING_LR,
+                                   ConfigError, SearchConfig,
                                    default_pruner)
 from autocnn.search.control import latest_study
 from autocnn.search.design import DesignPoint, with_design
@@ -633,8 +633,9 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
     Near the end (once timed), a candidate whose first look would not fit in what its share keeps back may
     take all of the time left (the last call): the share keeps time for later candidates, and that time could
     not hold even this one's look; without it `shapes` runs ended with a quarter of their 60 s unused. A trial
-    that continues another's weights still needs its `grace_epochs`: a one-epoch warm restart ends at the peak
-    of its learning rate (on `shapes` such continuations of a 0.87-0.89 network scored 0.35-0.76).
+    that continues another's weights and gets fewer epochs than its `grace_epochs` settles them instead of
+    restarting (`records.SETTLING`, `fitted`): at 20,000 images an epoch can be a tenth of the budget, and runs
+    whose start point's continuation did not fit its look ended with a fifth of the budget unused.
     """
     per_epoch = model.epoch_seconds(costs["flops"], costs["params"], costs["layers"], shape,
                                     costs.get("activations", 0))
@@ -655,9 +656,10 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
         share = 1.0  # the last call: what the share would keep back could not hold even this candidate's look
     needed = per_epoch if share is None else planned * per_epoch
     fit = int(share * left // per_epoch) if share is not None and left > 0 and per_epoch > 0 else 0
-    if (left > 0 and needed <= (share or 1.0) * left) or fit >= min(planned, config.grace_epochs):
+    continues = records.CONTINUES in trial.user_attrs  # its look is behind it (`first_look_of`, `trained_twin_of`)
+    settles = continues and 1 <= fit < min(planned, config.grace_epochs)
+    if (left > 0 and needed <= (share or 1.0) * left) or fit >= min(planned, config.grace_epochs) or settles:
         # it fits: is its first look a fair share?
-        continues = records.CONTINUES in trial.user_attrs  # its look is behind it (`first_look_of`, `trained_twin_of`)
         if share is not None and model.epochs and config.timeout and look_s > LOOK_SHARE * config.timeout \
                 and not continues:
             look_s, left = round(look_s, 1), round(max(left, 0.0), 1)
@@ -665,6 +667,8 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
                                     f"{records.FIRST_LOOK} > {LOOK_SHARE:g} x the {config.timeout:g}s budget")
         if not (left > 0 and needed <= (share or 1.0) * left):
             trial.set_user_attr(records.PLANNED_EPOCHS, min(fit, planned))
+            if settles:
+                trial.set_user_attr(records.SETTLING, True)
         return per_epoch
     needed, left = round(needed, 1), round(max(left, 0.0), 1)
     what = "per epoch " if share is None else ""
@@ -682,9 +686,14 @@ def _reject_for_time(trial, predicted: float, left: float, reason: str):
 
 
 def fitted(config: SearchConfig, attrs: dict) -> SearchConfig:
-    """The run's configuration with the epochs `price_time` fitted this trial to (`planned_epochs`), if any."""
+    """The run's configuration with the epochs `price_time` fitted this trial to (`planned_epochs`), if any, and
+    for a settling continuation (`records.SETTLING`) no warm-up and `SETTLING_LR` of the learning rate."""
     planned = attrs.get(records.PLANNED_EPOCHS)
-    return config if planned is None else config.replace(epochs=int(planned))
+    if planned is not None:
+        config = config.replace(epochs=int(planned))
+    if attrs.get(records.SETTLING):
+        config = config.replace(lr=config.lr * SETTLING_LR, warmup_epochs=0.0)
+    return config
 
 
 def epoch_recorder(trial, curve: list[float] | None = None,

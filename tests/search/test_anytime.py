@@ -144,11 +144,13 @@ def test_once_the_device_is_timed_no_first_look_takes_more_than_a_fifth_of_the_b
 
 def test_the_last_candidate_that_fits_gets_all_of_the_time_left():
     """Near the end, half the time left cannot hold a candidate's 3-epoch look, and the other half could not
-    hold it either: rather than leave the rest of the budget unused, the candidate is fitted to all of it."""
+    hold it either: rather than leave the rest of the budget unused, the candidate is fitted to all of it. A
+    continuation that gets fewer epochs than its look settles its weights (no warm-up, a tenth of the rate)."""
     import dataclasses
     import time
 
-    from autocnn.search.engine import price_time
+    from autocnn.search.config import SETTLING_LR
+    from autocnn.search.engine import fitted, price_time
 
     shape = EpochShape(train=1000, val=200, batch_size=50)
     costs = {"flops": 5e7, "params": 1e6, "layers": 30, "activations": 1e6}
@@ -165,13 +167,23 @@ def test_the_last_candidate_that_fits_gets_all_of_the_time_left():
             price_time(trial, costs, config=config, shape=shape, model=model, deadline=time.time() + left)
         except optuna.TrialPruned as rejected:
             return str(rejected)
+        settling.append(trial.user_attrs.get(records.SETTLING, False))
         return trial.user_attrs.get(records.PLANNED_EPOCHS, 12)
 
+    settling = []
     assert planned(timed, 5.5 * per_epoch) in (4, 5)  # all of 5.5 epochs' time, not half of it (2: rejected)
     assert planned(timed, 7 * per_epoch) == 3  # half of 7 holds the look: it keeps to its share
     assert planned(timed, 2.5 * per_epoch).startswith(records.WOULD_NOT_FINISH)  # not even its look fits
-    # a trial continuing another's weights needs its look too: a one-epoch warm restart ends at its peak rate
-    assert planned(timed, 2.5 * per_epoch, continues=0).startswith(records.WOULD_NOT_FINISH)
+    assert settling == [False, False]
+    # a trial continuing another's weights gets what fits, fewer epochs than its look included: it settles them
+    assert planned(timed, 2.5 * per_epoch, continues=0) == 2 and settling[-1] is True
+    assert planned(timed, 0.5 * per_epoch, continues=0).startswith(records.WOULD_NOT_FINISH)  # not one epoch
+    assert planned(timed, 5.5 * per_epoch, continues=0) in (4, 5) and settling[-1] is False  # a warm restart
+    settled = fitted(SearchConfig(lr=0.005, warmup_epochs=1.0),
+                     {records.PLANNED_EPOCHS: 2, records.SETTLING: True})
+    assert (settled.epochs, settled.warmup_epochs, settled.lr) == (2, 0.0, pytest.approx(0.005 * SETTLING_LR))
+    restart = fitted(SearchConfig(lr=0.005, warmup_epochs=1.0), {records.PLANNED_EPOCHS: 4})
+    assert (restart.epochs, restart.warmup_epochs, restart.lr) == (4, 1.0, 0.005)
     # untimed, a first candidate is never handed the whole budget: the first-look rule fits it to a twentieth
     assert planned(dataclasses.replace(timed, epochs=0), 5.5 * per_epoch) == 1
 

@@ -184,9 +184,12 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
             model, costs, resume = build_model(genotype), state["costs"], TrainState.from_dict(state)
             if spec.get(records.START_WEIGHTS):
                 freeze_blocks(model, config.freeze)
-            config = config.replace(epochs=state.get("planned_epochs", config.epochs))
-        train_config = dataclasses.replace(train_config, epochs=config.epochs,
-                                           warmup_epochs=min(train_config.warmup_epochs, config.epochs))
+            if state.get(records.SETTLING):  # recorded already: carried to the next checkpoint, not written again
+                rec.user_attrs[records.SETTLING] = True
+            config = fitted(config, {records.PLANNED_EPOCHS: state.get("planned_epochs", config.epochs),
+                                     records.SETTLING: state.get(records.SETTLING)})
+        train_config = dataclasses.replace(train_config, epochs=config.epochs, lr=config.lr,
+                                           warmup_epochs=min(config.warmup_epochs, config.epochs))
     except optuna.TrialPruned:
         rec.report({VAL: 0.0, EPOCH: 0, FINAL: "pruned"})
         return
@@ -214,6 +217,7 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
         _report(rec, {VAL: report.val_metric, EPOCH: report.epoch, "train_loss": report.train_loss},
                  {**report.state().to_dict(), "costs": costs, "elapsed": elapsed + time.perf_counter() - started,
                   "hparams": rec.user_attrs.get(HPARAMS, []), "number": spec["number"], "planned_epochs": config.epochs,
+                  records.SETTLING: rec.user_attrs.get(records.SETTLING),
                   "epoch_seconds": rec.user_attrs.get(records.EPOCH_SECONDS, [])})
         _maybe_die(spec["number"], report.epoch)
 
