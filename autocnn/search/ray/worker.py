@@ -29,6 +29,7 @@ from ray.tune import Checkpoint
 from autocnn.search import records
 from autocnn.search.budget import OutOfTime, check_deadline
 from autocnn.search.config import SearchConfig
+from autocnn.search.control import pid_alive
 from autocnn.search.engine import (TRIAL_ERRORS, TrialContext, epoch_recorder, fit_candidate, fitted,
                                    needs_latency, price_candidate, price_time, record_failure, train_config_for,
                                    weights_for)
@@ -80,26 +81,16 @@ def scratch_folder() -> Path:
     """
     pid = os.getpid()
     if pid not in _scratch_of:
-        prefix = f"{SCRATCH_PREFIX}{socket.gethostname()}-"
-        for stale in Path(tempfile.gettempdir()).glob(prefix + "*"):
+        temp, prefix = Path(tempfile.gettempdir()), f"{SCRATCH_PREFIX}{socket.gethostname()}-"
+        for stale in temp.glob(prefix + "*"):
             owner = stale.name.removeprefix(prefix)
-            if owner.isdigit() and not _alive(int(owner)):
+            if owner.isdigit() and not pid_alive(int(owner)):
                 shutil.rmtree(stale, ignore_errors=True)
-        folder = Path(tempfile.gettempdir()) / f"{prefix}{pid}"
+        folder = temp / f"{prefix}{pid}"
         folder.mkdir(exist_ok=True)
         atexit.register(shutil.rmtree, folder, True)
         _scratch_of[pid] = folder
     return _scratch_of[pid]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _report(rec: Recorder, metrics: dict, state: dict) -> None:
