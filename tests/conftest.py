@@ -27,6 +27,9 @@ if "AUTOCNN_CACHE_DIR" not in os.environ:
 # threads stall each other (a tiny training step went from under 1 ms to 250 ms).
 torch.set_num_threads(1)
 
+# A killed worker's trial goes stale after 3 s instead of 15 (autocnn.storage reads these).
+QUICK_HEARTBEAT = {"AUTOCNN_HEARTBEAT_INTERVAL": "1", "AUTOCNN_HEARTBEAT_GRACE": "3"}
+
 
 def write_multilabel(root: Path, n: int = 60) -> None:
     """images/ + labels.csv; each image's colour channels spell its labels, so it is learnable."""

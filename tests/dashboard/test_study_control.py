@@ -19,13 +19,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import run_cli
+from conftest import QUICK_HEARTBEAT, run_cli
 from test_dashboard import Server, autocnn_exe, wait_for
 
 TINY_SPACE = str(Path(__file__).resolve().parents[1] / "search" / "tiny_space.yaml")
 TINY = ("--space", TINY_SPACE, "--dataset", "digits", "--resolution", "12", "--batch-size", "32",
         "--pruner", "none", "--device", "cpu")
-QUICK_HEARTBEAT = {"AUTOCNN_HEARTBEAT_INTERVAL": "1", "AUTOCNN_HEARTBEAT_GRACE": "3"}
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **QUICK_HEARTBEAT}
 MOO, CRASHED = "moo", "crashed"
 

@@ -26,8 +26,6 @@ TESTS = Path(__file__).resolve().parents[1]
 TINY_SPACE = str(TESTS / "search" / "tiny_space.yaml")
 FAST = ("--space", TINY_SPACE, "--dataset", "digits", "--limit", "200", "--epochs", "2", "--resolution", "12",
         "--batch-size", "32", "--pruner", "none")
-# A killed worker's trial goes stale after 3 s here instead of 15 (autocnn.storage reads these).
-QUICK_HEARTBEAT = {"AUTOCNN_HEARTBEAT_INTERVAL": "1", "AUTOCNN_HEARTBEAT_GRACE": "3"}
 
 
 def _root_helpers() -> dict:

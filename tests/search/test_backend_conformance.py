@@ -21,7 +21,7 @@ import pytest
 from optuna.trial import TrialState
 
 from autocnn.search import records
-from conftest import run_cli
+from conftest import QUICK_HEARTBEAT, run_cli
 
 SPACE = str(Path(__file__).with_name("tiny_space.yaml"))
 FAST = ("--space", SPACE, "--dataset", "digits", "--limit", "200", "--resolution", "12", "--batch-size", "32")
@@ -29,8 +29,6 @@ FAST = ("--space", SPACE, "--dataset", "digits", "--limit", "200", "--resolution
 # first trial, which the runs' sub-second trials never win back on the 2 cores CI has. Concurrent trials
 # are exercised by tests/ray/test_ray_backend.py (4 packed), test_pbt_exploit.py and test_busy_storage.py.
 RAY_LOCAL = ("--max-concurrent", "1")
-# A killed run's trial goes stale after 3 s instead of 15 (autocnn.storage reads these).
-QUICK_HEARTBEAT = {"AUTOCNN_HEARTBEAT_INTERVAL": "1", "AUTOCNN_HEARTBEAT_GRACE": "3"}
 
 # What every backend records, by how the trial ended. Ray adds the GPUs it assigned.
 SAMPLED = {records.GENOTYPE, records.ARCH, records.ARCH_ID}
