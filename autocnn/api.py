@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from contextlib import contextmanager
 from typing import Any
 
 from autocnn.builder import Network, build_model
-from autocnn.genotype import Genotype, load_genotype
+from autocnn.genotype import Genotype, GenotypeError, load_genotype
 from autocnn.presets import PRESETS, get_preset
 from autocnn.weights import load_reference_weights
 
@@ -52,7 +53,8 @@ def create_model(name_or_genotype: str | os.PathLike | Genotype, num_classes: in
         raise TypeError(f"create_model got unknown override(s): {', '.join(sorted(unknown))}")
     if overrides:
         g = g.replace(**overrides)
-    model = build_model(g)
+    with shape_errors(g):
+        model = build_model(g)
     if weights is not None:
         load_reference_weights(model, weights)
     if freeze:
@@ -60,6 +62,22 @@ def create_model(name_or_genotype: str | os.PathLike | Genotype, num_classes: in
 
         freeze_blocks(model, freeze)
     return model
+
+
+@contextmanager
+def shape_errors(g: Genotype):
+    """A build or forward at the genotype's resolution that torch refuses is a GenotypeError: the layers are
+    valid one by one, but together they shrink the image to nothing (or need sizes beyond int64). Kept out of
+    the builder, whose source the standalone export copies and which must not raise autocnn's errors."""
+    try:
+        yield
+    except RuntimeError as err:
+        said = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "overflow" in said:
+            raise GenotypeError("", f"the network is too large for a tensor at {g.resolution} px ({said}); check "
+                                "the resolution and each stage's widths and padding") from None
+        raise GenotypeError("resolution", f"the feature maps shrink to nothing at {g.resolution} px ({said}); use "
+                            "a larger resolution, smaller kernels or fewer downsampling stages") from None
 
 
 def list_models() -> list[str]:

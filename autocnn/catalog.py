@@ -127,6 +127,18 @@ def basic_convs(in_chs: int, out_chs: int, stride: int, spec) -> ConvWidths:
     return ((in_chs, out_chs), (out_chs, out_chs))
 
 
+def conv_rules(spec) -> Iterator[Problem]:
+    reach = spec.dilation * (spec.kernel - 1)
+    if spec.padding is not None and spec.padding > reach:
+        yield "padding", (f"must be <= dilation x (kernel - 1) = {reach}: a wider border only adds rows and "
+                          "columns of zeros (leave it out for 'same' padding)")
+
+
+def pool_rules(spec) -> Iterator[Problem]:
+    if spec.padding is not None and spec.padding > spec.kernel // 2:
+        yield "padding", f"must be <= kernel // 2 = {spec.kernel // 2} (a pooling window's limit in PyTorch)"
+
+
 def bottleneck_rules(spec) -> Iterator[Problem]:
     if not (spec.out_chs == 0 or spec.out_chs >= spec.groups):
         yield "groups", "must not exceed out_chs"
@@ -252,11 +264,11 @@ class InceptionKind(BlockKind):
 _LAYERS = "autocnn.layers.blocks."
 BLOCKS: Registry[BlockKind] = Registry("block")
 for _kind in (
-    BlockKind(name="conv", impl=_LAYERS + "plain:ConvBlock"),
+    BlockKind(name="conv", impl=_LAYERS + "plain:ConvBlock", rules=conv_rules),
     BlockKind(name="maxpool", impl=_LAYERS + "plain:MaxPool", supports_attention=False, has_width=False,
-              width=input_width, convs=no_conv),
+              width=input_width, convs=no_conv, rules=pool_rules),
     BlockKind(name="avgpool", impl=_LAYERS + "plain:AvgPool", supports_attention=False, has_width=False,
-              width=input_width, convs=no_conv),
+              width=input_width, convs=no_conv, rules=pool_rules),
     BlockKind(name="norm_act", impl=_LAYERS + "plain:NormAct", supports_attention=False, has_width=False,
               width=input_width, convs=no_conv),
     BlockKind(name="basic", impl=_LAYERS + "resnet:BasicBlock", residual=True, convs=basic_convs),

@@ -8,7 +8,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from autocnn.api import list_models, resolve_genotype
+from autocnn.api import list_models, resolve_genotype, shape_errors
 from autocnn.builder import build_model
 from autocnn.cli import cli
 from autocnn.costs import count_params, genotype_costs
@@ -59,7 +59,7 @@ def show(model: str, depth: int) -> None:
     console = Console()
     console.print(f"[bold]{model}[/bold]  {g.to_string()}")
     console.print(_stage_table(g))
-    with torch.device("meta"):
+    with torch.device("meta"), shape_errors(g):
         net = build_model(g).eval()
     layers = Table(title=f"layers at {g.in_chans}x{g.resolution}x{g.resolution}")
     for col in ("module", "type", "output", "params"):
@@ -73,7 +73,7 @@ def show(model: str, depth: int) -> None:
 
     handles = [m.register_forward_hook(hook(n)) for n, m in net.named_modules()
                if n and n.count(".") < depth]
-    with torch.no_grad():
+    with torch.no_grad(), shape_errors(g):
         net(torch.empty(1, g.in_chans, g.resolution, g.resolution, device="meta"))
     for h in handles:
         h.remove()

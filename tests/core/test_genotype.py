@@ -118,6 +118,23 @@ def test_invalid_values_name_the_field(mutate, field):
     assert str(info.value).startswith(field + ":")
 
 
+def test_a_padding_wider_than_the_window_reaches_is_refused():
+    """A conv's border beyond dilation x (kernel - 1) adds only zeros (and a typo there once asked for a
+    600-million-pixel feature map); a pool's beyond kernel // 2 is what PyTorch refuses at run time."""
+    lenet = get_preset("lenet5").to_dict()
+    for stage, padding, accepted in ((0, 4, True), (0, 5, False), (1, 1, True), (1, 2, False)):
+        data = get_preset("lenet5").to_dict()
+        data["stages"][stage].update(padding=padding)  # stage 0: a 5x5 conv, stage 1: a 2x2 pool
+        if accepted:
+            assert Genotype.from_dict(data).stages[stage].padding == padding
+            continue
+        with pytest.raises(GenotypeError) as info:
+            Genotype.from_dict(data)
+        assert info.value.field == f"stages[{stage}].padding", str(info.value)
+    dilated = dict(lenet["stages"][0], padding=8, dilation=2)
+    assert Genotype.from_dict(dict(lenet, stages=[dilated, *lenet["stages"][1:]])).stages[0].padding == 8
+
+
 def test_bad_strings_raise_genotype_error():
     for text in ["", "net | none", "net | none | mbconv-zz9 | head", "net | none | mbconv-c8 | head-pool:cube"]:
         with pytest.raises(GenotypeError):

@@ -119,3 +119,12 @@ def test_create_model_overrides():
 def test_list_models_contains_every_family():
     names = set(autocnn.list_models())
     assert {"lenet5", "alexnet", "vgg16", "resnet50", "densenet121", "mobilenet_v2", "efficientnet_b7"} <= names
+
+
+def test_a_preset_too_small_for_its_resolution_is_a_genotype_error():
+    """LeNet-5's valid 5x5 convs and two pools need 28 px; at 12 px its flatten head's shape probe (and any
+    forward) finds an empty map, which is the genotype's fault, not a torch traceback's."""
+    with pytest.raises(autocnn.GenotypeError) as info:
+        autocnn.create_model("lenet5", resolution=12)
+    assert info.value.field == "resolution" and "shrink to nothing at 12 px" in str(info.value)
+    assert autocnn.create_model("lenet5", resolution=28)(torch.zeros(1, 1, 28, 28)).shape == (1, 10)

@@ -113,11 +113,22 @@ def test_genotype_files_load_or_raise_genotype_error(folder, doc):
     assert Genotype.from_dict(genotype.to_dict()) == genotype
 
 
+# LeNet-5 at 28 px with the first conv's kernel and padding and the head's pooling left open
+_LENET = ('{"stages": [{"block": "conv", "out_chs": 6, "kernel": %s, "padding": %s}, '
+          '{"block": "maxpool", "stride": 2, "kernel": 2}, {"block": "conv", "out_chs": 16, "kernel": 5, "padding": 0}, '
+          '{"block": "maxpool", "stride": 2, "kernel": 2}], "head": {"pool": "%s"}, "resolution": 28, "in_chans": 1, '
+          '"num_classes": 10}')
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(st.one_of(_texts, _bytes))
 @example(('{"stages": [], "\\r": null}', "json"))  # a key that is a carriage return once CI split the line
 @example(('stages: []\n"a\\nb": 1\n', "yaml"))  # a key with a line break inside
+# each layer valid, but together they shrink 28 px to nothing (a flatten head probes the shape, an avg one does not)
+@example((_LENET % (18, 0, "flatten"), "json"))
+@example((_LENET % (18, 0, "avg"), "json"))
+@example((_LENET % (5, 69309730, "flatten"), "json"))  # a border that made a 10^16-wide linear layer
 def test_show_answers_bad_genotype_files_with_one_error_line(folder, doc):
     """`autocnn show FILE` through the CLI's own entry point (in-process, for speed; the bad-input
     matrix runs the same command as a subprocess)."""
