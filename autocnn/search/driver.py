@@ -21,7 +21,7 @@ from typing import Protocol
 import optuna
 from optuna.trial import TrialState
 
-from autocnn.search import oneshot
+from autocnn.search import oneshot, records
 from autocnn.search.budget import Budget, finished_trials, rejection_verdict, rejections_in_a_row
 from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
 from autocnn.search.control import (GIVE_UP_FAILURES, STARTED_ATTR, STOP_ATTR, release_worker_lease,
@@ -66,6 +66,13 @@ def backend_for(name: str, **options) -> Backend:
     if given:
         raise ConfigError(f"--{given[0].replace('_', '-')} needs --backend ray")
     return LocalBackend()
+
+
+def last_fail_reason(study: optuna.Study) -> str:
+    """The newest failed trial's recorded reason, so the error that ends the search says what went wrong."""
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    lines = str(failed[-1].user_attrs.get(records.FAIL_REASON) or "").strip().splitlines() if failed else []
+    return lines[0][:300] if lines else "no reason recorded"
 
 
 def run_search(config: SearchConfig, *, progress=None, backend: Backend | None = None,
@@ -167,8 +174,9 @@ def drive(study: optuna.Study, ctx: TrialContext, backend: Backend | None = None
             elif not rejected:  # the round ended in failed trials, not rejections
                 failures += 1
             if failures >= MAX_FAILED_ROUNDS:
-                raise StudyError(f"every recent trial of study {study.study_name!r} failed; see 'autocnn best "
-                                 f"--study {study.study_name}' for the reasons and check the space and data")
+                raise StudyError(f"every recent trial of study {study.study_name!r} failed (the last: "
+                                 f"{last_fail_reason(study)}); see 'autocnn best --study {study.study_name}' for "
+                                 "every reason and check the space and data")
     finally:
         try:
             backend.close(study)

@@ -97,3 +97,18 @@ def test_out_of_memory_fails_its_trial_only(tmp_path):
         reason = t.user_attrs["fail_reason"]
         assert reason.startswith(("RuntimeError: ", "MemoryError")) and "allocate" in reason, reason
     assert all(t.params["hidden"] == 16 for t in complete)
+
+
+def test_a_search_whose_every_trial_fails_ends_saying_why(tmp_path):
+    """`train` of a genotype whose avg head hides that 12 px shrink to nothing under its 5x5 convs: every
+    trial fails the same way, and the line that ends the run carries the last failure's reason."""
+    model = tmp_path / "lenet_avg.json"
+    model.write_text('{"stages": [{"block": "conv", "out_chs": 6, "kernel": 5, "padding": 0}, {"block": "maxpool", '
+                     '"stride": 2, "kernel": 2}, {"block": "conv", "out_chs": 16, "kernel": 5, "padding": 0}], '
+                     '"head": {"pool": "avg"}, "resolution": 12, "in_chans": 1, "num_classes": 10}')
+    result = run_cli("train", "--model", str(model), "--dataset", "digits", "--limit", "100", "--epochs", "1",
+                     "--storage", sqlite_url(tmp_path / "s.db"), cwd=tmp_path, env=cli_env())
+    assert result.returncode == 2, result.stderr[-2000:]  # (Optuna logs each failed trial's traceback above)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: every recent trial of study") and "(the last: RuntimeError: " in last, last
+    assert "size" in last, last  # torch's own words on the too-small input
