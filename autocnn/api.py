@@ -64,6 +64,10 @@ def create_model(name_or_genotype: str | os.PathLike | Genotype, num_classes: in
     return model
 
 
+# how torch's convs and pools refuse an input smaller than their window
+_SHRUNK = ("Output size is too small", "greater than actual input size")
+
+
 @contextmanager
 def shape_errors(g: Genotype):
     """A build or forward at the genotype's resolution that torch refuses is a GenotypeError: the layers are
@@ -76,8 +80,10 @@ def shape_errors(g: Genotype):
         if "overflow" in said:
             raise GenotypeError("", f"the network is too large for a tensor at {g.resolution} px ({said}); check "
                                 "the resolution and each stage's widths and padding") from None
-        raise GenotypeError("resolution", f"the feature maps shrink to nothing at {g.resolution} px ({said}); use "
-                            "a larger resolution, smaller kernels or fewer downsampling stages") from None
+        if any(words in said for words in _SHRUNK):
+            raise GenotypeError("resolution", f"the feature maps shrink to nothing at {g.resolution} px ({said}); "
+                                "use a larger resolution, smaller kernels or fewer downsampling stages") from None
+        raise
 
 
 def list_models() -> list[str]:
