@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from autocnn.builder import Network, build_model
+from autocnn.errors import first_line
 from autocnn.genotype import Genotype, GenotypeError, load_genotype
 from autocnn.presets import PRESETS, get_preset
 from autocnn.weights import load_reference_weights
@@ -76,7 +77,7 @@ def shape_errors(g: Genotype):
     try:
         yield
     except RuntimeError as err:
-        said = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        said = first_line(err)
         if "overflow" in said:
             raise GenotypeError("", f"the network is too large for a tensor at {g.resolution} px ({said}); check "
                                 "the resolution and each stage's widths and padding") from None

@@ -10,7 +10,7 @@ from typing import Any
 
 import ray
 
-from autocnn.errors import AutocnnError
+from autocnn.errors import AutocnnError, first_line
 
 
 class ClusterError(AutocnnError):
@@ -47,6 +47,6 @@ def connect(address: str | None, *, log_to_driver: bool = False) -> bool:
             ray.init(address="local", include_dashboard=False, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        reason = first_line(err, 200)
         raise ClusterError(f"cannot start or reach {where} ({reason}); check --address and 'ray status'") from None
     return True

@@ -28,7 +28,7 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 from optuna.storages._rdb import models  # private: the table models behind the queries below
 from optuna.trial import TrialState
 
-from autocnn.errors import AutocnnError
+from autocnn.errors import AutocnnError, first_line
 
 DEFAULT_STORAGE = "sqlite:///studies/autocnn.db"
 
@@ -153,7 +153,7 @@ def open_storage(url: str | None = None, *, create: bool = True, heartbeat: bool
     except ImportError as err:
         raise StorageError(f"storage {url!r} needs a missing driver ({err.name}); install it, e.g. pip install psycopg2-binary") from None
     except Exception as err:  # SQLAlchemy wraps every connection failure differently
-        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        reason = first_line(err, 160)
         raise StorageError(f"cannot open storage {url!r} ({reason}); check the URL and that the server is reachable") from None
     if sqlite_path is not None:
         sqlalchemy.event.listen(storage.engine, "connect", _tune_sqlite_connection)

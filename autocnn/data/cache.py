@@ -25,6 +25,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from autocnn.errors import first_line
+
 from .splits import DataError
 from .transforms import fit_square
 
@@ -102,8 +104,7 @@ def _writable(cache_dir: Path) -> None:
 
 
 def _unreadable(path: Path, err: BaseException) -> DataError:
-    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return DataError(f"cannot read image {path} ({reason}); replace or remove the file")
+    return DataError(f"cannot read image {path} ({first_line(err)}); replace or remove the file")
 
 
 def _headers(paths: Sequence[Path]) -> tuple[list[tuple[int, int]], list[int]]:

@@ -26,6 +26,7 @@ from torch import nn
 from autocnn._version import __version__
 from autocnn.builder import Network, build_model
 from autocnn.export.codegen import generate_source, load_module
+from autocnn.errors import first_line
 from autocnn.export.errors import ExportError
 from autocnn.genotype import Genotype
 
@@ -282,7 +283,7 @@ def _export_pt2(module: nn.Module, example: torch.Tensor, path: Path):
     try:
         program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
     except Exception as err:  # torch raises many kinds; the user needs the reason, not the type
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        reason = first_line(err, 200)
         raise ExportError(f"torch.export could not trace this network ({reason}); leave out the pt2 format "
                           "and report it as an autocnn bug") from None
     torch.export.save(program, str(path))
@@ -355,7 +356,7 @@ def _export_onnx(module: nn.Module, program, example: torch.Tensor, path: Path) 
                           output_names=[OUTPUT_NAME], external_data=external, verbose=False, **kwargs)
         info["exporter"] = "dynamo"
     except Exception as err:  # fall back, loudly, to the deprecated exporter
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        reason = first_line(err, 200)
         warnings.warn(f"the dynamo ONNX exporter failed ({reason}); model.onnx was written by the deprecated "
                       "TorchScript exporter instead", ExportWarning, stacklevel=3)
         for leftover in (path, path.with_name(path.name + ".data")):
@@ -367,7 +368,7 @@ def _export_onnx(module: nn.Module, program, example: torch.Tensor, path: Path) 
                                   output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"},
                                                                             OUTPUT_NAME: {0: "batch"}})
         except Exception as err2:
-            reason = str(err2).strip().splitlines()[0][:200] if str(err2).strip() else type(err2).__name__
+            reason = first_line(err2, 200)
             raise ExportError(f"ONNX export failed ({reason}); leave out the onnx format and report it as "
                               "an autocnn bug") from None
         info["exporter"] = "torchscript"
