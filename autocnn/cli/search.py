@@ -1,6 +1,7 @@
 """`autocnn search` and `train`."""
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import time
@@ -20,6 +21,20 @@ from autocnn.search.config import (DEFAULT_TRIAL_SHARE, UNTIL_TIMEOUT_TRIALS, Co
                                    parse_duration)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class FailedTrialLogFilter(logging.Filter):
+    """Drops Optuna's "Trial N failed with ..." warnings: they print the parameters and the whole traceback of
+    every failed trial (90 lines each for a genotype too large for its input), while the progress already
+    shows the trial's reason in one line and the study records it (`fail_reason`, `autocnn best`). An
+    exception that is not a trial's failure (a bug) still ends the command with its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (str(record.msg).startswith("Trial ") and " failed with " in str(record.msg))
+
+
+# the logger Optuna's optimize loop reports trials on (filters act where a record is made, not where it propagates)
+logging.getLogger("optuna.study._optimize").addFilter(FailedTrialLogFilter())
 
 
 class GracefulInterrupt:

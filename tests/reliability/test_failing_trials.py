@@ -108,7 +108,10 @@ def test_a_search_whose_every_trial_fails_ends_saying_why(tmp_path):
                      '"head": {"pool": "avg"}, "resolution": 12, "in_chans": 1, "num_classes": 10}')
     result = run_cli("train", "--model", str(model), "--dataset", "digits", "--limit", "100", "--epochs", "1",
                      "--storage", sqlite_url(tmp_path / "s.db"), cwd=tmp_path, env=cli_env())
-    assert result.returncode == 2, result.stderr[-2000:]  # (Optuna logs each failed trial's traceback above)
+    assert result.returncode == 2, result.stderr[-2000:]
+    # each failed trial is one progress line with its reason, not Optuna's warning with parameters and traceback
+    assert "Traceback" not in result.stderr and "failed with parameters" not in result.stderr, result.stderr[:3000]
+    assert "FAIL " in result.stderr, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: every recent trial of study") and "(the last: RuntimeError: " in last, last
     assert "size" in last, last  # torch's own words on the too-small input
