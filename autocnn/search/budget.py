@@ -55,6 +55,13 @@ def finished_trials(study: optuna.Study) -> int:
     return sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def longest_training(study: optuna.Study) -> int:
+    """The most epochs a complete trial of `study` trained (0: none yet): under a time budget no new candidate
+    is fitted to fewer (`engine.price_time`)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max((int(t.user_attrs.get(records.EPOCHS_RUN) or 0) for t in complete), default=0)
+
+
 def budget_use(study: optuna.Study, below: int | None = None) -> tuple[int, int]:
     """(trials that count toward the budget, RUNNING trials [created before trial id `below`])."""
     trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))

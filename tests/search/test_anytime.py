@@ -188,6 +188,53 @@ def test_the_last_candidate_that_fits_gets_all_of_the_time_left():
     assert planned(dataclasses.replace(timed, epochs=0), 5.5 * per_epoch) == 1
 
 
+def test_once_a_trial_is_fully_trained_no_new_candidate_is_cut_shorter_than_it():
+    """A candidate whose schedule no longer fits is fitted to what does only while that is at least as long as
+    the longest complete training of the study (`budget.longest_training`); shorter, it is rejected for time
+    (and costs nothing). A continuation still gets what fits."""
+    import dataclasses
+    import time
+
+    from autocnn.search.budget import longest_training
+    from autocnn.search.engine import price_time
+
+    shape = EpochShape(train=1000, val=200, batch_size=50)
+    costs = {"flops": 5e7, "params": 1e6, "layers": 30, "activations": 1e6}
+    timed = dataclasses.replace(TimeModel.prior(), epochs=5)
+    per_epoch = timed.epoch_seconds(costs["flops"], costs["params"], costs["layers"], shape, costs["activations"])
+    study = optuna.create_study(direction="maximize")
+    assert longest_training(study) == 0
+    for epochs_run in (12, 8):
+        trial = study.ask()
+        trial.set_user_attr(records.EPOCHS_RUN, epochs_run)
+        study.tell(trial, 0.9)
+    cut = study.ask()
+    cut.set_user_attr(records.EPOCHS_RUN, 20)
+    study.tell(cut, state=optuna.trial.TrialState.PRUNED)  # a pruned trial is no rival
+    rival = longest_training(study)
+    assert rival == 12
+
+    def planned(left, rival_epochs, continues=None):
+        config = SearchConfig(timeout=20 * per_epoch, epochs=12, grace_epochs=3)
+        trial = study.ask()
+        if continues is not None:
+            trial.set_user_attr(records.CONTINUES, continues)
+        try:
+            price_time(trial, costs, config=config, shape=shape, model=timed, deadline=time.time() + left,
+                       rival_epochs=rival_epochs)
+        except optuna.TrialPruned as rejected:
+            assert trial.user_attrs[records.PREDICTED_S] == round(12 * per_epoch, 1)  # its whole schedule
+            return str(rejected)
+        return trial.user_attrs.get(records.PLANNED_EPOCHS, 12)
+
+    assert planned(13 * per_epoch, 0) == 6 and planned(13 * per_epoch, 6) == 6  # as long as the longest: fitted
+    reason = planned(13 * per_epoch, rival)
+    assert reason.startswith(records.WOULD_NOT_FINISH) and "only 6 epochs would fit" in reason, reason
+    assert "trained 12" in reason, reason
+    assert planned(25 * per_epoch, rival) == 12  # its whole schedule fits: the rule has nothing to say
+    assert planned(13 * per_epoch, rival, continues=0) == 6  # a continuation's epochs add to those it continues
+
+
 def test_a_ray_search_under_a_time_budget_runs_asha(tmp_path):
     pytest.importorskip("ray")
     from autocnn.search.ray import RayBackend

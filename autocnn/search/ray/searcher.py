@@ -31,13 +31,13 @@ from ray.tune.search.optuna import OptunaSearch
 
 from autocnn.artifacts import save_trial_weights
 from autocnn.search import records
-from autocnn.search.budget import Budget, rejection_verdict
+from autocnn.search.budget import Budget, longest_training, rejection_verdict
 from autocnn.search.control import GIVE_UP_FAILURES
 from autocnn.search.engine import (TRIAL_ERRORS, TrialContext, price_candidate, price_time, record_failure,
                                    sample_architecture)
 from autocnn.search.ray.internals import asked_trials, searched_study, searched_study_name, told_trials
-from autocnn.search.ray.keys import (ATTRS, CHECKPOINT_DIR, COSTS, EPOCH, FINAL, MAX_FAILURES, OBJECTIVES, SPEC,
-                                     TIME_MODEL, VAL, trial_dirname)
+from autocnn.search.ray.keys import (ATTRS, CHECKPOINT_DIR, COSTS, EPOCH, FINAL, MAX_FAILURES, OBJECTIVES,
+                                     RIVAL_EPOCHS, SPEC, TIME_MODEL, VAL, trial_dirname)
 from autocnn.search.ray.worker import load_state
 from autocnn.storage import study_storage, trial_id as trial_id_of
 from autocnn.training import EpochReport
@@ -77,8 +77,9 @@ class DefineByRun:
         try:
             genotype = sample_architecture(trial, ctx)
             spec["genotype"] = genotype.to_dict()
+            spec[RIVAL_EPOCHS] = longest_training(trial.study)
             admit = partial(price_time, trial, config=ctx.config, shape=ctx.epoch_shape, model=model,
-                            deadline=ctx.deadline)
+                            deadline=ctx.deadline, rival_epochs=spec[RIVAL_EPOCHS])
             _, costs = price_candidate(trial, genotype, ctx.constraints, latency=False, cache=ctx.costs, admit=admit)
             spec[COSTS] = costs  # the worker prices from these instead of counting again (it adds latency)
         except optuna.TrialPruned as err:  # rejected, or a `require` of the space failed: pruned untrained

@@ -34,7 +34,7 @@ from autocnn.search.engine import (TRIAL_ERRORS, TrialContext, epoch_recorder, f
                                    needs_latency, price_candidate, price_time, record_failure, train_config_for,
                                    weights_for)
 from autocnn.search.ray.keys import (ATTRS, COSTS, EPOCH, FAULT_ENV, FINAL, GPU_IDS, HPARAMS, OBJECTIVES, OPTUNA_ID,
-                                     SPEC, TIME_MODEL, TUNABLE, VAL)
+                                     RIVAL_EPOCHS, SPEC, TIME_MODEL, TUNABLE, VAL)
 from autocnn.search.timing import EpochShape, TimeModel
 from autocnn.training import EpochReport, TrainState, train
 from autocnn.weights import freeze_blocks
@@ -165,7 +165,8 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
             if records.CONTINUES in spec:  # recorded by the driver already: known here, not written again
                 rec.user_attrs[records.CONTINUES] = spec[records.CONTINUES]
             admit = partial(price_time, rec, config=config, shape=EpochShape(**run["shape"]),
-                            model=time_model_of(spec), deadline=run["deadline"])
+                            model=time_model_of(spec), deadline=run["deadline"],
+                            rival_epochs=spec.get(RIVAL_EPOCHS, 0))
             priced = {genotype.arch_id: spec[COSTS]} if COSTS in spec else None  # by the driver (not latency)
             model, costs = price_candidate(rec, genotype, run["constraints"], admit=admit, cache=priced,
                                            latency=needs_latency(config.objectives, run["constraints"]))
