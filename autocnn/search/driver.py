@@ -27,9 +27,8 @@ from autocnn.search.config import CONFIG_ATTR, ConfigError, SearchConfig
 from autocnn.search.control import (GIVE_UP_FAILURES, STARTED_ATTR, STOP_ATTR, release_worker_lease,
                                     take_worker_lease)
 from autocnn.search.design import plan_design
-from autocnn.search.engine import (StudyError, TrialContext, attach_sampler, check_choices, create_study,
-                                   describe_data, enqueue_presets,
-                                   prepare_context, reopen_study)
+from autocnn.search.engine import (StudyError, TrialContext, attach_sampler, check_choices, continue_the_best,
+                                   create_study, describe_data, enqueue_presets, prepare_context, reopen_study)
 from autocnn.search.local import LocalBackend
 from autocnn.storage import fail_stale_trials, study_storage
 
@@ -153,6 +152,7 @@ def drive(study: optuna.Study, ctx: TrialContext, backend: Backend | None = None
         if hasattr(progress, "on_data"):
             progress.on_data(describe_data(config, ctx.data))
     failures = 0
+    continued: set[int] = set()  # best trials enqueued again to continue (`engine.continue_the_best`)
     try:
         backend.open(study, ctx, budget, progress, resume=resume)
         fail_stale_trials(study)  # trials of a killed run that nothing continues: failed, then retried
@@ -161,6 +161,9 @@ def drive(study: optuna.Study, ctx: TrialContext, backend: Backend | None = None
             backend.run(study, config.trials - before)
             rejected, for_time, _ = rejections_in_a_row(study)
             verdict = rejection_verdict(study)
+            if verdict == "time" and (best := continue_the_best(study, continued)) is not None:
+                continued.add(best)  # the time left goes to more epochs of the best, cut short before
+                continue
             if verdict == "time":
                 logging.getLogger("autocnn").warning(
                     f"time budget spent: the last {for_time} sampled candidates would not finish in the "

@@ -235,6 +235,34 @@ def test_once_a_trial_is_fully_trained_no_new_candidate_is_cut_shorter_than_it()
     assert planned(13 * per_epoch, rival, continues=0) == 6  # a continuation's epochs add to those it continues
 
 
+def test_when_no_new_candidate_fits_the_best_cut_short_is_enqueued_to_continue():
+    """`continue_the_best`: the time no new candidate fits in goes to more epochs of the best complete trial,
+    once per trial, and only when the budget had cut its schedule short (and its weights were saved)."""
+    from optuna.distributions import IntDistribution
+
+    from autocnn.search.engine import continue_the_best
+
+    study = optuna.create_study(direction="maximize")
+
+    def finished(width, value, **attrs):
+        study.add_trial(optuna.trial.create_trial(params={"width": width}, value=value, user_attrs=attrs,
+                                                  distributions={"width": IntDistribution(8, 64)}))
+        return study.trials[-1].number
+
+    assert continue_the_best(study, set()) is None  # nothing trained yet
+    finished(8, 0.95, **{records.WEIGHTS_PATH: "w/0.safetensors"})  # the best, but it had its whole schedule
+    assert continue_the_best(study, set()) is None
+    study = optuna.create_study(direction="maximize")
+    finished(8, 0.90, **{records.PLANNED_EPOCHS: 5, records.WEIGHTS_PATH: "w/0.safetensors"})
+    best = finished(16, 0.93, **{records.PLANNED_EPOCHS: 6, records.WEIGHTS_PATH: "w/1.safetensors"})
+    assert continue_the_best(study, {best}) is None  # continued once already
+    assert continue_the_best(study, set()) == best
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [{"width": 16}]  # its twin, which `trained_twin_of` continues
+    twoway = optuna.create_study(directions=["maximize", "minimize"])
+    assert continue_the_best(twoway, set()) is None
+
+
 def test_a_ray_search_under_a_time_budget_runs_asha(tmp_path):
     pytest.importorskip("ray")
     from autocnn.search.ray import RayBackend
