@@ -159,8 +159,10 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     args = p.parse_args()
     info, started = benchlib.machine(), time.perf_counter()
-    trials = benchlib.by_mode(args.mode, 4, 100, 100)
-    kill_after = benchlib.by_mode(args.mode, (3.0, 6.0), (2.0, 6.0), (2.0, 6.0))
+    # the smoke run must outlast its first kill: 4 trials finished in 4.5 s on an idle machine, before the
+    # first kill moment (5.5 s at seed 0 of a 3-6 s window), and the run had no kill to check
+    trials = benchlib.by_mode(args.mode, 8, 100, 100)
+    kill_after = benchlib.by_mode(args.mode, (2.0, 4.0), (2.0, 6.0), (2.0, 6.0))
     with tempfile.TemporaryDirectory(prefix="autocnn-soak-") as tmp:
         soak = Soak(Path(tmp), trials, epochs=3, kill_after=kill_after, seed=args.seed)
         while not soak.run_until_killed_or_done():
