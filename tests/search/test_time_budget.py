@@ -174,7 +174,11 @@ def test_a_full_training_that_does_not_fit_is_fitted_to_the_time_left(cli, tmp_p
                     for t in trials]
     for t in fitted:
         planned = t.user_attrs[records.PLANNED_EPOCHS]
-        assert 3 <= planned < 500 and len(t.user_attrs[records.VAL_CURVE]) == planned  # trained to its own end
+        # trained to its own end; at least its first look (3 epochs), unless it continues another's weights and
+        # settles them in the one or two epochs left (`records.SETTLING`: the one candidate here is always a repeat)
+        settles = t.user_attrs.get(records.SETTLING) and t.user_attrs.get(records.CONTINUES) is not None
+        assert 3 <= planned < 500 or (settles and planned < 3), (t.number, planned)
+        assert len(t.user_attrs[records.VAL_CURVE]) == planned
         assert t.values == [max(t.user_attrs[records.VAL_CURVE])]
     budget = _study(cli, "fit").user_attrs[BUDGET_ATTR]
     longest = max(s for t in trials for s in t.user_attrs.get(records.EPOCH_SECONDS, [0.0]))
