@@ -551,33 +551,41 @@ def trained_twin_of(trial, arch_id: str):
     scratch, another draw of its score (on digits such a repeat scored 0.997 against the first one's 0.992)."""
     if not trial.params:  # a fixed architecture (an enqueued preset outside the space): nothing was proposed
         return None
+    polished = trial.user_attrs.get(records.POLISHES)  # enqueued by `continue_the_best`: that one, fully trained
     direction = trial.study.directions[0]
     twins = [t for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
              if t.number != trial.number and t.params == trial.params and t.values
              and t.user_attrs.get(records.ARCH_ID) == arch_id and t.user_attrs.get(records.WEIGHTS_PATH)]
+    if polished is not None:
+        return next((t for t in twins if t.number == polished), None)
     sign = 1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
     best = max(twins, key=lambda t: (sign * t.values[0], t.number), default=None)
     return best if best is not None and records.PLANNED_EPOCHS in best.user_attrs else None
 
 
 def continue_the_best(study: optuna.Study, continued: set[int]) -> int | None:
-    """When the time left fits no new candidate, enqueue the best complete trial again if the budget cut its
-    schedule short and it is not in `continued`: the repeat continues its weights with what fits
-    (`trained_twin_of`, `price_time`) instead of leaving the rest of the budget unused. Returns the number of the
-    trial continued (None: nothing to continue; single objective only).
+    """When the time left fits no new candidate, enqueue the best complete trial again (once: `continued`): the
+    repeat continues its weights with what fits (`trained_twin_of`, `price_time`) instead of leaving the rest of
+    the budget unused. A best the budget had cut short continues with a schedule of its own; one that had its
+    whole schedule is polished (`records.POLISHES`): it settles further at a tenth of the rate, no warm-up, in all
+    of the time left. Returns the number of the trial continued (None: nothing to continue, the best is itself a
+    settling continuation, or a multi-objective study).
 
     On `shapes` in 60 s a run whose start point was fitted to 8 epochs ended 18 s early, every later candidate
-    rejected for time; at 20,000 images runs ended 55-78 s before a 300-s budget with a 6-epoch best."""
+    rejected for time; at 20,000 images runs ended 55-78 s before a 300-s budget with a 6-epoch best. Runs whose
+    best had all its epochs ended 3-18 s early (of 60) until the polish took that time."""
     if len(study.directions) != 1:
         return None
     sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
     complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                 if t.values and t.params]
     best = max(complete, key=lambda t: (sign * t.values[0], -t.number), default=None)
-    if best is None or best.number in continued or records.PLANNED_EPOCHS not in best.user_attrs \
-            or not best.user_attrs.get(records.WEIGHTS_PATH):
+    if best is None or best.number in continued or not best.user_attrs.get(records.WEIGHTS_PATH) \
+            or best.user_attrs.get(records.SETTLING):
         return None
-    study.enqueue_trial(best.params, skip_if_exists=False)
+    cut = records.PLANNED_EPOCHS in best.user_attrs
+    study.enqueue_trial(best.params, user_attrs=None if cut else {records.POLISHES: best.number},
+                        skip_if_exists=False)
     return best.number
 
 
@@ -683,7 +691,8 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
             planned = look
             trial.set_user_attr(records.PLANNED_EPOCHS, planned)
     look_s = min(planned, config.grace_epochs) * per_epoch
-    if share is not None and model.epochs and left > 0 and (1 - share) * left < look_s:
+    polishes = records.POLISHES in trial.user_attrs
+    if share is not None and model.epochs and left > 0 and ((1 - share) * left < look_s or polishes):
         share = 1.0  # the last call: what the share would keep back could not hold even this candidate's look
     needed = per_epoch if share is None else planned * per_epoch
     fit = int(share * left // per_epoch) if share is not None and left > 0 and per_epoch > 0 else 0
@@ -692,7 +701,7 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
     if share is not None and not continues and fit < floor and left > 0 and floor * per_epoch <= left:
         fit = floor  # the rival's epochs fit in the time left, not in its share: what the share keeps back no
         # later candidate could use either (each is held to the same floor), so this one may take them
-    settles = continues and 1 <= fit < min(planned, config.grace_epochs)
+    settles = continues and 1 <= fit and (fit < min(planned, config.grace_epochs) or polishes)
     if (left > 0 and needed <= (share or 1.0) * left) or fit >= min(planned, config.grace_epochs) or settles:
         # it fits: is its first look a fair share?
         if share is not None and model.epochs and config.timeout and look_s > LOOK_SHARE * config.timeout \
@@ -708,8 +717,8 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
                                         f"complete trial trained {rival_epochs})")
             if fit < planned:  # (given the floor, it may have all its epochs: its schedule is not cut)
                 trial.set_user_attr(records.PLANNED_EPOCHS, fit)
-            if settles:
-                trial.set_user_attr(records.SETTLING, True)
+        if settles:
+            trial.set_user_attr(records.SETTLING, True)
         return per_epoch
     needed, left = round(needed, 1), round(max(left, 0.0), 1)
     what = "per epoch " if share is None else ""

@@ -238,10 +238,23 @@ def test_once_a_trial_is_fully_trained_no_new_candidate_is_cut_shorter_than_it()
     assert planned(25 * per_epoch, rival) == 12  # its whole schedule fits: the rule has nothing to say
     assert planned(13 * per_epoch, rival, continues=0) == 6  # a continuation's epochs add to those it continues
 
+    def polished(left):
+        trial = study.ask()
+        trial.set_user_attr(records.CONTINUES, 0)
+        trial.set_user_attr(records.POLISHES, 0)
+        price_time(trial, costs, config=SearchConfig(timeout=20 * per_epoch, epochs=12, grace_epochs=3), shape=shape,
+                   model=timed, deadline=time.time() + left, rival_epochs=rival)
+        return trial.user_attrs.get(records.PLANNED_EPOCHS, 12), trial.user_attrs.get(records.SETTLING)
 
-def test_when_no_new_candidate_fits_the_best_cut_short_is_enqueued_to_continue():
+    # a polish of the fully trained best takes all of the time left (no share kept back: nothing new fits), and
+    # settles the weights (a tenth of the rate, no warm-up) however many epochs that is
+    assert polished(7.5 * per_epoch) == (7, True) and polished(25 * per_epoch) == (12, True)
+
+
+def test_when_no_new_candidate_fits_the_best_is_enqueued_to_continue_or_to_be_polished():
     """`continue_the_best`: the time no new candidate fits in goes to more epochs of the best complete trial,
-    once per trial, and only when the budget had cut its schedule short (and its weights were saved)."""
+    once per trial (and only when its weights were saved): a schedule of its own when the budget had cut its
+    schedule short, a polish (`records.POLISHES`) when it had all its epochs."""
     from optuna.distributions import IntDistribution
 
     from autocnn.search.engine import continue_the_best
@@ -254,7 +267,15 @@ def test_when_no_new_candidate_fits_the_best_cut_short_is_enqueued_to_continue()
         return study.trials[-1].number
 
     assert continue_the_best(study, set()) is None  # nothing trained yet
-    finished(8, 0.95, **{records.WEIGHTS_PATH: "w/0.safetensors"})  # the best, but it had its whole schedule
+    finished(8, 0.99, **{records.PLANNED_EPOCHS: 3})  # no weights saved: nothing to continue
+    assert continue_the_best(study, set()) is None
+    study = optuna.create_study(direction="maximize")
+    whole = finished(8, 0.95, **{records.WEIGHTS_PATH: "w/0.safetensors"})  # the best had its whole schedule
+    assert continue_the_best(study, set()) == whole
+    [polish] = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert polish.user_attrs == {records.POLISHES: whole} and polish.system_attrs["fixed_params"] == {"width": 8}
+    study = optuna.create_study(direction="maximize")  # a settling continuation is the end of its line
+    finished(8, 0.96, **{records.WEIGHTS_PATH: "w/1.safetensors", records.SETTLING: True})
     assert continue_the_best(study, set()) is None
     study = optuna.create_study(direction="maximize")
     finished(8, 0.90, **{records.PLANNED_EPOCHS: 5, records.WEIGHTS_PATH: "w/0.safetensors"})
@@ -263,6 +284,7 @@ def test_when_no_new_candidate_fits_the_best_cut_short_is_enqueued_to_continue()
     assert continue_the_best(study, set()) == best
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     assert [t.system_attrs["fixed_params"] for t in waiting] == [{"width": 16}]  # its twin, which `trained_twin_of` continues
+    assert waiting[0].user_attrs == {}  # a schedule of its own, not a polish
     twoway = optuna.create_study(directions=["maximize", "minimize"])
     assert continue_the_best(twoway, set()) is None
 

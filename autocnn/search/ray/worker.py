@@ -162,8 +162,9 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
         return
     try:
         if state is None:
-            if records.CONTINUES in spec:  # recorded by the driver already: known here, not written again
-                rec.user_attrs[records.CONTINUES] = spec[records.CONTINUES]
+            for key in (records.CONTINUES, records.POLISHES):  # recorded by the driver: known here, not written
+                if key in spec:
+                    rec.user_attrs[key] = spec[key]
             admit = partial(price_time, rec, config=config, shape=EpochShape(**run["shape"]),
                             model=time_model_of(spec), deadline=run["deadline"],
                             rival_epochs=spec.get(RIVAL_EPOCHS, 0))
