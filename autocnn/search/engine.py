@@ -694,6 +694,7 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
     polishes = records.POLISHES in trial.user_attrs
     if share is not None and model.epochs and left > 0 and ((1 - share) * left < look_s or polishes):
         share = 1.0  # the last call: what the share would keep back could not hold even this candidate's look
+        # (a polish comes only when nothing new fits: there is nothing to keep time back for)
     needed = per_epoch if share is None else planned * per_epoch
     fit = int(share * left // per_epoch) if share is not None and left > 0 and per_epoch > 0 else 0
     continues = records.CONTINUES in trial.user_attrs  # its look is behind it (`first_look_of`, `trained_twin_of`)
