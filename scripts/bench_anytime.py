@@ -233,7 +233,7 @@ def main() -> None:
                for r in sorted(rows, key=lambda r: (r["dataset"], r["method"], r["seed"]))]
     images = 10 * args.shapes_per_class
     sized = args.shapes_per_class != SHAPES_PER_CLASS
-    title = "Anytime search: best model at 25 / 50 / 100 % of a wall-clock budget"
+    title = f"Anytime search: best model at 25 / 50 / 100 % of a {budget:g}-s budget"
     text = [benchlib.header(title + (f" ({images:,}-image shapes)" if sized else ""), info, started,
                             f"budget {budget:g} s per run, seeds {seeds}, one torch thread per run, {args.jobs} "
                             f"run(s) at a time (autocnn and random search of a seed side by side, the loop's seeds in "
