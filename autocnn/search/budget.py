@@ -39,6 +39,16 @@ class OutOfTime(Exception):
         self.epoch = epoch
 
 
+class LookOverran(OutOfTime):
+    """A first look whose epochs measure slower than it was priced at: at their pace the look would take more of
+    the budget than `engine.price_time` admits for one (`engine.look_guard`)."""
+
+    def __init__(self, epoch: int, projected: float, cap: float) -> None:
+        Exception.__init__(self, f"its first look would take {projected:.1f}s at the pace measured, more than the "
+                                 f"{cap:.1f}s a look may take: stopped after epoch {epoch}")
+        self.epoch = epoch
+
+
 def remaining_s(deadline: float | None) -> float | None:
     """Seconds left until `deadline` (`time.time()`; None: no time budget)."""
     return None if deadline is None else deadline - time.time()

@@ -31,7 +31,8 @@ from autocnn.errors import AutocnnError
 from autocnn.proxies import PROXIES
 from autocnn.registry import Registry
 from autocnn.search import records
-from autocnn.search.budget import MAX_REJECTIONS, OutOfTime, check_deadline, longest_training, remaining_s
+from autocnn.search.budget import (MAX_REJECTIONS, LookOverran, OutOfTime, check_deadline, longest_training,
+                                   remaining_s)
 from autocnn.search.config import (ALL_TRIALS, CONFIG_ATTR, FIRST_LOOK_SHARE, LOOK_SHARE, SETTLING_LR,
                                    ConfigError, SearchConfig,
                                    default_pruner)
@@ -404,6 +405,7 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
     prune = prune and not cut
     model = weights_for(model, trial.user_attrs.get(records.START_WEIGHTS), config.freeze)
     record_epoch = epoch_recorder(trial)
+    guard_look = look_guard(config, trial.user_attrs)
 
     def report(epoch: EpochReport) -> None:
         record_epoch(epoch)
@@ -420,6 +422,8 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
                                                                           config.epochs, config.grace_epochs, margin,
                                                                           epoch.seconds):
                 raise optuna.TrialPruned(f"pruned after epoch {epoch.epoch} (outranked at its rung)")
+        if guard_look is not None:
+            guard_look(epoch)
         check_deadline(ctx.deadline, epoch.epoch, config.epochs, epoch.seconds)
 
     try:
@@ -658,6 +662,7 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
     that (and with a share), one that fits but whose first look (its first `grace_epochs`) would take more
     than `LOOK_SHARE` of the whole budget is rejected the same way: on digits in 60 s, two EfficientNets of
     the initial design took 30 of the 60 s for three epochs each and lost to a 4-s plain CNN (bench_anytime).
+    As it trains, its measured epochs hold it to that share (`look_guard`).
     The full training of a design point that had its first look (`records.CONTINUES`) is exempt: on `shapes`
     its look measured 4.05 s an epoch, 12.2 s for three, and the design's best candidate was turned away.
     Near the end (once timed), a candidate whose first look would not fit in what its share keeps back may
@@ -726,6 +731,31 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
     limit = f" x {share:g}" if share not in (None, 1) and left > 0 else ""
     return _reject_for_time(trial, needed, left, f"{records.WOULD_NOT_FINISH}: predicted {needed}s {what}> "
                             f"remaining {left}s{limit}")
+
+
+def look_guard(config: SearchConfig, attrs: dict) -> Callable[[EpochReport], None] | None:
+    """Holds a trial's first look to the `LOOK_SHARE` of the budget `price_time` admitted it under, as its epochs
+    are measured (None: no look to hold: no timeout or share, an untimed device, or a continuation).
+
+    The time model prices a network unlike those timed so far loosely: on digits in 180 s (bench_anytime), ResNets
+    of 4-20 M parameters at 32 px were priced at 4-11 s an epoch and took 7-19 s, and one 3-epoch look took 56 s,
+    a third of the budget, before successive halving stopped it. At the pace of its epochs so far, a look that
+    would run past its share stops at this epoch boundary (`LookOverran`: pruned with its last score and its
+    weights, like a trial the deadline stops); its measured epochs still calibrate the time model."""
+    if not (config.timeout and config.max_trial_share is not None and attrs.get(records.TIME_MODEL_EPOCHS)) \
+            or records.CONTINUES in attrs or records.POLISHES in attrs:
+        return None
+    look_epochs, cap = min(config.epochs, config.grace_epochs), LOOK_SHARE * config.timeout
+    spent = 0.0
+
+    def guard(epoch: EpochReport) -> None:
+        nonlocal spent
+        spent += epoch.seconds
+        projected = spent + (look_epochs - epoch.epoch) * epoch.seconds
+        if epoch.epoch < look_epochs and projected > cap:
+            raise LookOverran(epoch.epoch, projected, cap)
+
+    return guard
 
 
 def _reject_for_time(trial, predicted: float, left: float, reason: str):

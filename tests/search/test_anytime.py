@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -140,6 +141,61 @@ def test_once_the_device_is_timed_no_first_look_takes_more_than_a_fifth_of_the_b
     # the full training of a design point that had its first look: the look is behind it, it trains what fits
     trial, reason = price(timed, 12 * per_epoch, continues=0)
     assert reason is None and 3 <= trial.user_attrs[records.PLANNED_EPOCHS] <= 6  # half the time left
+
+
+def test_a_first_look_slower_than_priced_stops_once_its_pace_would_overrun_its_share():
+    """`look_guard`: the time model admitted a look within `LOOK_SHARE` of the budget, but its epochs measure
+    slower: once the look's pace would take it past that share it stops at the epoch boundary."""
+    from autocnn.search.budget import LookOverran
+    from autocnn.search.engine import look_guard
+    from autocnn.training import EpochReport
+
+    config = SearchConfig(timeout=100, epochs=12, grace_epochs=3)  # a look may take 20 s
+    timed = {records.TIME_MODEL_EPOCHS: 5}
+
+    def look(*seconds, attrs=timed, config=config):
+        guard = look_guard(config, attrs)
+        if guard is None:
+            return "unguarded"
+        for epoch, s in enumerate(seconds, 1):
+            try:
+                guard(EpochReport(epoch=epoch, val_metric=0.5, train_loss=1.0, seconds=s))
+            except LookOverran as stop:
+                return stop.epoch, str(stop)
+        return None
+
+    assert look(6.0, 6.0, 6.0, 30.0) is None  # 18 s: within its share; after the look it is not held
+    epoch, why = look(7.0, 6.0)  # 7 + 2 x 7 = 21 s at the first epoch's pace
+    assert epoch == 1 and "would take 21.0s" in why and "20.0s" in why
+    assert look(5.0, 9.0)[0] == 2  # 14 + 9 = 23 s: the second epoch slowed down
+    assert look(7.0, attrs={}) == "unguarded"  # untimed device: the first-look rule fits it instead
+    assert look(7.0, attrs={**timed, records.CONTINUES: 0}) == "unguarded"  # its look is behind it
+    assert look(7.0, config=config.replace(max_trial_share=None)) == "unguarded"  # never rejected for time
+    assert look(7.0, config=SearchConfig(epochs=12, grace_epochs=3)) == "unguarded"  # no time budget
+
+
+def test_a_trial_whose_look_overruns_is_stopped_and_recorded_with_its_weights(tmp_path):
+    """The local backend's wiring: a study timed at microseconds an epoch admits a candidate whose real epochs
+    take milliseconds; under a 10-ms budget (a 2-ms look) it stops after its first epoch, pruned with its score,
+    the reason and its weights."""
+    from autocnn.search.engine import evaluate_trial
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="look", storage=storage, direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={
+        records.EPOCH_SECONDS: [1e-6] * 5, records.FLOPS: 10 ** 6, records.PARAMS: 10 ** 5, records.LAYERS: 10,
+        records.ACTIVATIONS: 10 ** 5}))
+    config = SearchConfig(space="plain_cnn", dataset="digits", limit=100, seed=0, timeout=0.01, epochs=4,
+                          grace_epochs=3, storage=storage)
+    ctx = TrialContext.create(config)
+    ctx.deadline = time.time() + 600  # the run's end is far: only the look's share stops it
+    study.optimize(lambda trial: evaluate_trial(trial, ctx), n_trials=1)
+    stopped = study.trials[-1]
+    assert stopped.state == TrialState.PRUNED and records.REJECTED not in stopped.user_attrs
+    assert "first look" in stopped.user_attrs[records.OUT_OF_TIME]
+    assert len(stopped.user_attrs[records.EPOCH_SECONDS]) == 1 and list(stopped.intermediate_values) == [1]
+    assert stopped.user_attrs[records.PREDICTED_EPOCH_S] < 1e-3 < stopped.user_attrs[records.EPOCH_SECONDS][0]
+    assert stopped.user_attrs[records.WEIGHTS_PATH]  # saved, as a trial the deadline stops
 
 
 def test_the_last_candidate_that_fits_gets_all_of_the_time_left():

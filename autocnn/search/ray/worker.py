@@ -30,7 +30,7 @@ from autocnn.search import records
 from autocnn.search.budget import OutOfTime, check_deadline
 from autocnn.search.config import SearchConfig
 from autocnn.search.control import pid_alive
-from autocnn.search.engine import (TRIAL_ERRORS, TrialContext, epoch_recorder, fit_candidate, fitted,
+from autocnn.search.engine import (TRIAL_ERRORS, TrialContext, epoch_recorder, fit_candidate, fitted, look_guard,
                                    needs_latency, price_candidate, price_time, record_failure, train_config_for,
                                    weights_for)
 from autocnn.search.ray.keys import (ATTRS, COSTS, EPOCH, FAULT_ENV, FINAL, GPU_IDS, HPARAMS, OBJECTIVES, OPTUNA_ID,
@@ -173,8 +173,10 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
                                            latency=needs_latency(config.objectives, run["constraints"]))
             model, resume = weights_for(model, spec.get(records.START_WEIGHTS), config.freeze), None
             config = fitted(config, rec.user_attrs)
+            guard_look = look_guard(config, rec.user_attrs)
         else:  # the checkpoint holds the weights; the frozen blocks stay frozen
             model, costs, resume = build_model(genotype), state["costs"], TrainState.from_dict(state)
+            guard_look = None  # (restored: its look was held before the checkpoint)
             if spec.get(records.START_WEIGHTS):
                 freeze_blocks(model, config.freeze)
             if state.get(records.SETTLING):  # recorded already: carried to the next checkpoint, not written again
@@ -206,6 +208,8 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
         rec.set_user_attr(records.WALL_TIME, elapsed + time.perf_counter() - started)
         if report.epoch >= config.epochs:
             return  # the final report, after the test evaluation, carries the last epoch
+        if guard_look is not None:
+            guard_look(report)
         check_deadline(run["deadline"], report.epoch, config.epochs, report.seconds)  # before its report: the last
         _report(rec, {VAL: report.val_metric, EPOCH: report.epoch, "train_loss": report.train_loss},
                  {**report.state().to_dict(), "costs": costs, "elapsed": elapsed + time.perf_counter() - started,
