@@ -34,8 +34,8 @@ BUDGET_ATTR = "autocnn.budget"  # study user attr: {timeout_s, started, ends_at}
 class OutOfTime(Exception):
     """A trial stopped at an epoch boundary because its next epoch would end past the run's deadline."""
 
-    def __init__(self, epoch: int) -> None:
-        super().__init__(f"the time budget ran out: stopped after epoch {epoch}")
+    def __init__(self, epoch: int, why: str = "the time budget ran out") -> None:
+        super().__init__(f"{why}: stopped after epoch {epoch}")
         self.epoch = epoch
 
 
@@ -44,9 +44,8 @@ class LookOverran(OutOfTime):
     the budget than `engine.price_time` admits for one (`engine.look_guard`)."""
 
     def __init__(self, epoch: int, projected: float, cap: float) -> None:
-        Exception.__init__(self, f"its first look would take {projected:.1f}s at the pace measured, more than the "
-                                 f"{cap:.1f}s a look may take: stopped after epoch {epoch}")
-        self.epoch = epoch
+        super().__init__(epoch, f"its first look would take {projected:.1f}s at the pace measured, more than the "
+                                f"{cap:.1f}s a look may take")
 
 
 def remaining_s(deadline: float | None) -> float | None:

@@ -743,7 +743,7 @@ def look_guard(config: SearchConfig, attrs: dict) -> Callable[[EpochReport], Non
     would run past its share stops at this epoch boundary (`LookOverran`: pruned with its last score and its
     weights, like a trial the deadline stops); its measured epochs still calibrate the time model."""
     if not (config.timeout and config.max_trial_share is not None and attrs.get(records.TIME_MODEL_EPOCHS)) \
-            or records.CONTINUES in attrs or records.POLISHES in attrs:
+            or records.CONTINUES in attrs:  # (as `price_time` exempts it: its look is behind it)
         return None
     look_epochs, cap = min(config.epochs, config.grace_epochs), LOOK_SHARE * config.timeout
     spent = 0.0

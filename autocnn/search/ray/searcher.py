@@ -90,7 +90,7 @@ class DefineByRun:
         start = trial.user_attrs.get(records.START_WEIGHTS)  # fine-tuning: the worker loads the file
         if start:
             spec[records.START_WEIGHTS] = start
-        for key in (records.CONTINUES, records.POLISHES):  # it starts from a finished trial's weights (priced so)
+        for key in records.STARTS_FROM:  # it starts from a finished trial's weights (priced so)
             if key in trial.user_attrs:
                 spec[key] = trial.user_attrs[key]
         return {SPEC: spec, **self.tunable}

@@ -162,7 +162,7 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
         return
     try:
         if state is None:
-            for key in (records.CONTINUES, records.POLISHES):  # recorded by the driver: known here, not written
+            for key in records.STARTS_FROM:  # recorded by the driver: known here, not written
                 if key in spec:
                     rec.user_attrs[key] = spec[key]
             admit = partial(price_time, rec, config=config, shape=EpochShape(**run["shape"]),
