@@ -22,6 +22,7 @@ validation images; at 180 s the sampler has a few trials of its own to choose.
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +39,7 @@ METHODS = ("autocnn", "random", "handwritten")
 DATASETS = ("digits", "shapes")
 SHAPES_PER_CLASS = 200
 FRACTIONS = (0.25, 0.5, 1.0)
+STUDY_DB = "run.db"  # each run's study database, in a folder of its own (`run`)
 SHAPES = ("disc", "square", "triangle", "ring", "plus", "cross", "hstripes", "vstripes", "checker", "dots")
 
 
@@ -98,12 +100,15 @@ def run(method: str, dataset: str, data_root: Path, seed: int, budget: float, sp
     from autocnn.search.control import anytime_curve
     from autocnn.search.timing import median_error
 
-    db = tmp / f"{method}-{dataset}-{seed}.db"
-    storage = f"sqlite:///{db}"
+    # a folder of its own: a study's weights go beside its database, under the study's name, and side-by-side
+    # runs that shared one overwrote each other's (`run/trial-N`), which continuations then loaded
+    home = tmp / f"{method}-{dataset}-{seed}"
+    home.mkdir()
+    storage = f"sqlite:///{home / STUDY_DB}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(benchlib.ROOT)}
     launched = time.time()
     result = subprocess.run(command(method, dataset, data_root, seed, budget, storage, space), env=env,
-                            capture_output=True, text=True, cwd=tmp)
+                            capture_output=True, text=True, cwd=home)
     wall = time.time() - launched
     if result.returncode != 0:
         raise RuntimeError(f"{method} on {dataset} (seed {seed}) failed:\n{result.stderr[-3000:]}")
@@ -197,6 +202,8 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, each one torch thread (at most the cores)")
     p.add_argument("--shapes-per-class", type=int, default=SHAPES_PER_CLASS,
                    help="images per class of `shapes` (another size than the default gets a section of its own)")
+    p.add_argument("--keep-studies", type=Path, default=None,
+                   help="copy every run's study database here (named METHOD-DATASET-SEED.db) to study its trials")
     args = p.parse_args()
     benchlib.setup_threads(1)
     info = benchlib.machine()
@@ -224,6 +231,10 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # each run is a process of its own
             for batch in side_by_side(methods, datasets, seeds, max(1, args.jobs)):
                 rows += list(pool.map(one, batch))  # a batch ends before the next starts
+        if args.keep_studies:
+            args.keep_studies.mkdir(parents=True, exist_ok=True)
+            for db in tmp.glob(f"*/{STUDY_DB}"):
+                shutil.copy2(db, args.keep_studies / f"{db.parent.name}.db")
     lines, figures, met = summary(rows, datasets, budget)
     detail = ["| dataset | method | seed | val @25/50/100 % | test @25/50/100 % | trials | wall s |",
               "|---|---|---|---|---|---|---|"]
