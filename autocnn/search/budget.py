@@ -14,6 +14,7 @@ and its weights. `--stop-starting-after` only stops starting trials.
 from __future__ import annotations
 
 import os
+import statistics
 import time
 
 import optuna
@@ -69,6 +70,18 @@ def longest_training(study: optuna.Study) -> int:
     is fitted to fewer (`engine.price_time`)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return max((int(t.user_attrs.get(records.EPOCHS_RUN) or 0) for t in complete), default=0)
+
+
+def best_training_s(study: optuna.Study, epochs: int) -> float | None:
+    """Seconds the best complete trial's network takes for `epochs` epochs at the pace it measured (None: no
+    complete trial timed yet, or several objectives): what a first look is weighed against (`LOOK_VS_BEST`)."""
+    if len(study.directions) != 1:
+        return None
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+    timed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+             if t.values and t.user_attrs.get(records.EPOCH_SECONDS)]
+    best = max(timed, key=lambda t: (sign * t.values[0], -t.number), default=None)
+    return None if best is None else epochs * statistics.median(best.user_attrs[records.EPOCH_SECONDS])
 
 
 def budget_use(study: optuna.Study, below: int | None = None) -> tuple[int, int]:

@@ -30,6 +30,14 @@ LOOK_SHARE = 0.2
 """Under a timeout, once the device is timed, the most of the whole budget a candidate's first look (its grace
 epochs, or its whole schedule if shorter) may take: a search looks at five candidates at least, and a short
 budget is not spent on one or two large networks before they can be compared (`engine.price_time`)."""
+LOOK_VS_BEST = 3.0
+"""Under a timeout, once a model is fully trained, the most a sampled candidate's first look may cost in full
+trainings of the best model so far (at that model's measured pace; `engine.price_time`, `engine.look_guard`):
+the time of a look that costs more would train several networks like the best instead. The initial design is
+exempt (its large points are how the search learns that large networks pay), and a larger best raises the cap.
+On digits in 180 s (bench_anytime, six seeds) TPE's later samples included ResNets at 32 px whose looks cost
+3-15 times the best plain CNN's whole training (9-29 s each, 20-60 s a run) and all scored below it; on `shapes`
+every winner's look cost under that best's training (0.7 times at most)."""
 SETTLING_LR = 0.1
 """The learning rate, as a share of the run's, of a continuation that the time left gives fewer epochs than its
 first look (`engine.price_time`, `engine.fitted`), trained without warm-up: it settles the weights it continues

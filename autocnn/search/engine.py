@@ -31,9 +31,9 @@ from autocnn.errors import AutocnnError
 from autocnn.proxies import PROXIES
 from autocnn.registry import Registry
 from autocnn.search import records
-from autocnn.search.budget import (MAX_REJECTIONS, LookOverran, OutOfTime, check_deadline, longest_training,
-                                   remaining_s)
-from autocnn.search.config import (ALL_TRIALS, CONFIG_ATTR, FIRST_LOOK_SHARE, LOOK_SHARE, SETTLING_LR,
+from autocnn.search.budget import (MAX_REJECTIONS, LookOverran, OutOfTime, best_training_s, check_deadline,
+                                   longest_training, remaining_s)
+from autocnn.search.config import (ALL_TRIALS, CONFIG_ATTR, FIRST_LOOK_SHARE, LOOK_SHARE, LOOK_VS_BEST, SETTLING_LR,
                                    ConfigError, SearchConfig,
                                    default_pruner)
 from autocnn.search.control import latest_study
@@ -388,9 +388,10 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
         return objective_values(config, record_oneshot(trial, ctx, genotype, model), costs)
     genotype = sample_architecture(trial, ctx)
     torch.manual_seed(config.seed + trial.number)  # initial weights: a function of the trial, not of earlier trials
+    best_s = best_training_s(trial.study, config.epochs) if train and ctx.deadline is not None else None
     admit = None if not train else partial(price_time, trial, config=config, shape=ctx.epoch_shape,
                                            model=ctx.time_model(trial.study, device), deadline=ctx.deadline,
-                                           rival_epochs=longest_training(trial.study))
+                                           rival_epochs=longest_training(trial.study), best_s=best_s)
     model, costs = price_candidate(trial, genotype, ctx.constraints, latency=ctx.measures_latency, cache=ctx.costs,
                                    admit=admit)
     if not train:
@@ -405,7 +406,7 @@ def _evaluate_trial(trial, ctx: TrialContext, *, on_epoch: Callable[[EpochReport
     prune = prune and not cut
     model = weights_for(model, trial.user_attrs.get(records.START_WEIGHTS), config.freeze)
     record_epoch = epoch_recorder(trial)
-    guard_look = look_guard(config, trial.user_attrs)
+    guard_look = look_guard(config, trial.user_attrs, best_s)
 
     def report(epoch: EpochReport) -> None:
         record_epoch(epoch)
@@ -646,7 +647,8 @@ def weights_for(model, start: str | None, freeze: int):
 
 
 def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, model: TimeModel,
-               deadline: float | None, epochs: int | None = None, rival_epochs: int = 0) -> float:
+               deadline: float | None, epochs: int | None = None, rival_epochs: int = 0,
+               best_s: float | None = None) -> float:
     """Predict the candidate's seconds per epoch on this device (`timing`) and record them; returns them.
 
     Under a time budget a candidate is rejected (pruned untrained, at no cost, recorded with the predicted
@@ -662,7 +664,8 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
     that (and with a share), one that fits but whose first look (its first `grace_epochs`) would take more
     than `LOOK_SHARE` of the whole budget is rejected the same way: on digits in 60 s, two EfficientNets of
     the initial design took 30 of the 60 s for three epochs each and lost to a 4-s plain CNN (bench_anytime).
-    As it trains, its measured epochs hold it to that share (`look_guard`).
+    A sampled candidate's look is also held to `LOOK_VS_BEST` full trainings of the best model so far (`best_s`,
+    `budget.best_training_s`; `look_cap`). As it trains, its measured epochs hold it to that cap (`look_guard`).
     The full training of a design point that had its first look (`records.CONTINUES`) is exempt: on `shapes`
     its look measured 4.05 s an epoch, 12.2 s for three, and the design's best candidate was turned away.
     Near the end (once timed), a candidate whose first look would not fit in what its share keeps back may
@@ -710,11 +713,11 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
     settles = continues and 1 <= fit and (fit < min(planned, config.grace_epochs) or polishes)
     if (left > 0 and needed <= (share or 1.0) * left) or fit >= min(planned, config.grace_epochs) or settles:
         # it fits: is its first look a fair share?
-        if share is not None and model.epochs and config.timeout and look_s > LOOK_SHARE * config.timeout \
-                and not continues:
+        cap, why = look_cap(config, trial.user_attrs, best_s)
+        if share is not None and model.epochs and look_s > cap and not continues:
             look_s, left = round(look_s, 1), round(max(left, 0.0), 1)
             return _reject_for_time(trial, look_s, left, f"{records.WOULD_NOT_FINISH}: predicted {look_s}s "
-                                    f"{records.FIRST_LOOK} > {LOOK_SHARE:g} x the {config.timeout:g}s budget")
+                                    f"{records.FIRST_LOOK} > {why}")
         if not (left > 0 and needed <= (share or 1.0) * left):
             if min(fit, planned) < floor and not continues:
                 needed, left = round(planned * per_epoch, 1), round(max(left, 0.0), 1)
@@ -733,19 +736,33 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
                             f"remaining {left}s{limit}")
 
 
-def look_guard(config: SearchConfig, attrs: dict) -> Callable[[EpochReport], None] | None:
-    """Holds a trial's first look to the `LOOK_SHARE` of the budget `price_time` admitted it under, as its epochs
-    are measured (None: no look to hold: no timeout or share, an untimed device, or a continuation).
+def look_cap(config: SearchConfig, attrs: dict, best_s: float | None) -> tuple[float, str]:
+    """The most seconds a candidate's first look may take under a timeout, and why: `LOOK_SHARE` of the budget,
+    and for a sampled candidate (not a point of the initial design) `LOOK_VS_BEST` times `best_s`, the seconds
+    the best model so far takes to train (None: none yet)."""
+    if not config.timeout:
+        return math.inf, "no time budget"
+    cap, why = LOOK_SHARE * config.timeout, f"{LOOK_SHARE:g} x the {config.timeout:g}s budget"
+    if best_s and records.DESIGN not in attrs and LOOK_VS_BEST * best_s < cap:
+        cap, why = LOOK_VS_BEST * best_s, f"{LOOK_VS_BEST:g} x the {best_s:.1f}s the best model so far trains in"
+    return cap, why
+
+
+def look_guard(config: SearchConfig, attrs: dict,
+               best_s: float | None = None) -> Callable[[EpochReport], None] | None:
+    """Holds a trial's first look to the cap `price_time` admitted it under (`look_cap`), as its epochs are
+    measured (None: no look to hold: no timeout or share, an untimed device, or a continuation).
 
     The time model prices a network unlike those timed so far loosely: on digits in 180 s (bench_anytime), ResNets
     of 4-20 M parameters at 32 px were priced at 4-11 s an epoch and took 7-19 s, and one 3-epoch look took 56 s,
     a third of the budget, before successive halving stopped it. At the pace of its epochs so far, a look that
     would run past its share stops at this epoch boundary (`LookOverran`: pruned with its last score and its
-    weights, like a trial the deadline stops); its measured epochs still calibrate the time model."""
+    weights, like a trial the deadline stops); its measured epochs still calibrate the time model. The cap holds
+    with `best_s` as when the trial was priced (the driver's figure on Ray)."""
     if not (config.timeout and config.max_trial_share is not None and attrs.get(records.TIME_MODEL_EPOCHS)) \
             or records.CONTINUES in attrs:  # (as `price_time` exempts it: its look is behind it)
         return None
-    look_epochs, cap = min(config.epochs, config.grace_epochs), LOOK_SHARE * config.timeout
+    look_epochs, cap = min(config.epochs, config.grace_epochs), look_cap(config, attrs, best_s)[0]
     spent = 0.0
 
     def guard(epoch: EpochReport) -> None:

@@ -38,13 +38,14 @@ TIME_MODEL_EPOCHS = "time_model_epochs"  # finished epochs of the study the pred
 PLANNED_EPOCHS = "planned_epochs"  # fewer epochs than the run's, fitted to the time left (price_time)
 SETTLING = "settling"  # a continuation given fewer epochs than its look: no warm-up, a tenth of the rate (price_time)
 POLISHES = "polishes"  # the fully trained best (its number) this trial settles further with time nothing new fits in
-STARTS_FROM = (CONTINUES, POLISHES)  # what the Ray driver records and hands its worker: they price the trial too
 PREDICTED_S = "predicted_s"  # a candidate rejected for time: its predicted training seconds
 REMAINING_S = "remaining_s"  # ... and the seconds left of the run's time budget when it was priced
 OUT_OF_TIME = "out_of_time"  # a trial the --timeout stopped at an epoch boundary (pruned, weights saved)
 WOULD_NOT_FINISH = "would not finish"  # how a REJECTED message for time begins
 FIRST_LOOK = "for a first look"  # in a REJECTED message for time: the look is too large a share of the budget
 DESIGN = "initial_design"  # the point of the initial design a trial took (autocnn.search.design), 0: cheapest
+# what the Ray driver records and hands its worker, which prices the trial again (`engine.price_time` reads them)
+PRICED_WITH = (CONTINUES, POLISHES, DESIGN)
 # --prescreen (autocnn.search.prescreen): the proxy, the trained candidate's score at initialisation (None:
 # could not be scored), how many candidates were screened for the trial (1: a preset, a design point or a
 # retry, scored alone) and each candidate's arch id and score in the order drawn (None: outside the space's

@@ -143,6 +143,55 @@ def test_once_the_device_is_timed_no_first_look_takes_more_than_a_fifth_of_the_b
     assert reason is None and 3 <= trial.user_attrs[records.PLANNED_EPOCHS] <= 6  # half the time left
 
 
+def test_a_sampled_look_may_cost_at_most_three_trainings_of_the_best_model_so_far():
+    """`LOOK_VS_BEST`: once a model is fully trained, a sampled candidate whose first look would cost more than
+    three full trainings of the best one is rejected before training, as a look too large (not as spent time);
+    the initial design, continuations and a study with no complete trial are not held to it."""
+    import dataclasses
+
+    from autocnn.search.budget import best_training_s
+    from autocnn.search.config import LOOK_VS_BEST
+    from autocnn.search.engine import price_time
+
+    shape = EpochShape(train=1000, val=200, batch_size=50)
+    costs = {"flops": 5e7, "params": 1e6, "layers": 30, "activations": 1e6}
+    timed = dataclasses.replace(TimeModel.prior(), epochs=5)
+    per_epoch = timed.epoch_seconds(costs["flops"], costs["params"], costs["layers"], shape, costs["activations"])
+    look_s = 3 * per_epoch
+    config = SearchConfig(timeout=1000 * per_epoch, epochs=12, grace_epochs=3)  # the budget's fifth holds 200 epochs
+    study = optuna.create_study(direction="maximize")
+
+    def price(best_s, **attrs):
+        trial = study.ask()
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        try:
+            price_time(trial, costs, config=config, shape=shape, model=timed, deadline=time.time() + config.timeout,
+                       best_s=best_s)
+        except optuna.TrialPruned as rejected:
+            return str(rejected)
+        return None
+
+    reason = price(look_s / LOOK_VS_BEST * 0.9)  # the best trains in 0.9 of a third of this look
+    assert reason.startswith(records.WOULD_NOT_FINISH) and "first look" in reason and "the best model" in reason
+    assert records.rejected_for_a_look(study.trials[-1])  # a look too large: the time left did not refuse it
+    assert price(look_s / LOOK_VS_BEST * 1.1) is None
+    assert price(None) is None  # no model trained yet
+    assert price(look_s / 10, **{records.DESIGN: 4}) is None  # the design spans the space's costs
+    assert price(look_s / 10, **{records.CONTINUES: 0}) is None  # its look is behind it
+
+    # what it is weighed against: the best complete trial's whole schedule at its median pace
+    assert best_training_s(study, 12) is None  # nothing timed
+    _trained(study, [0.5, 0.9], epoch_s=2.0)
+    _trained(study, [0.5, 0.7], epoch_s=0.5)
+    assert best_training_s(study, 12) == 24.0
+    losses = optuna.create_study(direction="minimize")
+    _trained(losses, [0.5, 0.9], epoch_s=2.0)
+    _trained(losses, [0.5, 0.7], epoch_s=0.5)
+    assert best_training_s(losses, 10) == 5.0
+    assert best_training_s(optuna.create_study(directions=["maximize", "minimize"]), 12) is None
+
+
 def test_a_first_look_slower_than_priced_stops_once_its_pace_would_overrun_its_share():
     """`look_guard`: the time model admitted a look within `LOOK_SHARE` of the budget, but its epochs measure
     slower: once the look's pace would take it past that share it stops at the epoch boundary."""
@@ -153,8 +202,8 @@ def test_a_first_look_slower_than_priced_stops_once_its_pace_would_overrun_its_s
     config = SearchConfig(timeout=100, epochs=12, grace_epochs=3)  # a look may take 20 s
     timed = {records.TIME_MODEL_EPOCHS: 5}
 
-    def look(*seconds, attrs=timed, config=config):
-        guard = look_guard(config, attrs)
+    def look(*seconds, attrs=timed, config=config, best_s=None):
+        guard = look_guard(config, attrs, best_s)
         if guard is None:
             return "unguarded"
         for epoch, s in enumerate(seconds, 1):
@@ -172,6 +221,10 @@ def test_a_first_look_slower_than_priced_stops_once_its_pace_would_overrun_its_s
     assert look(7.0, attrs={**timed, records.CONTINUES: 0}) == "unguarded"  # its look is behind it
     assert look(7.0, config=config.replace(max_trial_share=None)) == "unguarded"  # never rejected for time
     assert look(7.0, config=SearchConfig(epochs=12, grace_epochs=3)) == "unguarded"  # no time budget
+    # a sampled look is also held to three trainings of the best model so far (5 s: 15 s), a design point is not
+    epoch, why = look(4.0, 6.0, best_s=5.0)  # 12 s at the first epoch's pace, 4 + 6 + 6 = 16 s at the second's
+    assert epoch == 2 and "would take 16.0s" in why and "15.0s" in why
+    assert look(6.0, 6.0, 6.0, attrs={**timed, records.DESIGN: 3}, best_s=5.0) is None  # 18 s: the budget's fifth
 
 
 def test_a_trial_whose_look_overruns_is_stopped_and_recorded_with_its_weights(tmp_path):

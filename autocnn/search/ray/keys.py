@@ -10,6 +10,7 @@ SPEC = "autocnn"                 # key of the per-trial constants in a Tune tria
 TIME_MODEL = "time_model"        # SPEC key: the training-time model as the driver fitted it (`timing.TimeModel`)
 COSTS = "costs"                  # SPEC key: params, FLOPs, layers and activations the driver counted
 RIVAL_EPOCHS = "rival_epochs"    # SPEC key: the longest training of a complete trial when the driver priced it
+BEST_S = "best_s"                # SPEC key: the seconds the best model trains in when the driver priced it
 VAL, EPOCH, FINAL = "val_metric", "epoch", "autocnn_final"
 ATTRS, OBJECTIVES, OPTUNA_ID = "autocnn_attrs", "autocnn_objectives", "autocnn_trial_id"
 CHECKPOINT_DIR = "checkpoint_dir_name"  # Tune's result key naming the checkpoint reported with it

@@ -31,12 +31,12 @@ from ray.tune.search.optuna import OptunaSearch
 
 from autocnn.artifacts import save_trial_weights
 from autocnn.search import records
-from autocnn.search.budget import Budget, longest_training, rejection_verdict
+from autocnn.search.budget import Budget, best_training_s, longest_training, rejection_verdict
 from autocnn.search.control import GIVE_UP_FAILURES
 from autocnn.search.engine import (TRIAL_ERRORS, TrialContext, price_candidate, price_time, record_failure,
                                    sample_architecture)
 from autocnn.search.ray.internals import asked_trials, searched_study, searched_study_name, told_trials
-from autocnn.search.ray.keys import (ATTRS, CHECKPOINT_DIR, COSTS, EPOCH, FINAL, MAX_FAILURES, OBJECTIVES,
+from autocnn.search.ray.keys import (ATTRS, BEST_S, CHECKPOINT_DIR, COSTS, EPOCH, FINAL, MAX_FAILURES, OBJECTIVES,
                                      RIVAL_EPOCHS, SPEC, TIME_MODEL, VAL, trial_dirname)
 from autocnn.search.ray.worker import load_state
 from autocnn.storage import study_storage, trial_id as trial_id_of
@@ -78,8 +78,9 @@ class DefineByRun:
             genotype = sample_architecture(trial, ctx)
             spec["genotype"] = genotype.to_dict()
             spec[RIVAL_EPOCHS] = longest_training(trial.study)
+            spec[BEST_S] = best_training_s(trial.study, ctx.config.epochs) if ctx.deadline is not None else None
             admit = partial(price_time, trial, config=ctx.config, shape=ctx.epoch_shape, model=model,
-                            deadline=ctx.deadline, rival_epochs=spec[RIVAL_EPOCHS])
+                            deadline=ctx.deadline, rival_epochs=spec[RIVAL_EPOCHS], best_s=spec[BEST_S])
             _, costs = price_candidate(trial, genotype, ctx.constraints, latency=False, cache=ctx.costs, admit=admit)
             spec[COSTS] = costs  # the worker prices from these instead of counting again (it adds latency)
         except optuna.TrialPruned as err:  # rejected, or a `require` of the space failed: pruned untrained
@@ -90,7 +91,7 @@ class DefineByRun:
         start = trial.user_attrs.get(records.START_WEIGHTS)  # fine-tuning: the worker loads the file
         if start:
             spec[records.START_WEIGHTS] = start
-        for key in records.STARTS_FROM:  # it starts from a finished trial's weights (priced so)
+        for key in records.PRICED_WITH:  # the worker prices it as the driver did
             if key in trial.user_attrs:
                 spec[key] = trial.user_attrs[key]
         return {SPEC: spec, **self.tunable}

@@ -33,8 +33,8 @@ from autocnn.search.control import pid_alive
 from autocnn.search.engine import (TRIAL_ERRORS, TrialContext, epoch_recorder, fit_candidate, fitted, look_guard,
                                    needs_latency, price_candidate, price_time, record_failure, train_config_for,
                                    weights_for)
-from autocnn.search.ray.keys import (ATTRS, COSTS, EPOCH, FAULT_ENV, FINAL, GPU_IDS, HPARAMS, OBJECTIVES, OPTUNA_ID,
-                                     RIVAL_EPOCHS, SPEC, TIME_MODEL, TUNABLE, VAL)
+from autocnn.search.ray.keys import (ATTRS, BEST_S, COSTS, EPOCH, FAULT_ENV, FINAL, GPU_IDS, HPARAMS, OBJECTIVES,
+                                     OPTUNA_ID, RIVAL_EPOCHS, SPEC, TIME_MODEL, TUNABLE, VAL)
 from autocnn.search.timing import EpochShape, TimeModel
 from autocnn.training import EpochReport, TrainState, train
 from autocnn.weights import freeze_blocks
@@ -162,18 +162,18 @@ def trainable(tune_config: dict, *, data, run: dict) -> None:
         return
     try:
         if state is None:
-            for key in records.STARTS_FROM:  # recorded by the driver: known here, not written
+            for key in records.PRICED_WITH:  # recorded by the driver: known here, not written
                 if key in spec:
                     rec.user_attrs[key] = spec[key]
             admit = partial(price_time, rec, config=config, shape=EpochShape(**run["shape"]),
                             model=time_model_of(spec), deadline=run["deadline"],
-                            rival_epochs=spec.get(RIVAL_EPOCHS, 0))
+                            rival_epochs=spec.get(RIVAL_EPOCHS, 0), best_s=spec.get(BEST_S))
             priced = {genotype.arch_id: spec[COSTS]} if COSTS in spec else None  # by the driver (not latency)
             model, costs = price_candidate(rec, genotype, run["constraints"], admit=admit, cache=priced,
                                            latency=needs_latency(config.objectives, run["constraints"]))
             model, resume = weights_for(model, spec.get(records.START_WEIGHTS), config.freeze), None
             config = fitted(config, rec.user_attrs)
-            guard_look = look_guard(config, rec.user_attrs)
+            guard_look = look_guard(config, rec.user_attrs, spec.get(BEST_S))
         else:  # the checkpoint holds the weights; the frozen blocks stay frozen
             model, costs, resume = build_model(genotype), state["costs"], TrainState.from_dict(state)
             guard_look = None  # (restored: its look was held before the checkpoint)
