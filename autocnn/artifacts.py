@@ -5,10 +5,13 @@ made absolute when the study is created, so that every reader (export, dashboard
 finds the weights the trainer wrote. Its default is the folder of the SQLite file for `sqlite:///`
 storages (a study's database and its weights travel together), else `./studies` of the creating process.
 Studies created before the root was stored fall back to that default. Trials record their weights path
-relative to the root (trial user attr `weights_path`), so a moved folder keeps working.
+relative to the root (trial user attr `weights_path`), so a moved folder keeps working. A new study claims
+its folder (`.study`: its SQLite file), so that another file's study of the same name beside it is refused
+instead of overwriting its weights.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
@@ -19,6 +22,7 @@ from torch import nn
 from autocnn.errors import AutocnnError
 
 WEIGHTS_FILE = "weights.safetensors"
+OWNER_FILE = ".study"  # in a SQLite study's weights folder: the file and study the weights belong to (JSON)
 
 
 def _storage_url(storage_url: str | None) -> str:
@@ -58,6 +62,42 @@ def study_artifact_root(config, storage_url: str | None) -> Path:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"
+
+
+def _sqlite_file(storage_url: str | None) -> str | None:
+    """The absolute path of a `sqlite:///` storage's file (None: another storage)."""
+    url = _storage_url(storage_url)
+    return str(Path(url[len("sqlite:///"):]).expanduser().resolve()) if url.startswith("sqlite:///") else None
+
+
+def check_study_folder(root: str | Path, study_name: str, storage_url: str | None) -> None:
+    """Refuse a new study whose weights folder (`<root>/<study>`) holds a study of the same name from another
+    SQLite file (`claim_study_folder`): their trials would overwrite each other's weights, and a trial that
+    continues an earlier one would load the other study's (two files in one folder, both searched as `--study
+    run`). Server storages are not checked: their address may change while the study stays the same."""
+    folder, database = Path(root) / _safe(study_name), _sqlite_file(storage_url)
+    if database is None:
+        return
+    try:
+        holder = json.loads((folder / OWNER_FILE).read_text())["storage"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # unclaimed (or written before folders were claimed)
+    if holder != database:
+        raise AutocnnError(f"{folder} holds the weights of study {study_name!r} of another database ({holder}); "
+                           f"choose another --study name or --artifacts folder")
+
+
+def claim_study_folder(root: str | Path, study_name: str, storage_url: str | None) -> None:
+    """Record in a new SQLite study's weights folder which file the study lives in (`check_study_folder`)."""
+    database = _sqlite_file(storage_url)
+    if database is None:
+        return
+    folder = Path(root) / _safe(study_name)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / OWNER_FILE).write_text(json.dumps({"storage": database, "study": study_name}))
+    except OSError as err:  # the first weights saved will say the same more usefully
+        warnings.warn(f"cannot write {folder / OWNER_FILE}: {err}", stacklevel=2)
 
 
 def trial_weights_relpath(study_name: str, number: int) -> str:

@@ -23,7 +23,7 @@ from typing import Callable
 import optuna
 import torch
 
-from autocnn.artifacts import resolve_weights, save_trial_weights
+from autocnn.artifacts import check_study_folder, claim_study_folder, resolve_weights, save_trial_weights
 from autocnn.costs import (count_flops, count_layers, count_meta_work, count_params, materialize,
                            measure_latency_ms, meta_model)
 from autocnn.data import DataSplits, choose_mode, load_dataset
@@ -180,8 +180,9 @@ def create_study(config: SearchConfig, design: list[DesignPoint] = ()) -> tuple[
     the enqueued presets take the points of `design` (`autocnn.search.design`)."""
     check_choices(config)
     locations = absolute_locations(config)  # before the storage: a bad --artifacts writes nothing
-    storage = open_storage(config.storage, create=True)
     name = config.study or default_study_name(config)
+    check_study_folder(locations["artifacts"], name, config.storage)  # (before the storage too)
+    storage = open_storage(config.storage, create=True)
     taken = StudyError(f"study {name!r} already exists; pass --resume to continue it or choose another --study")
     shell = next((s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
                   if s.study_name == name), None)
@@ -206,6 +207,7 @@ def create_study(config: SearchConfig, design: list[DesignPoint] = ()) -> tuple[
     config = config.replace(study=name, pruner=pruner_name(config), **locations)
     if not claim_study_attr(storage, study, CONFIG_ATTR, config.to_dict()):  # two runs started with one new --study
         raise taken
+    claim_study_folder(config.artifacts, name, config.storage)
     study.set_metric_names(list(config.objectives))
     return study, config
 

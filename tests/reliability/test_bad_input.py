@@ -210,6 +210,9 @@ CASES = {
     "storage-is-a-folder": Case((*SEARCH, "--storage", "sqlite:///{tmp}/imgs"), ("names a folder", "autocnn.db"),
                                 _write("imgs/readme.txt", "a folder\n")),
     "missing-storage": Case(("studies", *STORE), ("no study storage", "autocnn search")),
+    "study-folder-of-another-database": Case((*SEARCH, "--study", "run", *STORE),
+                                             ("holds the weights of study 'run'", "another database", "--study"),
+                                             _write("run/.study", '{"storage": "/elsewhere/a.db"}')),
     # budgets and choices
     "zero-trials": Case((*SEARCH, "--trials", "0", *STORE), ("--trials must be >= 1", "at least one")),
     "negative-trials": Case((*SEARCH, "--trials", "-3", *STORE), ("--trials must be >= 1, got -3",)),

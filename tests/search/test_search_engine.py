@@ -127,3 +127,24 @@ def test_search_on_an_imagefolder(cli, tmp_path):
     assert result.returncode == 0, result.stderr
     (first, *_) = trials_of(cli, "img", (TrialState.COMPLETE,))
     assert first.user_attrs[records.GENOTYPE]["in_chans"] == 3
+
+
+def test_two_sqlite_files_in_one_folder_do_not_share_a_studys_weights_folder(tmp_path):
+    """Studies named alike in two SQLite files of one folder would write `run/trial-N` over each other
+    (bench_anytime's side-by-side runs did, and their continuations loaded the other run's weights): the
+    second is refused before its file is created, and the first file may take the name again."""
+    from autocnn.errors import AutocnnError
+    from autocnn.search.config import SearchConfig
+    from autocnn.search.engine import create_study
+
+    def create(db: str):
+        return create_study(SearchConfig(space=SPACE, dataset="digits", study="run",
+                                         storage=f"sqlite:///{tmp_path / db}"))
+
+    _, config = create("a.db")
+    assert json.loads((tmp_path / "run" / ".study").read_text())["storage"] == str((tmp_path / "a.db").resolve())
+    with pytest.raises(AutocnnError, match="holds the weights of study 'run' of another database"):
+        create("b.db")
+    assert not (tmp_path / "b.db").exists()
+    optuna.delete_study(study_name="run", storage=config.storage)
+    assert create("a.db")[1].study == "run"  # a deleted study's name, taken again in its own file
