@@ -16,9 +16,11 @@ from autocnn.data import load_dataset
 
 
 def accuracy(model, images, labels):
+    """The share of images classified right, exactly (as autocnn's trainer reports it): a float32 mean rounds
+    358/360 down and 359/360 up, which decided ties on digits' 360 validation images."""
     model.eval()
     with torch.no_grad():
-        return (model(images).argmax(1) == labels).float().mean().item()
+        return (model(images).argmax(1) == labels).sum().item() / len(labels)
 
 
 def objective(trial, data, epochs):
