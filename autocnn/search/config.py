@@ -34,7 +34,9 @@ LOOK_VS_BEST = 3.0
 """Under a timeout, once a model is fully trained, the most a sampled candidate's first look may cost in full
 trainings of the best model so far (at that model's measured pace; `engine.price_time`, `engine.look_guard`):
 the time of a look that costs more would train several networks like the best instead. The initial design is
-exempt (its large points are how the search learns that large networks pay), and a larger best raises the cap.
+exempt (its large points are how the search learns that large networks pay), a larger best raises the cap, and
+a look within `FIRST_LOOK_SHARE` of the budget is always allowed (a best that trains in a blink does not turn away
+candidates the budget holds twenty looks of).
 On digits in 180 s (bench_anytime, six seeds) TPE's later samples included ResNets at 32 px whose looks cost
 3-15 times the best plain CNN's whole training (9-29 s each, 20-60 s a run) and all scored below it; on `shapes`
 every winner's look cost under that best's training (0.7 times at most)."""

@@ -741,12 +741,16 @@ def price_time(trial, costs: dict, *, config: SearchConfig, shape: EpochShape, m
 def look_cap(config: SearchConfig, attrs: dict, best_s: float | None) -> tuple[float, str]:
     """The most seconds a candidate's first look may take under a timeout, and why: `LOOK_SHARE` of the budget,
     and for a sampled candidate (not a point of the initial design) `LOOK_VS_BEST` times `best_s`, the seconds
-    the best model so far takes to train (None: none yet)."""
+    the best model so far takes to train (None: none yet), but never less than `FIRST_LOOK_SHARE` of the budget:
+    a best that trains in a blink does not turn away candidates the budget holds twenty looks of."""
     if not config.timeout:
         return math.inf, "no time budget"
     cap, why = LOOK_SHARE * config.timeout, f"{LOOK_SHARE:g} x the {config.timeout:g}s budget"
-    if best_s and records.DESIGN not in attrs and LOOK_VS_BEST * best_s < cap:
-        cap, why = LOOK_VS_BEST * best_s, f"{LOOK_VS_BEST:g} x the {best_s:.1f}s the best model so far trains in"
+    floor = FIRST_LOOK_SHARE * config.timeout
+    if best_s and records.DESIGN not in attrs and max(LOOK_VS_BEST * best_s, floor) < cap:
+        best = f"{LOOK_VS_BEST:g} x the {best_s:.1f}s the best model so far trains in"
+        cap, why = max(LOOK_VS_BEST * best_s, floor), best if LOOK_VS_BEST * best_s >= floor else \
+            f"{FIRST_LOOK_SHARE:g} x the {config.timeout:g}s budget (more than {best})"
     return cap, why
 
 

@@ -145,8 +145,9 @@ def test_once_the_device_is_timed_no_first_look_takes_more_than_a_fifth_of_the_b
 
 def test_a_sampled_look_may_cost_at_most_three_trainings_of_the_best_model_so_far():
     """`LOOK_VS_BEST`: once a model is fully trained, a sampled candidate whose first look would cost more than
-    three full trainings of the best one is rejected before training, as a look too large (not as spent time);
-    the initial design, continuations and a study with no complete trial are not held to it."""
+    three full trainings of the best one is rejected before training, as a look too large (not as spent time),
+    unless the look is within a twentieth of the budget; the initial design, continuations and a study with no
+    complete trial are not held to it."""
     import dataclasses
 
     from autocnn.search.budget import best_training_s
@@ -158,10 +159,10 @@ def test_a_sampled_look_may_cost_at_most_three_trainings_of_the_best_model_so_fa
     timed = dataclasses.replace(TimeModel.prior(), epochs=5)
     per_epoch = timed.epoch_seconds(costs["flops"], costs["params"], costs["layers"], shape, costs["activations"])
     look_s = 3 * per_epoch
-    config = SearchConfig(timeout=1000 * per_epoch, epochs=12, grace_epochs=3)  # the budget's fifth holds 200 epochs
+    config = SearchConfig(timeout=40 * per_epoch, epochs=12, grace_epochs=3)  # a fifth: 8 epochs, a twentieth: 2
     study = optuna.create_study(direction="maximize")
 
-    def price(best_s, **attrs):
+    def price(best_s, config=config, **attrs):
         trial = study.ask()
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
@@ -177,6 +178,9 @@ def test_a_sampled_look_may_cost_at_most_three_trainings_of_the_best_model_so_fa
     assert records.rejected_for_a_look(study.trials[-1])  # a look too large: the time left did not refuse it
     assert price(look_s / LOOK_VS_BEST * 1.1) is None
     assert price(None) is None  # no model trained yet
+    reason = price(look_s / 10)  # three trainings of the best take 0.9 epochs: a twentieth of the budget, 2, holds
+    assert "0.05 x the" in reason and "(more than 3 x the" in reason
+    assert price(look_s / 10, config=config.replace(timeout=80 * per_epoch)) is None  # a twentieth: 4 epochs
     assert price(look_s / 10, **{records.DESIGN: 4}) is None  # the design spans the space's costs
     assert price(look_s / 10, **{records.CONTINUES: 0}) is None  # its look is behind it
 
