@@ -746,10 +746,12 @@ def look_cap(config: SearchConfig, attrs: dict, best_s: float | None) -> tuple[f
     if not config.timeout:
         return math.inf, "no time budget"
     cap, why = LOOK_SHARE * config.timeout, f"{LOOK_SHARE:g} x the {config.timeout:g}s budget"
-    floor = FIRST_LOOK_SHARE * config.timeout
-    if best_s and records.DESIGN not in attrs and max(LOOK_VS_BEST * best_s, floor) < cap:
+    if not best_s or records.DESIGN in attrs:
+        return cap, why
+    floor, held = FIRST_LOOK_SHARE * config.timeout, LOOK_VS_BEST * best_s
+    if max(held, floor) < cap:
         best = f"{LOOK_VS_BEST:g} x the {best_s:.1f}s the best model so far trains in"
-        cap, why = max(LOOK_VS_BEST * best_s, floor), best if LOOK_VS_BEST * best_s >= floor else \
+        cap, why = max(held, floor), best if held >= floor else \
             f"{FIRST_LOOK_SHARE:g} x the {config.timeout:g}s budget (more than {best})"
     return cap, why
 
