@@ -21,7 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autocnn.search import records
-from autocnn.search.control import counts_toward_budget, stop_requested
+from autocnn.search.control import best_trial, counts_toward_budget, stop_requested
 from autocnn.storage import fail_stale_trials, trial_id
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -77,10 +77,9 @@ def best_training_s(study: optuna.Study, epochs: int) -> float | None:
     complete trial timed yet, or several objectives): what a first look is weighed against (`LOOK_VS_BEST`)."""
     if len(study.directions) != 1:
         return None
-    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
     timed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-             if t.values and t.user_attrs.get(records.EPOCH_SECONDS)]
-    best = max(timed, key=lambda t: (sign * t.values[0], -t.number), default=None)
+             if t.user_attrs.get(records.EPOCH_SECONDS)]
+    best = best_trial(timed, study.directions)
     return None if best is None else epochs * statistics.median(best.user_attrs[records.EPOCH_SECONDS])
 
 
